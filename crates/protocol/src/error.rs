@@ -1,0 +1,158 @@
+//! Typed errors for parsing and opening wire values, and the one JSON error body of every endpoint.
+
+use serde::{Deserialize, Serialize};
+
+/// A value from outside did not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ParseError {
+    /// Not a hyphenated UUID (`xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx`).
+    #[error("invalid UUID {0:?}: expected the hyphenated form")]
+    InvalidUuid(String),
+    /// Not standard, padded base64.
+    #[error("invalid base64: {0}")]
+    InvalidBase64(String),
+    /// A key that is not 32 bytes long.
+    #[error("invalid key: expected 32 bytes, got {0}")]
+    InvalidKeyLength(usize),
+    /// A sealed value shorter than nonce and tag.
+    #[error("sealed value too short: {0} bytes, at least 40 expected")]
+    SealedTooShort(usize),
+    /// Not an ISO-8601 / RFC 3339 timestamp.
+    #[error("invalid timestamp {0:?}")]
+    InvalidTimestamp(String),
+}
+
+/// A sealed value could not be opened.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpenError {
+    /// The value is not a well-formed sealed box.
+    #[error(transparent)]
+    Malformed(#[from] ParseError),
+    /// Authentication failed: wrong key, or the bytes were changed.
+    #[error("decryption failed: wrong key or tampered value")]
+    Decrypt,
+    /// The plaintext is not the JSON that was expected.
+    #[error("decrypted plaintext is not the expected JSON: {0}")]
+    Plaintext(String),
+    /// The plaintext opened but does not match what it should (a stamp for another event).
+    #[error("sealed value does not match")]
+    Mismatch,
+}
+
+/// The stable error codes of every endpoint of the product.
+///
+/// The string form (`snake_case`) is part of the wire contract: clients branch on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// A path or body UUID is malformed.
+    InvalidUuid,
+    /// A public key is not 32 bytes of standard base64.
+    InvalidKey,
+    /// The body is not the JSON the endpoint takes.
+    InvalidJson,
+    /// The body's content type is not the one the endpoint takes.
+    UnsupportedMediaType,
+    /// The body is larger than the endpoint accepts.
+    BodyTooLarge,
+    /// The front is unknown (the backend's store was reset): register again.
+    FrontNotRegistered,
+    /// The front UUID is registered with another public key.
+    FrontKeyConflict,
+    /// No stream waits for activation under that front and stream UUID.
+    StreamNotFound,
+    /// The stream was activated already.
+    StreamAlreadyActive,
+    /// The stamp of a direct event does not verify.
+    BadStamp,
+    /// The session of a direct event has no active stream.
+    SessionInactive,
+    /// The venue user has no `ecoid` claim.
+    NotProvisioned,
+    /// The venue session is gone (login page, 401, or no XSRF token).
+    VenueSessionExpired,
+    /// A hop of the token chain failed (network, timeout, 5xx).
+    TokenAcquisitionFailed,
+    /// A token is malformed, forged, or for someone else.
+    InvalidToken,
+    /// A token has expired.
+    TokenExpired,
+    /// The login session is past its validity.
+    SessionExpired,
+    /// A superseded refresh token was used again: the session is revoked.
+    RefreshReused,
+    /// The caller lacks the permission for the route.
+    AccessDenied,
+    /// A cross-site request to an endpoint that refuses them.
+    CrossSiteRequest,
+    /// The request is missing something it needs.
+    InvalidRequest,
+    /// Nothing is at that path.
+    NotFound,
+    /// The server failed; details are in its log.
+    Internal,
+}
+
+impl ErrorCode {
+    /// The stable string form, as it appears in `{"error": …}`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InvalidUuid => "invalid_uuid",
+            Self::InvalidKey => "invalid_key",
+            Self::InvalidJson => "invalid_json",
+            Self::UnsupportedMediaType => "unsupported_media_type",
+            Self::BodyTooLarge => "body_too_large",
+            Self::FrontNotRegistered => "front_not_registered",
+            Self::FrontKeyConflict => "front_key_conflict",
+            Self::StreamNotFound => "stream_not_found",
+            Self::StreamAlreadyActive => "stream_already_active",
+            Self::BadStamp => "bad_stamp",
+            Self::SessionInactive => "session_inactive",
+            Self::NotProvisioned => "not_provisioned",
+            Self::VenueSessionExpired => "venue_session_expired",
+            Self::TokenAcquisitionFailed => "token_acquisition_failed",
+            Self::InvalidToken => "invalid_token",
+            Self::TokenExpired => "token_expired",
+            Self::SessionExpired => "session_expired",
+            Self::RefreshReused => "refresh_reused",
+            Self::AccessDenied => "access_denied",
+            Self::CrossSiteRequest => "cross_site_request",
+            Self::InvalidRequest => "invalid_request",
+            Self::NotFound => "not_found",
+            Self::Internal => "internal",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The one error body: `{"error": "<stable_code>", "message": "<human text>"}`.
+///
+/// `error` is kept as a string so that a client built against an older list of codes still
+/// reads a newer server's errors; [`ErrorBody::code`] maps it back to an [`ErrorCode`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// The stable code.
+    pub error: String,
+    /// A sentence for people; never parsed.
+    pub message: String,
+}
+
+impl ErrorBody {
+    /// An error body for `code` with a human message.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self { error: code.as_str().to_owned(), message: message.into() }
+    }
+
+    /// The code, if it is one this build knows.
+    pub fn code(&self) -> Option<ErrorCode> {
+        serde_json::from_value(serde_json::Value::String(self.error.clone())).ok()
+    }
+}

@@ -1,0 +1,60 @@
+//! The wire: every type that crosses between the browser, the service worker and the backend.
+//!
+//! This crate is the compatibility boundary of the product. JSON bodies ([`messages`], [`event`],
+//! [`tokens`]), the Server-Sent-Events framing ([`sse`]) and the NaCl sealed-box format
+//! ([`sealed`]) are defined here once and compiled both for the host and for `wasm32`. Values
+//! that arrive from outside are parsed into validated newtypes ([`ids`], [`keys`], [`Sealed`]),
+//! so that a malformed UUID, key or ciphertext is a typed [`ParseError`] and never a panic.
+
+pub mod error;
+pub mod event;
+pub mod ids;
+pub mod keys;
+pub mod messages;
+pub mod sealed;
+pub mod sse;
+pub mod time;
+pub mod tokens;
+
+pub use error::{ErrorBody, ErrorCode, OpenError, ParseError};
+pub use event::{DirectEvent, DirectMeta, EventMeta, ReverseEvent};
+pub use ids::{BackUuid, EventUuid, FrontUuid, SessionUuid, StreamUuid};
+pub use keys::{KeyPair, PublicKey, SecretKey};
+pub use sealed::{Peer, Sealed};
+pub use time::Timestamp;
+
+/// Paths of the event endpoints, as the TeqFw web-event front and back name them.
+pub mod paths {
+    /// `POST {REGISTER}/{frontUuid}`: register a front.
+    pub const REGISTER: &str = "/web-event-front-reg";
+    /// `GET {STREAM_OPEN}/{frontUuid}/{sessionUuid}`: open the reverse stream.
+    pub const STREAM_OPEN: &str = "/web-event-stream-open";
+    /// `POST {STREAM_ACTIVATE}`: activate a reverse stream (trailing segments are ignored).
+    pub const STREAM_ACTIVATE: &str = "/web-event-stream-act";
+    /// `POST {DIRECT}/{eventName}`: a front-to-back event.
+    pub const DIRECT: &str = "/web-event-direct";
+    /// The service worker's token endpoint.
+    pub const SESSION_VTX: &str = "/uc/session/vtx";
+    /// The venue token exchange.
+    pub const VTX_TOKEN: &str = "/vtx/token";
+    /// The server's published signing keys.
+    pub const JWKS: &str = "/.well-known/jwks.json";
+    /// One-time-token login.
+    pub const AUTH_AUTHENTICATE: &str = "/api/auth/authenticate";
+    /// Access-token refresh (refresh-token cookie).
+    pub const AUTH_REFRESH: &str = "/api/auth/refresh";
+    /// Logout.
+    pub const AUTH_LOGOUT: &str = "/api/auth/logout";
+    /// The path the refresh-token cookie is scoped to.
+    pub const AUTH_COOKIE_PATH: &str = "/api/auth";
+    /// The name of the refresh-token cookie.
+    pub const REFRESH_COOKIE: &str = "refreshToken";
+}
+
+/// Keys the browser stores under, shared by the page client and the service worker.
+pub mod storage {
+    /// IndexedDB key of the front identity (see [`crate::messages::Identity`]).
+    pub const IDENTITY_KEY: &str = "@teqfw/web-event/identity";
+    /// `sessionStorage` key of the per-tab session UUID.
+    pub const SESSION_UUID_KEY: &str = "@teqfw/web-event/sessionUuid";
+}
