@@ -1,1 +1,43 @@
-fn main() {}
+//! `cargo xtask`: the one driver for installing tools, building, testing and running the demo.
+//!
+//! If `cargo xtask ci` passes locally, CI (which runs `.ci/run`, which runs `cargo xtask ci`)
+//! passes as well.
+
+mod ci;
+mod demo;
+mod install;
+mod sh;
+mod wasm;
+
+use std::process::ExitCode;
+
+const HELP: &str = "\
+cargo xtask <command>
+
+  ci        install what is missing, then fmt, clippy (host + wasm32), host tests, wasm tests in headless Chromium
+  demo      build the browser package with wasm-pack (wasm-pack.toml) and start the demo; prints the URL
+  install   only install what is missing (wasm32 target, wasm-bindgen-cli, wasm-pack, apt packages)
+  wasm      only build the browser package (wasm-pack, settings from wasm-pack.toml)
+";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("ci") => ci::all(),
+        Some("demo") => demo::run_demo(&args[1..]),
+        Some("install") => install::ensure_all(),
+        Some("wasm") => wasm::build().map(|_| ()),
+        None | Some("help" | "-h" | "--help") => {
+            print!("{HELP}");
+            Ok(())
+        }
+        Some(other) => Err(format!("unknown command {other:?}\n\n{HELP}")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -97,6 +97,33 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Every code, in declaration order (for documentation and tests).
+    pub const ALL: [Self; 23] = [
+        Self::InvalidUuid,
+        Self::InvalidKey,
+        Self::InvalidJson,
+        Self::UnsupportedMediaType,
+        Self::BodyTooLarge,
+        Self::FrontNotRegistered,
+        Self::FrontKeyConflict,
+        Self::StreamNotFound,
+        Self::StreamAlreadyActive,
+        Self::BadStamp,
+        Self::SessionInactive,
+        Self::NotProvisioned,
+        Self::VenueSessionExpired,
+        Self::TokenAcquisitionFailed,
+        Self::InvalidToken,
+        Self::TokenExpired,
+        Self::SessionExpired,
+        Self::RefreshReused,
+        Self::AccessDenied,
+        Self::CrossSiteRequest,
+        Self::InvalidRequest,
+        Self::NotFound,
+        Self::Internal,
+    ];
+
     /// The stable string form, as it appears in `{"error": …}`.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -156,7 +156,13 @@ impl Peer {
         published: Timestamp,
     ) -> Result<(), OpenError> {
         let text: String = self.open(stamp)?;
-        if text == stamp_text(uuid, published) { Ok(()) } else { Err(OpenError::Mismatch) }
+        // Hex digits compare without case: a front may spell `meta.uuid` in upper case, which
+        // parses to the same UUID but is sealed as it was written.
+        if text.eq_ignore_ascii_case(&stamp_text(uuid, published)) {
+            Ok(())
+        } else {
+            Err(OpenError::Mismatch)
+        }
     }
 }
 

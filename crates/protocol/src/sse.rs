@@ -131,9 +131,9 @@ pub struct SseParser {
     has_data: bool,
     event: Option<String>,
     id: Option<String>,
-    retry: Option<u64>,
+    block_retry: Option<u64>,
     last_event_id: String,
-    last_retry: Option<u64>,
+    retry: Option<u64>,
 }
 
 impl Default for SseParser {
@@ -162,20 +162,22 @@ impl SseParser {
             has_data: false,
             event: None,
             id: None,
-            retry: None,
+            block_retry: None,
             last_event_id: String::new(),
-            last_retry: None,
+            retry: None,
         }
     }
 
-    /// The stream's last event id (it persists across events until an `id:` changes it).
+    /// The stream's last event id: the `id:` of the last block completed by a blank line (it
+    /// persists across events until an `id:` changes it). Send it as `Last-Event-ID` when
+    /// reconnecting.
     pub fn last_event_id(&self) -> &str {
         &self.last_event_id
     }
 
     /// The last valid `retry:` seen.
     pub fn retry(&self) -> Option<u64> {
-        self.last_retry
+        self.retry
     }
 
     /// How many over-long lines were dropped.
@@ -205,10 +207,13 @@ impl SseParser {
             let body = head.strip_prefix(BOM).unwrap_or(&head).to_vec();
             return self.feed_lines(&body, out);
         }
-        if self.after_cr && chunk.first() == Some(&b'\n') {
+        if chunk.is_empty() {
+            // An empty chunk must not forget a CR that ended the previous one.
+            return;
+        }
+        if std::mem::take(&mut self.after_cr) && chunk[0] == b'\n' {
             chunk = &chunk[1..];
         }
-        self.after_cr = false;
         self.feed_lines(chunk, out);
     }
 
@@ -273,14 +278,13 @@ impl SseParser {
                 self.data.push('\n');
                 self.has_data = true;
             }
-            "id" if !value.contains('\0') => {
-                self.id = Some(value.to_owned());
-                self.last_event_id = value.to_owned();
-            }
+            // The stream's last event id changes when the block is dispatched, not here: a
+            // connection lost mid-block must not resume after an event it never received.
+            "id" if !value.contains('\0') => self.id = Some(value.to_owned()),
             "retry" if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) => {
                 if let Ok(ms) = value.parse() {
+                    self.block_retry = Some(ms);
                     self.retry = Some(ms);
-                    self.last_retry = Some(ms);
                 }
             }
             _ => {}
@@ -290,7 +294,11 @@ impl SseParser {
     fn dispatch(&mut self, out: &mut Vec<SseItem>) {
         let event = self.event.take();
         let id = self.id.take();
-        let retry = self.retry.take();
+        let retry = self.block_retry.take();
+        if let Some(id) = &id {
+            // Even a block without data sets the last event id (WHATWG "dispatch the event" step 1).
+            self.last_event_id.clone_from(id);
+        }
         if !std::mem::take(&mut self.has_data) {
             return;
         }

@@ -1,0 +1,93 @@
+//! Assembles the services into one `Router` and serves it with graceful shutdown.
+
+use std::future::Future;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::response::IntoResponse;
+use protocol::ErrorCode;
+use tokio::net::TcpListener;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::services::ServeDir;
+use tower_http::trace::TraceLayer;
+
+use crate::config::Config;
+use crate::db::Db;
+use crate::error::{MAX_BODY_BYTES, error_response};
+use crate::{events, tokens};
+
+/// Shared state of all handlers; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    /// Reverse streams, registration and direct events.
+    pub events: events::Events,
+    /// Token exchange and login.
+    pub tokens: tokens::Tokens,
+    /// Static files and CORS.
+    pub config: Config,
+}
+
+impl AppState {
+    /// Opens the store in `config.data_dir` and starts the services' background tasks.
+    pub async fn open(config: Config) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(&config.data_dir)?;
+        let db = Db::open(&config.data_dir.join("server.sqlite3"))?;
+        let events = events::Events::open(&config, db.clone()).await?;
+        let tokens = tokens::Tokens::open(&config, db).await?;
+        Ok(Self { events, tokens, config })
+    }
+}
+
+/// The whole HTTP API (and the static files, if configured).
+pub fn app(state: AppState) -> Router {
+    let mut router = Router::new()
+        .merge(events::router(state.events.clone()))
+        .merge(tokens::router(state.tokens.clone()))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
+    router = match &state.config.static_dir {
+        Some(dir) => {
+            router.fallback_service(ServeDir::new(dir).append_index_html_on_directories(true))
+        }
+        None => router.fallback(not_found),
+    };
+    if !state.config.cors_origins.is_empty() {
+        router = router.layer(cors(&state.config.cors_origins));
+    }
+    router.layer(TraceLayer::new_for_http())
+}
+
+async fn not_found() -> impl IntoResponse {
+    error_response(StatusCode::NOT_FOUND, ErrorCode::NotFound, "nothing is at this path")
+}
+
+/// Allows the listed origins, with credentials (cookies), for the API's methods and headers.
+fn cors(origins: &[String]) -> CorsLayer {
+    let origins: Vec<HeaderValue> = origins.iter().filter_map(|o| o.parse().ok()).collect();
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::list(origins))
+        .allow_credentials(true)
+        .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+        .allow_headers([
+            header::CONTENT_TYPE,
+            header::AUTHORIZATION,
+            header::HeaderName::from_static("last-event-id"),
+        ])
+}
+
+/// Serves the app on `listener` until `shutdown` resolves; open streams are ended then, so
+/// shutdown does not wait for clients that never hang up.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let state = AppState::open(config).await?;
+    let events = state.events.clone();
+    let shutdown = async move {
+        shutdown.await;
+        events.shutdown();
+    };
+    axum::serve(listener, app(state)).with_graceful_shutdown(shutdown).await?;
+    Ok(())
+}

@@ -1,0 +1,73 @@
+//! The `server` binary: parses flags and calls [`server::run`].
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Parser;
+use server::{Config, events, tokens};
+
+/// The browser-session backend: front registration, encrypted reverse streams (SSE), direct
+/// events, the VTX token exchange and one-time-token login.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Cli {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080", env = "SERVER_LISTEN")]
+    listen: SocketAddr,
+    /// Directory of the embedded store and of the server's own keys (created if missing).
+    #[arg(long, default_value = "data", env = "SERVER_DATA_DIR")]
+    data_dir: PathBuf,
+    /// Serve files from this directory for paths no endpoint takes (the web app, /sw.js).
+    #[arg(long, env = "SERVER_STATIC_DIR")]
+    static_dir: Option<PathBuf>,
+    /// Allow this origin to call the API cross-origin with credentials (repeatable).
+    #[arg(long = "cors-origin", value_name = "ORIGIN")]
+    cors_origins: Vec<String>,
+    #[command(flatten)]
+    events: events::EventsArgs,
+    #[command(flatten)]
+    tokens: tokens::TokensArgs,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,tower_http=warn".into()),
+        )
+        .init();
+    let cli = Cli::parse();
+    let config = Config {
+        data_dir: cli.data_dir,
+        static_dir: cli.static_dir,
+        cors_origins: cli.cors_origins,
+        events: cli.events.into(),
+        tokens: cli.tokens.into(),
+    };
+    let listener = tokio::net::TcpListener::bind(cli.listen).await?;
+    println!("server: listening on http://{}", listener.local_addr()?);
+    server::run(listener, config, shutdown_signal()).await
+}
+
+/// Resolves on Ctrl-C or SIGTERM, so that `kill` and service managers stop the server cleanly.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}

@@ -1,0 +1,50 @@
+//! `cargo xtask ci`: everything CI checks, in the order that fails fastest.
+
+use std::process::Command;
+
+use crate::install;
+use crate::sh::{cmd, run, which};
+
+/// Crates that compile to wasm32, linted for that target too.
+const WASM_CRATES: &[&str] = &["protocol"];
+
+/// Wasm test suites run in headless Chromium: (crate, where), where is `page` or `worker`.
+/// One test binary runs in both places; the runner picks by environment variable.
+const WASM_SUITES: &[(&str, &str)] = &[("protocol", "page"), ("protocol", "worker")];
+
+pub(crate) fn all() -> Result<(), String> {
+    install::ensure_all()?;
+    run(&mut cmd("cargo", &["fmt", "--all", "--check"]))?;
+    run(&mut cmd(
+        "cargo",
+        &["clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings"],
+    ))?;
+    let mut wasm_clippy = vec!["clippy", "--target", "wasm32-unknown-unknown", "--all-targets"];
+    for c in WASM_CRATES {
+        wasm_clippy.extend(["-p", c]);
+    }
+    wasm_clippy.extend(["--locked", "--", "-D", "warnings"]);
+    run(&mut cmd("cargo", &wasm_clippy))?;
+    run(&mut cmd("cargo", &["test", "--workspace", "--locked"]))?;
+    for (krate, place) in WASM_SUITES {
+        run(&mut wasm_test(krate, place)?)?;
+    }
+    println!("xtask ci: all checks passed");
+    Ok(())
+}
+
+/// `cargo test --target wasm32-unknown-unknown -p <krate>` in headless Chromium.
+fn wasm_test(krate: &str, place: &str) -> Result<Command, String> {
+    let chromedriver = which("chromedriver").ok_or("chromedriver is not installed")?;
+    let mut c =
+        cmd("cargo", &["test", "--locked", "--target", "wasm32-unknown-unknown", "-p", krate]);
+    c.env("CHROMEDRIVER", chromedriver);
+    // The runner's defaults for where a suite runs; a suite without `wasm_bindgen_test_configure!`
+    // runs in a page or a service worker as these say.
+    match place {
+        "page" => c.env("WASM_BINDGEN_USE_BROWSER", "1"),
+        "worker" => c.env("WASM_BINDGEN_USE_SERVICE_WORKER", "1"),
+        other => return Err(format!("unknown wasm test place {other:?}")),
+    };
+    Ok(c)
+}
