@@ -2,15 +2,20 @@
 
 use std::process::Command;
 
-use crate::install;
 use crate::sh::{cmd, run, which};
+use crate::testbed::Testbed;
+use crate::{demo, install};
 
 /// Crates that compile to wasm32, linted for that target too.
-const WASM_CRATES: &[&str] = &["protocol"];
+const WASM_CRATES: &[&str] = &["protocol", "browser"];
 
 /// Wasm test suites run in headless Chromium: (crate, where), where is `page` or `worker`.
 /// One test binary runs in both places; the runner picks by environment variable.
-const WASM_SUITES: &[(&str, &str)] = &[("protocol", "page"), ("protocol", "worker")];
+const WASM_SUITES: &[(&str, &str)] =
+    &[("protocol", "page"), ("protocol", "worker"), ("browser", "worker")];
+
+/// Seconds a whole wasm suite may take in the browser (the runner's default is 20).
+const WASM_SUITE_TIMEOUT_SECS: &str = "180";
 
 pub(crate) fn all() -> Result<(), String> {
     install::ensure_all()?;
@@ -25,20 +30,28 @@ pub(crate) fn all() -> Result<(), String> {
     }
     wasm_clippy.extend(["--locked", "--", "-D", "warnings"]);
     run(&mut cmd("cargo", &wasm_clippy))?;
-    run(&mut cmd("cargo", &["test", "--workspace", "--locked"]))?;
+    // Built once (wasm-pack), then used by the host tests that drive Chromium through `/sw.js`
+    // (crates/devserver/tests) and served by the test bed of the wasm suites.
+    let site = demo::assemble_site()?;
+    run(cmd("cargo", &["test", "--workspace", "--locked"]).env("WEBSESSION_SITE_DIR", &site))?;
+    let testbed = Testbed::start(&site)?;
     for (krate, place) in WASM_SUITES {
-        run(&mut wasm_test(krate, place)?)?;
+        run(&mut wasm_test(krate, place, &testbed)?)?;
     }
+    drop(testbed);
     println!("xtask ci: all checks passed");
     Ok(())
 }
 
-/// `cargo test --target wasm32-unknown-unknown -p <krate>` in headless Chromium.
-fn wasm_test(krate: &str, place: &str) -> Result<Command, String> {
+/// `cargo test --target wasm32-unknown-unknown -p <krate>` in headless Chromium, with the test
+/// bed's URL compiled in (`WEBSESSION_DEVSERVER_URL`, read with `option_env!`).
+fn wasm_test(krate: &str, place: &str, testbed: &Testbed) -> Result<Command, String> {
     let chromedriver = which("chromedriver").ok_or("chromedriver is not installed")?;
     let mut c =
         cmd("cargo", &["test", "--locked", "--target", "wasm32-unknown-unknown", "-p", krate]);
-    c.env("CHROMEDRIVER", chromedriver);
+    c.env("CHROMEDRIVER", chromedriver)
+        .env("WEBSESSION_DEVSERVER_URL", testbed.url())
+        .env("WASM_BINDGEN_TEST_TIMEOUT", WASM_SUITE_TIMEOUT_SECS);
     // The runner's defaults for where a suite runs; a suite without `wasm_bindgen_test_configure!`
     // runs in a page or a service worker as these say.
     match place {

@@ -1,4 +1,5 @@
-//! `cargo xtask demo`: builds the browser package, assembles the site and starts the server.
+//! `cargo xtask demo`: builds the browser package, assembles the site and starts the development
+//! server (`crates/devserver`: the backend and the venue stand-in on one origin).
 
 use std::path::Path;
 
@@ -16,13 +17,13 @@ pub(crate) fn run_demo(args: &[String]) -> Result<(), String> {
     };
     install::ensure_all()?;
     let site = assemble_site()?;
-    run(&mut cmd("cargo", &["build", "--quiet", "-p", "server"]))?;
+    run(&mut cmd("cargo", &["build", "--quiet", "-p", "devserver"]))?;
     let data = root().join("target/demo-data");
     println!();
     println!("demo: open http://{listen}/ in a browser (Ctrl-C stops the demo)");
     println!();
     run(cmd(
-        &root().join("target/debug/server").to_string_lossy(),
+        &root().join("target/debug/devserver").to_string_lossy(),
         &[
             "--listen",
             &listen,

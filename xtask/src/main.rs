@@ -7,6 +7,7 @@ mod ci;
 mod demo;
 mod install;
 mod sh;
+mod testbed;
 mod wasm;
 
 use std::process::ExitCode;
@@ -15,7 +16,8 @@ const HELP: &str = "\
 cargo xtask <command>
 
   ci        install what is missing, then fmt, clippy (host + wasm32), host tests, wasm tests in headless Chromium
-  demo      build the browser package with wasm-pack (wasm-pack.toml) and start the demo; prints the URL
+  demo      build the browser package with wasm-pack (wasm-pack.toml), assemble the site and start the
+            development server (backend + venue stand-in on one origin); prints the URL
   install   only install what is missing (wasm32 target, wasm-bindgen-cli, wasm-pack, apt packages)
   wasm      only build the browser package (wasm-pack, settings from wasm-pack.toml)
 ";

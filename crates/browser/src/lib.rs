@@ -1,6 +1,11 @@
 //! The browser package: the service worker's logic and the page client, exported to JavaScript
 //! with wasm-bindgen. Built by `cargo xtask wasm` into an ES module package.
 
+pub mod identity;
+pub mod net;
+pub mod page;
+pub mod sw;
+
 use wasm_bindgen::prelude::*;
 
 /// The package version, as the service worker reports it in `sw-activated`.

@@ -49,6 +49,10 @@ pub mod paths {
     pub const AUTH_COOKIE_PATH: &str = "/api/auth";
     /// The name of the refresh-token cookie.
     pub const REFRESH_COOKIE: &str = "refreshToken";
+    /// Demo route guarded by the `CanAccessDashboard` permission.
+    pub const API_DASHBOARD: &str = "/api/dashboard";
+    /// Demo route guarded by the `CanViewReports` permission.
+    pub const API_REPORTS: &str = "/api/reports";
 }
 
 /// Keys the browser stores under, shared by the page client and the service worker.

@@ -235,3 +235,20 @@ pub struct AccessClaims {
     /// Unique token id.
     pub jti: String,
 }
+
+/// The `200` answer of the demo routes behind a permission guard (`GET /api/dashboard`,
+/// `GET /api/reports`): what the access token said about the caller.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProtectedResource {
+    /// Which demo resource this is (`dashboard`, `reports`).
+    pub resource: String,
+    /// The permission the guard checked.
+    pub permission: String,
+    /// The user.
+    pub user_id: String,
+    /// The sponsor.
+    pub sponsor_id: String,
+    /// The subscriber.
+    pub subscriber_id: String,
+}

@@ -32,7 +32,7 @@ impl AppState {
     /// Opens the store in `config.data_dir` and starts the services' background tasks.
     pub async fn open(config: Config) -> anyhow::Result<Self> {
         std::fs::create_dir_all(&config.data_dir)?;
-        let db = Db::open(&config.data_dir.join("server.sqlite3"))?;
+        let db = Db::open(&config.db_path())?;
         let events = events::Events::open(&config, db.clone()).await?;
         let tokens = tokens::Tokens::open(&config, db).await?;
         Ok(Self { events, tokens, config })
@@ -82,12 +82,23 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let state = AppState::open(config).await?;
+    serve(listener, AppState::open(config).await?, shutdown).await
+}
+
+/// Like [`run`], with state the caller opened (to publish through `state.events.hub()` or add
+/// direct-event handlers first).
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let events = state.events.clone();
     let shutdown = async move {
         shutdown.await;
         events.shutdown();
     };
-    axum::serve(listener, app(state)).with_graceful_shutdown(shutdown).await?;
+    // `into_make_service` builds the routes once; a bare `Router` is re-specialised for every
+    // connection, which costs each long-lived stream several KiB and the accept path CPU.
+    axum::serve(listener, app(state).into_make_service()).with_graceful_shutdown(shutdown).await?;
     Ok(())
 }

@@ -31,4 +31,9 @@ impl Config {
             tokens: tokens::TokensConfig::default(),
         }
     }
+
+    /// The embedded store's database file in `data_dir` (the server and `mint-token` share it).
+    pub fn db_path(&self) -> PathBuf {
+        self.data_dir.join("server.sqlite3")
+    }
 }

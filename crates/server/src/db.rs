@@ -3,9 +3,14 @@
 //! Each service creates its own tables (`CREATE TABLE IF NOT EXISTS`) when it starts. Queries
 //! are short, so they run under a `std::sync::Mutex` on the calling task rather than on a
 //! blocking thread pool: the lock is never held across an `.await`.
+//!
+//! WAL checkpoints, which fsync the database file (milliseconds on a VM disk), run on a
+//! background thread with a connection of their own, so they never hold that lock: SQLite's
+//! automatic checkpoint would run inside some request's commit and stall every other request.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
 
 use rusqlite::Connection;
 
@@ -16,9 +21,12 @@ pub struct Db {
 }
 
 impl Db {
-    /// Opens (or creates) `path` in WAL mode.
+    /// Opens (or creates) `path` in WAL mode, with a checkpoint thread that lives as long as
+    /// the handle.
     pub fn open(path: &Path) -> rusqlite::Result<Self> {
-        Self::init(Connection::open(path)?)
+        let db = Self::init(Connection::open(path)?)?;
+        spawn_checkpointer(path, &db)?;
+        Ok(db)
     }
 
     /// A private in-memory database, for tests and benchmarks.
@@ -43,4 +51,31 @@ impl Db {
         let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         f(&mut conn)
     }
+}
+
+/// How often the checkpoint thread moves committed pages from the WAL into the database file.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
+
+/// Turns SQLite's automatic checkpoint off on `db` and checkpoints every [`CHECKPOINT_EVERY`]
+/// on a second connection until every handle of `db` is dropped. If no thread can be started,
+/// the automatic checkpoint stays on.
+fn spawn_checkpointer(path: &Path, db: &Db) -> rusqlite::Result<()> {
+    let owner: Weak<Mutex<Connection>> = Arc::downgrade(&db.conn);
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    let spawned =
+        std::thread::Builder::new().name("sqlite-checkpoint".to_owned()).spawn(move || {
+            while owner.strong_count() > 0 {
+                std::thread::sleep(CHECKPOINT_EVERY);
+                // PASSIVE: copies what it can without waiting for the writer, which goes on
+                // appending to the WAL meanwhile.
+                if let Err(err) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                    tracing::warn!(error = %err, "WAL checkpoint failed");
+                }
+            }
+        });
+    if spawned.is_ok() {
+        db.with(|c| c.pragma_update(None, "wal_autocheckpoint", 0))?;
+    }
+    Ok(())
 }

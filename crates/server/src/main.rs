@@ -8,14 +8,18 @@ use server::{Config, events, tokens};
 
 /// The browser-session backend: front registration, encrypted reverse streams (SSE), direct
 /// events, the VTX token exchange and one-time-token login.
+///
+/// With no subcommand, it serves.
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Cli {
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:8080", env = "SERVER_LISTEN")]
     listen: SocketAddr,
     /// Directory of the embedded store and of the server's own keys (created if missing).
-    #[arg(long, default_value = "data", env = "SERVER_DATA_DIR")]
+    #[arg(long, default_value = "data", env = "SERVER_DATA_DIR", global = true)]
     data_dir: PathBuf,
     /// Serve files from this directory for paths no endpoint takes (the web app, /sw.js).
     #[arg(long, env = "SERVER_STATIC_DIR")]
@@ -27,6 +31,13 @@ struct Cli {
     events: events::EventsArgs,
     #[command(flatten)]
     tokens: tokens::TokensArgs,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Cmd {
+    /// Write a one-time login token into the enterprise store and print the login URL
+    /// `/auth?token=…` (to try the one-time-token login).
+    MintToken(tokens::MintTokenArgs),
 }
 
 #[tokio::main]
@@ -45,6 +56,11 @@ async fn main() -> anyhow::Result<()> {
         events: cli.events.into(),
         tokens: cli.tokens.into(),
     };
+    if let Some(Cmd::MintToken(args)) = cli.cmd {
+        let minted = tokens::mint_token(&config, &args).await?;
+        println!("{}", minted.login_url);
+        return Ok(());
+    }
     let listener = tokio::net::TcpListener::bind(cli.listen).await?;
     println!("server: listening on http://{}", listener.local_addr()?);
     server::run(listener, config, shutdown_signal()).await

@@ -1,39 +1,199 @@
-//! The VTX token exchange and the one-time-token login with rotating refresh tokens.
+//! The token services: the VTX token exchange (seed 000) and the one-time-token login with
+//! rotating refresh tokens (seed 002).
 //!
-//! Placeholder: the service arrives with its own issue; this module fixes the seams that
-//! `app.rs` and `main.rs` use.
+//! | endpoint | what | module |
+//! |---|---|---|
+//! | `GET /vtx/token` (bearer venue JWT), `POST /vtx/token` (RFC 8693 form) | venue JWT → EID JWT | [`vtx`] |
+//! | `GET /.well-known/jwks.json` | the server's public signing key | [`keys`] |
+//! | `POST /api/auth/authenticate` | one-time token → access JWT + refresh cookie | [`login`] |
+//! | `POST /api/auth/refresh` | refresh cookie → new access JWT + new refresh cookie | [`login`] |
+//! | `POST /api/auth/logout` | session deleted, cookie cleared | [`login`] |
+//! | `GET /api/dashboard`, `GET /api/reports` | demo routes behind [`RequirePermission`] | [`guard`] |
+//!
+//! **Invariants.** Stores hold hashes of refresh tokens, never tokens. Every expiry decision
+//! reads the injected [`Clock`]. Every JWT this server signs uses its one Ed25519 key, whose
+//! public half is at `/.well-known/jwks.json`; venue JWTs are verified only against the venue's
+//! keys and only with `EdDSA` or `ES256`.
+//!
+//! **Boundary.** Wire bodies are `protocol::tokens`; sessions and one-time tokens go through the
+//! [`store`] traits, embedded (SQLite, [`crate::db::Db`]) or Redis.
+
+mod access;
+mod clock;
+mod config;
+mod cookie;
+mod error;
+mod guard;
+mod keys;
+mod login;
+mod mint;
+mod origin;
+mod secret;
+pub mod store;
+mod venue_keys;
+mod vtx;
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
+use axum::routing::{get, post};
+use protocol::paths;
 
+pub use self::access::{ACCESS_TOKEN_TYPE, AccessTokens};
+pub use self::clock::{Clock, ManualClock, SystemClock};
+pub use self::config::{
+    DEFAULT_EID_AUDIENCE, DEFAULT_ISSUER, DEFAULT_KEY_FILE, DEFAULT_VENUE_AUDIENCE,
+    DEFAULT_VENUE_ISSUER, EnterpriseStoreConfig, SessionStoreConfig, TokensArgs, TokensConfig,
+    VenueKeySource,
+};
+pub use self::error::{OAuthError, TokenError};
+pub use self::guard::{RequirePermission, RequirePermissionService};
+pub use self::keys::{ALGORITHM, KeyError, SigningKey};
+pub use self::login::Refreshed;
+pub use self::mint::{MintTokenArgs, MintedToken, mint_token, parse_duration};
+pub use self::venue_keys::{MAX_AGE as VENUE_JWKS_MAX_AGE, MIN_REFETCH as VENUE_JWKS_MIN_REFETCH};
+pub use self::vtx::EID_TOKEN_TYPE;
+
+use self::store::{OneTimeTokenStore, RedisStore, SessionStore, SqliteStore};
+use self::venue_keys::VenueKeys;
 use crate::config::Config;
 use crate::db::Db;
 
-/// Settings of the token services.
-#[derive(Debug, Clone, Default)]
-pub struct TokensConfig {}
+/// How often the embedded store deletes expired rows.
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
-/// Command-line flags for [`TokensConfig`].
-#[derive(Debug, Clone, Default, clap::Args)]
-pub struct TokensArgs {}
-
-impl From<TokensArgs> for TokensConfig {
-    fn from(_: TokensArgs) -> Self {
-        Self {}
-    }
+/// The token services' state; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Tokens {
+    inner: Arc<Inner>,
 }
 
-/// The token service's state; cheap to clone.
-#[derive(Debug, Clone)]
-pub struct Tokens {}
+#[derive(Debug)]
+struct Inner {
+    config: TokensConfig,
+    clock: Arc<dyn Clock>,
+    key: Arc<SigningKey>,
+    access: AccessTokens,
+    venue_keys: VenueKeys,
+    sessions: Arc<dyn SessionStore>,
+    enterprise: Arc<dyn OneTimeTokenStore>,
+    /// Origins besides our own that may refresh and log out (the CORS origins).
+    allowed_origins: Vec<String>,
+}
 
 impl Tokens {
-    /// Opens the service on the shared store.
-    pub async fn open(_config: &Config, _db: Db) -> anyhow::Result<Self> {
-        Ok(Self {})
+    /// Opens the services: loads or creates the signing key, connects the stores (the
+    /// embedded ones on `db`) and reads a venue key file. Fails when a configured Redis does
+    /// not answer or a key file is wrong, so a misconfigured server does not start.
+    pub async fn open(config: &Config, db: Db) -> anyhow::Result<Self> {
+        let tokens = &config.tokens;
+        let key_file = match &tokens.signing_key_file {
+            Some(path) => path.clone(),
+            None => config.data_dir.join(DEFAULT_KEY_FILE),
+        };
+        let key = SigningKey::load_or_create(&key_file)?;
+        let mut embedded = None;
+        let mut embedded_store = || -> anyhow::Result<SqliteStore> {
+            if embedded.is_none() {
+                embedded = Some(SqliteStore::open(db.clone())?);
+            }
+            embedded.clone().ok_or_else(|| anyhow::anyhow!("embedded store"))
+        };
+        let sessions: Arc<dyn SessionStore> = match &tokens.session_store {
+            SessionStoreConfig::Embedded => Arc::new(embedded_store()?),
+            SessionStoreConfig::Redis { url } => Arc::new(
+                RedisStore::connect(url, "")
+                    .await
+                    .map_err(|err| anyhow::anyhow!("session Redis {url}: {err}"))?,
+            ),
+        };
+        let enterprise: Arc<dyn OneTimeTokenStore> = match &tokens.enterprise_store {
+            EnterpriseStoreConfig::Embedded => Arc::new(embedded_store()?),
+            EnterpriseStoreConfig::Redis { url, key_prefix } => Arc::new(
+                RedisStore::connect(url, key_prefix)
+                    .await
+                    .map_err(|err| anyhow::anyhow!("enterprise Redis {url}: {err}"))?,
+            ),
+        };
+        if let Some(store) = embedded {
+            spawn_sweeper(store, tokens.clock.clone());
+        }
+        Self::with_stores(config, key, sessions, enterprise)
+    }
+
+    /// The services on stores and a key of the caller's choosing (tests, benchmarks,
+    /// applications with their own store).
+    pub fn with_stores(
+        config: &Config,
+        key: SigningKey,
+        sessions: Arc<dyn SessionStore>,
+        enterprise: Arc<dyn OneTimeTokenStore>,
+    ) -> anyhow::Result<Self> {
+        let tokens = config.tokens.clone();
+        let key = Arc::new(key);
+        let access =
+            AccessTokens::new(key.clone(), &tokens.issuer, tokens.access_ttl, tokens.clock.clone());
+        let venue_keys = VenueKeys::open(&tokens.venue_keys, tokens.clock.clone())?;
+        let inner = Inner {
+            clock: tokens.clock.clone(),
+            config: tokens,
+            key,
+            access,
+            venue_keys,
+            sessions,
+            enterprise,
+            allowed_origins: config.cors_origins.clone(),
+        };
+        Ok(Self { inner: Arc::new(inner) })
+    }
+
+    /// The server's signing key (its `kid`, its JWKS).
+    pub fn signing_key(&self) -> &SigningKey {
+        &self.inner.key
+    }
+
+    /// Issues and verifies access tokens (for guards of one's own).
+    pub fn access_tokens(&self) -> &AccessTokens {
+        &self.inner.access
+    }
+
+    /// The session store.
+    pub fn sessions(&self) -> &Arc<dyn SessionStore> {
+        &self.inner.sessions
+    }
+
+    /// The enterprise one-time-token store.
+    pub fn enterprise(&self) -> &Arc<dyn OneTimeTokenStore> {
+        &self.inner.enterprise
     }
 }
 
-/// The token endpoints.
-pub fn router(_tokens: Tokens) -> Router {
+/// Deletes expired rows of the embedded store every [`SWEEP_EVERY`], until the runtime stops.
+fn spawn_sweeper(store: SqliteStore, clock: Arc<dyn Clock>) {
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(SWEEP_EVERY);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            match store.sweep(clock.now()) {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(rows = n, "swept expired token rows"),
+                Err(err) => tracing::warn!(error = %err, "sweeping expired token rows failed"),
+            }
+        }
+    });
+}
+
+/// The token endpoints, and the demo routes behind the permission guard.
+pub fn router(tokens: Tokens) -> Router {
+    let demo = guard::demo_routes(&tokens);
     Router::new()
+        .route(paths::VTX_TOKEN, get(vtx::get_token).post(vtx::post_token))
+        .route(paths::JWKS, get(vtx::jwks))
+        .route(paths::AUTH_AUTHENTICATE, post(login::authenticate))
+        .route(paths::AUTH_REFRESH, post(login::refresh))
+        .route(paths::AUTH_LOGOUT, post(login::logout))
+        .with_state(tokens)
+        .merge(demo)
 }

@@ -1,0 +1,203 @@
+//! Direct events: building, sending, queueing while the stream is down, and flushing the queue
+//! in order after an activation.
+
+use std::rc::Rc;
+
+use futures_channel::oneshot;
+use protocol::event::{DEFAULT_TTL_MILLIS, DirectEvent, DirectMeta};
+use protocol::paths;
+use protocol::{ErrorCode, EventUuid, Timestamp};
+use wasm_bindgen_futures::spawn_local;
+
+use super::{Delivery, Inner, StreamState, lock_name, online};
+use crate::page::error::PageError;
+use crate::page::http::{self, Call};
+use crate::page::queue::{self, Outgoing};
+use crate::page::{js, locks};
+
+impl Inner {
+    pub(super) fn outgoing(
+        &self,
+        name: &str,
+        data: serde_json::Value,
+        expires_in_ms: Option<f64>,
+        encrypted: bool,
+    ) -> Result<Outgoing, PageError> {
+        if name.is_empty() || name.len() > 200 {
+            return Err(PageError::InvalidArgument("an event name has 1 to 200 characters".into()));
+        }
+        let ttl = expires_in_ms.unwrap_or(DEFAULT_TTL_MILLIS as f64);
+        if ttl.is_nan() || ttl <= 0.0 {
+            return Err(PageError::InvalidArgument("expiresIn must be a positive number".into()));
+        }
+        let published = Timestamp::now();
+        Ok(Outgoing {
+            front_uuid: self.front_uuid,
+            name: name.to_owned(),
+            data,
+            uuid: EventUuid::new_v4(),
+            published,
+            expired: published.plus_millis(ttl.min(1e15) as i64),
+            encrypted,
+            request_uuid: None,
+        })
+    }
+
+    /// Errors after which an event waits in the queue: the network, a 5xx, and the answers that
+    /// a reconnect cures (the backend forgot the front or the session, or holds another key).
+    pub(super) fn queues_after(error: &PageError) -> bool {
+        error.is_transient() || Self::needs_reconnect(error)
+    }
+
+    pub(super) fn needs_reconnect(error: &PageError) -> bool {
+        matches!(
+            error.server_code(),
+            Some(ErrorCode::FrontNotRegistered | ErrorCode::SessionInactive | ErrorCode::BadStamp)
+        )
+    }
+
+    pub(super) async fn send_outgoing(
+        self: &Rc<Self>,
+        event: Outgoing,
+    ) -> Result<Delivery, PageError> {
+        if self.is_closed() {
+            return Err(PageError::Closed);
+        }
+        if self.flushing.get() {
+            // Right after an activation the queue is being sent: wait for it rather than queue
+            // behind it, so that a fresh event is sent (or refused) directly when it can be.
+            let (tx, rx) = oneshot::channel();
+            self.flush_waiters.borrow_mut().push(tx);
+            let _ = rx.await;
+        }
+        let direct = self.state.get() == StreamState::Active
+            && online()
+            && !self.queue_waiting.get()
+            && self.peer().is_some();
+        if direct {
+            match self.post_direct(&event).await {
+                Ok(()) => return Ok(Delivery::Sent),
+                Err(e) if Self::queues_after(&e) => {
+                    if Self::needs_reconnect(&e) {
+                        self.kick();
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        queue::push(&event).await?;
+        self.queue_waiting.set(true);
+        if self.state.get() == StreamState::Active {
+            self.schedule_flush();
+        }
+        Ok(Delivery::Queued)
+    }
+
+    pub(super) async fn post_direct(&self, event: &Outgoing) -> Result<(), PageError> {
+        let peer = self.peer().ok_or_else(|| PageError::Network("not connected yet".into()))?;
+        let data = if event.encrypted {
+            serde_json::Value::String(peer.seal_data(&event.data).to_base64())
+        } else {
+            event.data.clone()
+        };
+        let meta = DirectMeta {
+            name: event.name.clone(),
+            uuid: event.uuid,
+            published: event.published,
+            expired: Some(event.expired),
+            front_uuid: self.front_uuid,
+            session_uuid: self.session,
+            stamp: peer.stamp(&event.uuid, event.published),
+            encrypted: event.encrypted.then_some(true),
+            request_uuid: event.request_uuid,
+        };
+        let body = http::to_json(&DirectEvent { data, meta });
+        let url = format!(
+            "{}/{}",
+            http::join(&self.options.base, paths::DIRECT),
+            String::from(js_sys::encode_uri_component(&event.name))
+        );
+        let accepted: bool = Call::post(&url, Some(&body)).json("direct event").await?;
+        if accepted {
+            Ok(())
+        } else {
+            Err(PageError::BadResponse { what: "direct event", detail: "false".into() })
+        }
+    }
+
+    pub(super) fn schedule_flush(self: &Rc<Self>) {
+        if self.flushing.replace(true) {
+            self.flush_again.set(true);
+            return;
+        }
+        let inner = self.clone();
+        spawn_local(async move {
+            loop {
+                inner.flush().await;
+                if !inner.flush_again.replace(false) || inner.is_closed() {
+                    break;
+                }
+            }
+            inner.flushing.set(false);
+            for tx in inner.flush_waiters.borrow_mut().drain(..) {
+                let _ = tx.send(());
+            }
+        });
+    }
+
+    /// Sends the front's queued events in order, one tab at a time (the lock), while the stream
+    /// is active. Expired events and events the backend refuses (4xx) are dropped.
+    pub(super) async fn flush(self: &Rc<Self>) {
+        let lock = if locks::supported() {
+            let signal = self.closing.signal();
+            match locks::acquire(&lock_name("queue", &self.front_uuid), false, Some(&signal)).await
+            {
+                Ok(lock) => lock,
+                Err(_) => return,
+            }
+        } else {
+            None
+        };
+        let entries = match queue::list(self.front_uuid).await {
+            Ok(entries) => entries,
+            Err(e) => {
+                // No IndexedDB here (some private modes): nothing can be waiting, and direct
+                // sends must not line up behind a queue that cannot be read.
+                self.queue_waiting.set(false);
+                self.report(&e);
+                return;
+            }
+        };
+        for entry in &entries {
+            if self.state.get() != StreamState::Active {
+                return;
+            }
+            if entry.event.expired <= Timestamp::now() {
+                js::warn(&format!("queued event {} expired unsent", entry.event.name));
+                let _ = queue::remove(entry.seq).await;
+                continue;
+            }
+            match self.post_direct(&entry.event).await {
+                Ok(()) => {
+                    let _ = queue::remove(entry.seq).await;
+                }
+                Err(e) if Self::queues_after(&e) => {
+                    if Self::needs_reconnect(&e) {
+                        self.kick();
+                    }
+                    return;
+                }
+                Err(e) => {
+                    let _ = queue::remove(entry.seq).await;
+                    self.report(&e);
+                }
+            }
+        }
+        drop(lock);
+        if matches!(queue::list(self.front_uuid).await, Ok(rest) if rest.is_empty()) {
+            self.queue_waiting.set(false);
+        } else {
+            self.flush_again.set(true);
+        }
+    }
+}

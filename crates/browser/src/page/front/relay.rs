@@ -1,0 +1,134 @@
+//! Sharing the stream between tabs: leadership by Web Lock, relaying on the channel.
+
+use std::rc::Rc;
+
+use protocol::event::ReverseEvent;
+use protocol::messages::FrontBid;
+use protocol::{BackUuid, Peer, PublicKey};
+use serde::{Deserialize, Serialize};
+use wasm_bindgen_futures::spawn_local;
+
+use super::{Inner, Role, StreamState, lock_name};
+use crate::page::error::PageError;
+use crate::page::{http, locks};
+
+/// The back as the `authenticate` challenge introduced it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct Back {
+    pub(super) back_uuid: BackUuid,
+    pub(super) back_key: PublicKey,
+}
+
+/// Messages between the tabs of a front on `websession-front:{frontUuid}`. Externally tagged
+/// (`{"event": {…}}`): serde reads that without buffering the value first.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub(super) enum Relay {
+    /// A tab started and wants the leader's state.
+    Hello,
+    /// The leader's stream state.
+    #[serde(rename_all = "camelCase")]
+    State {
+        state: StreamState,
+        back: Option<Back>,
+        front_bid: Option<FrontBid>,
+        last_event_id: Option<String>,
+    },
+    /// An event from the leader's stream, decrypted.
+    Event { id: Option<String>, event: ReverseEvent },
+    /// The backend does not share streams: every tab opens its own.
+    Solo,
+    /// A follower's direct event found the session or front unknown: reconnect now.
+    Kick,
+}
+
+impl Inner {
+    pub(super) fn post(&self, message: &Relay) {
+        if let Some(channel) = self.channel.borrow().as_ref() {
+            channel.post(&http::to_json(message));
+        }
+    }
+
+    pub(super) fn post_state(&self) {
+        if self.no_front_scope.get() {
+            self.post(&Relay::Solo);
+            return;
+        }
+        self.post(&Relay::State {
+            state: self.state.get(),
+            back: self.back.borrow().as_ref().map(|(back, _)| back.clone()),
+            front_bid: self.identity.borrow().front_bid,
+            last_event_id: self.last_event_id.borrow().clone(),
+        });
+    }
+
+    pub(super) async fn elect(self: Rc<Self>) {
+        let name = lock_name("stream", &self.front_uuid);
+        let signal = self.election.signal();
+        match locks::acquire(&name, false, Some(&signal)).await {
+            Ok(Some(lock)) if !self.is_closed() && self.role.get() == Role::Follower => {
+                self.held_locks.borrow_mut().push(lock);
+                self.role.set(Role::Leader);
+                Self::run(self).await;
+            }
+            Ok(_) | Err(PageError::Closed) => {}
+            Err(e) => {
+                self.report(&e);
+                self.go_solo();
+            }
+        }
+    }
+
+    /// Stops waiting for the leader and opens a stream of this tab's own.
+    pub(super) fn go_solo(self: &Rc<Self>) {
+        if self.role.get() != Role::Follower || self.is_closed() {
+            return;
+        }
+        self.role.set(Role::Solo);
+        self.election.abort();
+        spawn_local(Self::run(self.clone()));
+    }
+
+    pub(super) fn on_relay(self: &Rc<Self>, text: &str) {
+        let Ok(message) = serde_json::from_str::<Relay>(text) else {
+            return;
+        };
+        match (self.role.get(), message) {
+            (Role::Leader, Relay::Hello) => self.post_state(),
+            (Role::Leader, Relay::Kick) => self.kick(),
+            (Role::Follower, Relay::State { state, back, front_bid, last_event_id }) => {
+                if let Some(back) = back {
+                    self.set_back(back);
+                }
+                if front_bid.is_some() {
+                    self.identity.borrow_mut().front_bid = front_bid;
+                }
+                if let Some(id) = last_event_id {
+                    self.note_event_id(&id);
+                }
+                self.set_state(state);
+            }
+            (Role::Follower, Relay::Event { id, event }) => {
+                if let Some(id) = id {
+                    self.note_event_id(&id);
+                }
+                self.receive(event, true, None);
+            }
+            (Role::Follower, Relay::Solo) => self.go_solo(),
+            _ => {}
+        }
+    }
+
+    pub(super) fn set_back(&self, back: Back) {
+        let same = self.back.borrow().as_ref().is_some_and(|(b, _)| *b == back);
+        if !same {
+            let peer = Peer::new(&back.back_key, &self.identity.borrow().front_keys.secret);
+            *self.back.borrow_mut() = Some((back, Rc::new(peer)));
+        }
+    }
+
+    pub(super) fn peer(&self) -> Option<Rc<Peer>> {
+        self.back.borrow().as_ref().map(|(_, peer)| peer.clone())
+    }
+}

@@ -1,0 +1,109 @@
+//! Reads the claims the worker needs (`exp`, `ecoid`) from a JWT's payload, without verifying
+//! the signature: the worker only decides when to renew a token and whether to try the exchange;
+//! the server that receives the token verifies it.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::Deserialize;
+
+/// A token and what the worker read from it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Jwt {
+    /// The compact JWT.
+    pub token: String,
+    /// `exp` in milliseconds since the epoch; `None` for a token without `exp`, which is used
+    /// for the request at hand but never cached.
+    pub expires_at_ms: Option<i64>,
+    /// Whether it has a non-empty `ecoid` claim.
+    pub has_ecoid: bool,
+}
+
+#[derive(Deserialize)]
+struct Claims {
+    #[serde(default)]
+    exp: Option<f64>,
+    #[serde(default)]
+    ecoid: Option<serde_json::Value>,
+}
+
+impl Jwt {
+    /// Decodes `token`'s payload; the text says why a token is not a JWT.
+    pub fn decode(token: &str) -> Result<Self, String> {
+        let token = token.trim();
+        let mut parts = token.split('.');
+        let (Some(_header), Some(payload), Some(_signature), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err("not a compact JWT (three dot-separated parts)".to_owned());
+        };
+        // Some encoders pad base64url despite RFC 7515; accept it.
+        let bytes = URL_SAFE_NO_PAD
+            .decode(payload.trim_end_matches('='))
+            .map_err(|e| format!("JWT payload is not base64url: {e}"))?;
+        // Through a map: serde would read a struct from a JSON array too.
+        let claims = serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&bytes)
+            .and_then(|map| serde_json::from_value::<Claims>(serde_json::Value::Object(map)))
+            .map_err(|e| format!("JWT payload is not JSON claims: {e}"))?;
+        let has_ecoid = match claims.ecoid {
+            None | Some(serde_json::Value::Null) => false,
+            Some(serde_json::Value::String(s)) => !s.trim().is_empty(),
+            Some(_) => true,
+        };
+        #[allow(clippy::cast_possible_truncation)] // `exp` seconds in f64 are far inside i64 range
+        let expires_at_ms = claims.exp.filter(|e| e.is_finite()).map(|exp| (exp * 1000.0) as i64);
+        Ok(Self { token: token.to_owned(), expires_at_ms, has_ecoid })
+    }
+
+    /// Whether the token is still good at `now_ms`, counting it expired `margin_ms` before `exp`.
+    pub fn is_fresh(&self, now_ms: i64, margin_ms: i64) -> bool {
+        self.expires_at_ms.is_some_and(|exp| now_ms < exp.saturating_sub(margin_ms))
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// An unsigned JWT with these claims (the worker never checks signatures).
+    pub(crate) fn jwt(claims: &serde_json::Value) -> String {
+        let part = |v: &serde_json::Value| URL_SAFE_NO_PAD.encode(v.to_string());
+        format!("{}.{}.sig", part(&serde_json::json!({"alg": "EdDSA"})), part(claims))
+    }
+
+    #[test]
+    fn reads_exp_and_ecoid() {
+        let token = jwt(&serde_json::json!({"sub": "alice", "exp": 1_700_000_000, "ecoid": "e-1"}));
+        let decoded = Jwt::decode(&token).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(decoded.expires_at_ms, Some(1_700_000_000_000));
+        assert!(decoded.has_ecoid);
+        assert_eq!(decoded.token, token);
+    }
+
+    #[test]
+    fn missing_null_or_empty_ecoid_is_no_ecoid() {
+        for claims in [
+            serde_json::json!({"exp": 1}),
+            serde_json::json!({"exp": 1, "ecoid": null}),
+            serde_json::json!({"exp": 1, "ecoid": " "}),
+        ] {
+            assert!(!Jwt::decode(&jwt(&claims)).is_ok_and(|j| j.has_ecoid), "{claims}");
+        }
+        assert!(Jwt::decode(&jwt(&serde_json::json!({"ecoid": 7}))).is_ok_and(|j| j.has_ecoid));
+    }
+
+    #[test]
+    fn malformed_tokens_are_refused() {
+        for token in ["", "abc", "a.b", "a.b.c.d", "a.!!!.c", "a.bm90IGpzb24.c", "a.WzFd.c"] {
+            assert!(Jwt::decode(token).is_err(), "{token}");
+        }
+    }
+
+    #[test]
+    fn freshness_counts_the_margin() {
+        let j = Jwt { token: String::new(), expires_at_ms: Some(100_000), has_ecoid: true };
+        assert!(j.is_fresh(39_999, 60_000));
+        assert!(!j.is_fresh(40_000, 60_000));
+        assert!(j.is_fresh(99_999, 0));
+        assert!(!Jwt { expires_at_ms: None, ..j }.is_fresh(0, 0));
+    }
+}

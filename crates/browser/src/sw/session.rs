@@ -1,0 +1,607 @@
+//! The worker's session: the tokens in memory, the order of the chain (seed 000's diagram), the
+//! retry after a VTX `401`, and the single flight that makes any number of concurrent requests
+//! share one run of the chain.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use futures_util::FutureExt as _;
+use futures_util::future::{LocalBoxFuture, Shared};
+use protocol::Timestamp;
+use protocol::tokens::{ChainStage, SessionTokens};
+
+use super::chain::{self, ChainConfig, ExchangeError, Failure, Http};
+use super::jwt::Jwt;
+
+/// The token source behind `/uc/session/vtx`. Cheap to clone; clones share the tokens.
+pub struct Session<H> {
+    inner: Rc<Inner<H>>,
+}
+
+impl<H> Clone for Session<H> {
+    fn clone(&self) -> Self {
+        Self { inner: self.inner.clone() }
+    }
+}
+
+impl<H> std::fmt::Debug for Session<H> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = self.inner.state.borrow();
+        f.debug_struct("Session")
+            .field("config", &self.inner.config)
+            .field("venue_cached", &state.venue.is_some())
+            .field("eid_cached", &state.eid.is_some())
+            .field("in_flight", &state.flight.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+type Outcome = Result<SessionTokens, Failure>;
+type FailureHook = Box<dyn Fn(&Failure)>;
+type Flight = Shared<LocalBoxFuture<'static, Outcome>>;
+
+struct Inner<H> {
+    http: H,
+    config: ChainConfig,
+    /// Milliseconds since the epoch; a function so that tests can move time.
+    clock: Box<dyn Fn() -> i64>,
+    /// Called once per failed run of the chain (not once per waiting request): the worker posts
+    /// `session-error` to the tabs from here.
+    on_failure: RefCell<Option<FailureHook>>,
+    /// A `RefCell` that is never borrowed across an `.await`.
+    state: RefCell<State>,
+}
+
+#[derive(Default)]
+struct State {
+    venue: Option<Jwt>,
+    /// The EID JWT and the venue JWT it was exchanged from: an EID JWT is reused only with the
+    /// venue JWT it belongs to, so the answer's two tokens always match.
+    eid: Option<(Jwt, String)>,
+    /// Bumped by [`Session::clear`]: a run that started before a clear answers its waiters but
+    /// caches nothing.
+    generation: u64,
+    /// The run in progress, with its number.
+    flight: Option<(u64, Flight)>,
+    flights: u64,
+}
+
+impl<H: Http + 'static> Session<H> {
+    /// A session with no tokens yet, on the real clock (`Date.now()`).
+    pub fn new(http: H, config: ChainConfig) -> Self {
+        Self::with_clock(http, config, || js_sys::Date::now() as i64)
+    }
+
+    /// A session on `clock` (milliseconds since the epoch).
+    pub fn with_clock(http: H, config: ChainConfig, clock: impl Fn() -> i64 + 'static) -> Self {
+        let inner = Inner {
+            http,
+            config,
+            clock: Box::new(clock),
+            on_failure: RefCell::new(None),
+            state: RefCell::new(State::default()),
+        };
+        Self { inner: Rc::new(inner) }
+    }
+
+    /// Calls `hook` once for every run of the chain that fails.
+    pub fn on_failure(&self, hook: impl Fn(&Failure) + 'static) {
+        *self.inner.on_failure.borrow_mut() = Some(Box::new(hook));
+    }
+
+    /// The chain's settings.
+    pub fn config(&self) -> &ChainConfig {
+        &self.inner.config
+    }
+
+    /// Fresh tokens: from memory when both are fresh, otherwise from the run of the chain in
+    /// progress, or from a new run that later callers share.
+    pub async fn tokens(&self) -> Result<SessionTokens, Failure> {
+        if let Some(tokens) = self.inner.warm() {
+            return Ok(tokens);
+        }
+        let flight = {
+            let mut state = self.inner.state.borrow_mut();
+            match &state.flight {
+                Some((_, flight)) => flight.clone(),
+                None => {
+                    state.flights += 1;
+                    let (id, generation) = (state.flights, state.generation);
+                    let inner = self.inner.clone();
+                    let flight = async move {
+                        let outcome = inner.run(generation).await;
+                        inner.finish(id, &outcome);
+                        outcome
+                    }
+                    .boxed_local()
+                    .shared();
+                    state.flight = Some((id, flight.clone()));
+                    flight
+                }
+            }
+        };
+        flight.await
+    }
+
+    /// Forgets every token (logout); a run in progress answers its waiters but caches nothing,
+    /// and the next request starts a new run.
+    pub fn clear(&self) {
+        let mut state = self.inner.state.borrow_mut();
+        state.venue = None;
+        state.eid = None;
+        state.flight = None;
+        state.generation += 1;
+    }
+}
+
+impl<H: Http> Inner<H> {
+    fn now(&self) -> i64 {
+        (self.clock)()
+    }
+
+    fn margin_ms(&self) -> i64 {
+        i64::try_from(self.config.margin.as_millis()).unwrap_or(i64::MAX)
+    }
+
+    /// Both tokens, when both are in memory, fresh, and belong together.
+    fn warm(&self) -> Option<SessionTokens> {
+        let state = self.state.borrow();
+        let venue = self.fresh_venue(&state)?;
+        let eid = self.fresh_eid(&state, &venue)?;
+        venue.has_ecoid.then(|| tokens(&eid, &venue, self.now()))
+    }
+
+    fn fresh_venue(&self, state: &State) -> Option<Jwt> {
+        state.venue.clone().filter(|v| v.is_fresh(self.now(), self.margin_ms()))
+    }
+
+    fn fresh_eid(&self, state: &State, venue: &Jwt) -> Option<Jwt> {
+        let (eid, from) = state.eid.as_ref()?;
+        (*from == venue.token && eid.is_fresh(self.now(), self.margin_ms())).then(|| eid.clone())
+    }
+
+    /// Stores into the cache unless a clear happened since the run began.
+    fn store(&self, generation: u64, update: impl FnOnce(&mut State)) {
+        let mut state = self.state.borrow_mut();
+        if state.generation == generation {
+            update(&mut state);
+        }
+    }
+
+    /// One run of the chain, as in the seed's diagram.
+    async fn run(&self, generation: u64) -> Outcome {
+        let mut retried = false;
+        loop {
+            let cached = self.fresh_venue(&self.state.borrow());
+            let venue = match cached {
+                Some(venue) => venue,
+                None => {
+                    let xsrf = chain::xsrf_token(&self.http, &self.config).await?;
+                    let venue = chain::venue_jwt(&self.http, &self.config, &xsrf).await?;
+                    self.store(generation, |s| s.venue = Some(venue.clone()));
+                    venue
+                }
+            };
+            if !venue.has_ecoid {
+                return Err(Failure::not_provisioned(
+                    ChainStage::Authorize,
+                    "venue JWT has no ecoid",
+                ));
+            }
+            let cached = self.fresh_eid(&self.state.borrow(), &venue);
+            let eid = match cached {
+                Some(eid) => eid,
+                None => match chain::exchange(&self.http, &self.config, &venue, self.now()).await {
+                    Ok(eid) => {
+                        self.store(generation, |s| {
+                            s.eid = Some((eid.clone(), venue.token.clone()))
+                        });
+                        eid
+                    }
+                    Err(ExchangeError::Unauthorized(detail)) => {
+                        // The venue JWT may have been revoked or signed by a rotated key: get a
+                        // new one and try once more.
+                        self.store(generation, |s| {
+                            s.venue = None;
+                            s.eid = None;
+                        });
+                        if retried {
+                            return Err(Failure::acquisition_failed(
+                                ChainStage::Vtx,
+                                format!("VTX refused a fresh venue JWT: {detail}"),
+                            ));
+                        }
+                        retried = true;
+                        continue;
+                    }
+                    Err(ExchangeError::Failed(failure)) => return Err(failure),
+                },
+            };
+            return Ok(tokens(&eid, &venue, self.now()));
+        }
+    }
+
+    /// The end of run `id`: no longer in flight; a failure is reported once.
+    fn finish(&self, id: u64, outcome: &Outcome) {
+        {
+            let mut state = self.state.borrow_mut();
+            if state.flight.as_ref().is_some_and(|(current, _)| *current == id) {
+                state.flight = None;
+            }
+        }
+        if let (Err(failure), Some(hook)) = (outcome, self.on_failure.borrow().as_ref()) {
+            hook(failure);
+        }
+    }
+}
+
+fn tokens(eid: &Jwt, venue: &Jwt, now_ms: i64) -> SessionTokens {
+    let at = |jwt: &Jwt| Timestamp::from_millis(jwt.expires_at_ms.unwrap_or(now_ms));
+    SessionTokens {
+        eid_jwt: eid.token.clone(),
+        venue_jwt: venue.token.clone(),
+        eid_expires_at: at(eid),
+        venue_expires_at: at(venue),
+    }
+}
+
+// Host only: `futures-executor` is a host dev-dependency (the browser has its own executor).
+#[cfg(all(test, not(target_arch = "wasm32")))]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::cell::Cell;
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+    use std::time::Duration;
+
+    use futures_util::future::join_all;
+    use protocol::ErrorCode;
+    use serde_json::json;
+
+    use super::*;
+    use crate::net::{HttpResponse, NetError};
+    use crate::sw::jwt::tests::jwt;
+    use crate::sw::settings::Settings;
+
+    const NOW: i64 = 1_800_000_000_000;
+
+    /// What a fake hop answers.
+    #[derive(Clone)]
+    enum Answer {
+        Normal,
+        Status(u16, &'static str),
+        Redirect(&'static str, &'static str),
+        Net(NetError),
+        Body(String),
+    }
+
+    /// The venue and VTX in memory: counts calls, answers from switches, and yields once per
+    /// call so that concurrent callers really overlap.
+    struct Fake {
+        clock: Rc<Cell<i64>>,
+        calls: RefCell<Vec<&'static str>>,
+        dashboard: RefCell<Answer>,
+        authorize: RefCell<Answer>,
+        vtx: RefCell<Answer>,
+        vtx_401s: Cell<u32>,
+        ecoid: Cell<bool>,
+        seen_headers: RefCell<Vec<String>>,
+    }
+
+    impl Http for Rc<Fake> {
+        async fn get(
+            &self,
+            url: &str,
+            headers: &[(&str, &str)],
+            cookies: bool,
+            timeout: Duration,
+        ) -> Result<HttpResponse, NetError> {
+            Yield(20).await;
+            let hop = ["/Dashboard", "/Auth/Authorize", "/vtx/token"]
+                .into_iter()
+                .find(|p| url.ends_with(p))
+                .unwrap();
+            self.calls.borrow_mut().push(hop);
+            for (name, value) in headers {
+                self.seen_headers.borrow_mut().push(format!("{hop} {name}: {value}"));
+            }
+            assert_eq!(cookies, hop != "/vtx/token", "cookies go to the venue only");
+            assert_eq!(timeout, Duration::from_millis(500));
+            let now_s = self.clock.get() / 1000;
+            let answer = match hop {
+                "/Dashboard" => self.dashboard.borrow().clone(),
+                "/Auth/Authorize" => self.authorize.borrow().clone(),
+                _ if self.vtx_401s.get() > 0 => {
+                    self.vtx_401s.set(self.vtx_401s.get() - 1);
+                    Answer::Status(401, r#"{"error":"invalid_token","message":"no"}"#)
+                }
+                _ => self.vtx.borrow().clone(),
+            };
+            let ok = |body: String| HttpResponse {
+                status: 200,
+                url: url.to_owned(),
+                redirected: false,
+                body,
+            };
+            Ok(match answer {
+                Answer::Normal => match hop {
+                    "/Dashboard" => ok(r#"<input name="__RequestVerificationToken" value="x-1">"#.to_owned()),
+                    "/Auth/Authorize" => {
+                        let n = self.calls.borrow().len();
+                        let mut claims = json!({"sub": "alice", "exp": now_s + 3600, "n": n});
+                        if self.ecoid.get() {
+                            claims["ecoid"] = json!("eco-1");
+                        }
+                        ok(json!({"token": jwt(&claims)}).to_string())
+                    }
+                    _ => ok(json!({
+                        "access_token": jwt(&json!({"sub": "alice", "exp": now_s + 600, "n": self.calls.borrow().len()})),
+                        "issued_token_type": "urn:ietf:params:oauth:token-type:jwt",
+                        "token_type": "Bearer",
+                        "expires_in": 600,
+                    })
+                    .to_string()),
+                },
+                Answer::Status(status, body) => {
+                    HttpResponse { status, url: url.to_owned(), redirected: false, body: body.to_owned() }
+                }
+                Answer::Redirect(to, body) => {
+                    HttpResponse { status: 200, url: to.to_owned(), redirected: true, body: body.to_owned() }
+                }
+                Answer::Net(err) => return Err(err),
+                Answer::Body(body) => ok(body),
+            })
+        }
+    }
+
+    /// Pending `n` times, then ready: lets the executor poll the other joined futures, each of
+    /// which polls a shared run once more, so a hop outlasts the first poll of every waiter.
+    struct Yield(u32);
+
+    impl Future for Yield {
+        type Output = ();
+        fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+            if self.0 == 0 {
+                return Poll::Ready(());
+            }
+            self.0 -= 1;
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }
+    }
+
+    fn setup() -> (Session<Rc<Fake>>, Rc<Fake>) {
+        let clock = Rc::new(Cell::new(NOW));
+        let fake = Rc::new(Fake {
+            clock: clock.clone(),
+            calls: RefCell::default(),
+            dashboard: RefCell::new(Answer::Normal),
+            authorize: RefCell::new(Answer::Normal),
+            vtx: RefCell::new(Answer::Normal),
+            vtx_401s: Cell::new(0),
+            ecoid: Cell::new(true),
+            seen_headers: RefCell::default(),
+        });
+        let settings = Settings { hop_timeout: Duration::from_millis(500), ..Settings::default() };
+        let config = ChainConfig::new(&settings, "https://app.example");
+        let session = Session::with_clock(fake.clone(), config, move || clock.get());
+        (session, fake)
+    }
+
+    fn counts(fake: &Fake) -> [usize; 3] {
+        let calls = fake.calls.borrow();
+        ["/Dashboard", "/Auth/Authorize", "/vtx/token"]
+            .map(|hop| calls.iter().filter(|c| **c == hop).count())
+    }
+
+    fn get(session: &Session<Rc<Fake>>) -> Outcome {
+        futures_executor::block_on(session.tokens())
+    }
+
+    fn failure(outcome: Outcome) -> (ErrorCode, ChainStage, u16) {
+        let failure = outcome.unwrap_err();
+        (failure.code, failure.stage, failure.status())
+    }
+
+    #[test]
+    fn cold_chain_then_warm_answers_from_memory() {
+        let (session, fake) = setup();
+        let cold = get(&session).unwrap();
+        assert_eq!(counts(&fake), [1, 1, 1]);
+        assert_eq!(
+            *fake.seen_headers.borrow(),
+            vec![
+                "/Auth/Authorize X-XSRF-TOKEN: x-1".to_owned(),
+                format!("/vtx/token Authorization: Bearer {}", cold.venue_jwt),
+            ]
+        );
+        assert_eq!(cold.venue_expires_at.millis(), NOW + 3_600_000);
+        assert_eq!(cold.eid_expires_at.millis(), NOW + 600_000);
+        let warm = get(&session).unwrap();
+        assert_eq!(warm, cold);
+        assert_eq!(counts(&fake), [1, 1, 1]);
+    }
+
+    #[test]
+    fn concurrent_requests_share_one_run() {
+        let (session, fake) = setup();
+        let all = futures_executor::block_on(join_all((0..10).map(|_| session.tokens())));
+        assert_eq!(counts(&fake), [1, 1, 1]);
+        assert!(all.windows(2).all(|w| w[0].as_ref().unwrap() == w[1].as_ref().unwrap()));
+    }
+
+    #[test]
+    fn a_failed_run_is_reported_once_to_all_its_waiters() {
+        let (session, fake) = setup();
+        let reports = Rc::new(Cell::new(0));
+        session.on_failure({
+            let reports = reports.clone();
+            move |_| reports.set(reports.get() + 1)
+        });
+        *fake.dashboard.borrow_mut() = Answer::Status(500, "oops");
+        let all = futures_executor::block_on(join_all((0..3).map(|_| session.tokens())));
+        assert!(all.iter().all(Result::is_err));
+        assert_eq!((reports.get(), counts(&fake)), (1, [1, 0, 0]));
+        // The next request runs the chain again rather than replaying the failure.
+        *fake.dashboard.borrow_mut() = Answer::Normal;
+        assert!(get(&session).is_ok());
+        assert_eq!(counts(&fake), [2, 1, 1]);
+    }
+
+    #[test]
+    fn expiry_counts_the_margin() {
+        let (session, fake) = setup();
+        let cold = get(&session).unwrap();
+        let eid_exp = cold.eid_expires_at.millis();
+        // One millisecond before `exp - margin` the EID JWT is still good …
+        fake.clock.set(eid_exp - 60_000 - 1);
+        assert_eq!(get(&session).unwrap(), cold);
+        assert_eq!(counts(&fake), [1, 1, 1]);
+        // … at `exp - margin` it is not: only the exchange runs again.
+        fake.clock.set(eid_exp - 60_000);
+        let renewed = get(&session).unwrap();
+        assert_eq!((counts(&fake), renewed.venue_jwt == cold.venue_jwt), ([1, 1, 2], true));
+        assert_ne!(renewed.eid_jwt, cold.eid_jwt);
+        // The venue JWT expires the same way, and takes a new EID JWT with it.
+        fake.clock.set(cold.venue_expires_at.millis() - 60_000);
+        let next = get(&session).unwrap();
+        assert_eq!(counts(&fake), [2, 2, 3]);
+        assert_ne!(next.venue_jwt, cold.venue_jwt);
+    }
+
+    #[test]
+    fn a_vtx_401_drops_the_venue_jwt_and_retries_once() {
+        let (session, fake) = setup();
+        fake.vtx_401s.set(1);
+        assert!(get(&session).is_ok());
+        assert_eq!(counts(&fake), [2, 2, 2]);
+
+        let (session, fake) = setup();
+        fake.vtx_401s.set(5);
+        assert_eq!(
+            failure(get(&session)),
+            (ErrorCode::TokenAcquisitionFailed, ChainStage::Vtx, 502)
+        );
+        assert_eq!(counts(&fake), [2, 2, 2]);
+    }
+
+    #[test]
+    fn a_vtx_401_with_a_cached_venue_jwt_fetches_a_new_one() {
+        let (session, fake) = setup();
+        let cold = get(&session).unwrap();
+        fake.clock.set(cold.eid_expires_at.millis());
+        fake.vtx_401s.set(1);
+        assert!(get(&session).is_ok());
+        assert_eq!(counts(&fake), [2, 2, 3]);
+    }
+
+    #[test]
+    fn users_without_ecoid_are_not_provisioned_and_cost_no_further_requests() {
+        let (session, fake) = setup();
+        fake.ecoid.set(false);
+        assert_eq!(failure(get(&session)), (ErrorCode::NotProvisioned, ChainStage::Authorize, 403));
+        assert_eq!(failure(get(&session)), (ErrorCode::NotProvisioned, ChainStage::Authorize, 403));
+        assert_eq!(counts(&fake), [1, 1, 0]);
+    }
+
+    #[test]
+    fn each_hop_maps_its_failures() {
+        let login =
+            r#"<form><input name="__RequestVerificationToken" value="login-page-token"></form>"#;
+        let timeout = NetError::Timeout(Duration::from_millis(500));
+        let expired = ErrorCode::VenueSessionExpired;
+        let failed = ErrorCode::TokenAcquisitionFailed;
+        let cases: Vec<(&str, Answer, (ErrorCode, ChainStage, u16))> = vec![
+            (
+                "dashboard",
+                Answer::Redirect("https://app.example/Account/Login?ReturnUrl=%2FDashboard", login),
+                (expired, ChainStage::Xsrf, 401),
+            ),
+            ("dashboard", Answer::Status(401, ""), (expired, ChainStage::Xsrf, 401)),
+            (
+                "dashboard",
+                Answer::Body("<p>no token</p>".to_owned()),
+                (expired, ChainStage::Xsrf, 401),
+            ),
+            ("dashboard", Answer::Status(500, ""), (failed, ChainStage::Xsrf, 502)),
+            ("dashboard", Answer::Net(timeout.clone()), (failed, ChainStage::Xsrf, 504)),
+            (
+                "dashboard",
+                Answer::Net(NetError::Network("refused".into())),
+                (failed, ChainStage::Xsrf, 502),
+            ),
+            (
+                "authorize",
+                Answer::Status(403, r#"{"error":"venue_session_expired"}"#),
+                (expired, ChainStage::Authorize, 401),
+            ),
+            ("authorize", Answer::Status(503, ""), (failed, ChainStage::Authorize, 502)),
+            ("authorize", Answer::Net(timeout.clone()), (failed, ChainStage::Authorize, 504)),
+            ("authorize", Answer::Body("<html>".to_owned()), (failed, ChainStage::Authorize, 502)),
+            (
+                "authorize",
+                Answer::Body(r#"{"jwt": "x"}"#.to_owned()),
+                (failed, ChainStage::Authorize, 502),
+            ),
+            ("vtx", Answer::Status(500, ""), (failed, ChainStage::Vtx, 502)),
+            (
+                "vtx",
+                Answer::Status(400, r#"{"error":"invalid_request"}"#),
+                (failed, ChainStage::Vtx, 502),
+            ),
+            (
+                "vtx",
+                Answer::Status(403, r#"{"error":"not_provisioned","message":"x"}"#),
+                (ErrorCode::NotProvisioned, ChainStage::Vtx, 403),
+            ),
+            ("vtx", Answer::Net(timeout), (failed, ChainStage::Vtx, 504)),
+            ("vtx", Answer::Body("{}".to_owned()), (failed, ChainStage::Vtx, 502)),
+        ];
+        for (hop, answer, expected) in cases {
+            let (session, fake) = setup();
+            let switch = match hop {
+                "dashboard" => &fake.dashboard,
+                "authorize" => &fake.authorize,
+                _ => &fake.vtx,
+            };
+            *switch.borrow_mut() = answer;
+            assert_eq!(failure(get(&session)), expected, "{hop} {:?}", counts(&fake));
+        }
+    }
+
+    #[test]
+    fn a_bare_or_quoted_jwt_from_authorize_is_accepted() {
+        for quote in ["", "\""] {
+            let (session, fake) = setup();
+            let token = jwt(&json!({"sub": "a", "exp": NOW / 1000 + 100, "ecoid": "e"}));
+            *fake.authorize.borrow_mut() = Answer::Body(format!("{quote}{token}{quote}\n"));
+            assert_eq!(get(&session).unwrap().venue_jwt, token);
+        }
+    }
+
+    #[test]
+    fn clear_forgets_the_tokens() {
+        let (session, fake) = setup();
+        let first = get(&session).unwrap();
+        session.clear();
+        let second = get(&session).unwrap();
+        assert_eq!(counts(&fake), [2, 2, 2]);
+        assert_ne!(first.venue_jwt, second.venue_jwt);
+    }
+
+    #[test]
+    fn a_clear_during_a_run_keeps_its_tokens_out_of_memory() {
+        let (session, fake) = setup();
+        let run = session.tokens();
+        let cleared = async {
+            Yield(1).await;
+            session.clear();
+        };
+        let (outcome, ()) = futures_executor::block_on(futures_util::future::join(run, cleared));
+        assert!(outcome.is_ok());
+        assert!(get(&session).is_ok());
+        assert_eq!(counts(&fake), [2, 2, 2]);
+    }
+}

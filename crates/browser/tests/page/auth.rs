@@ -1,0 +1,143 @@
+//! The one-time-token login (seed 002): login, 200 and 403, the refresh ahead of expiry, the 401
+//! that refreshes and retries, the end of the session, logout, a used token, a new tab.
+//!
+//! The devserver's access tokens live a few seconds, so refreshes happen within a test.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use browser::page::{Auth, AuthOptions};
+use wasm_bindgen_test::wasm_bindgen_test;
+use web_sys::Request;
+
+use super::util::{self, server};
+
+/// Options that record `on_expired` instead of leaving the page.
+fn options(base: &str, token: Option<String>) -> (AuthOptions, Rc<RefCell<Vec<String>>>) {
+    let expired = Rc::new(RefCell::new(Vec::new()));
+    let record = expired.clone();
+    let options = AuthOptions {
+        base: base.to_owned(),
+        token,
+        on_expired: Some(Rc::new(move |reason: &str| record.borrow_mut().push(reason.to_owned()))),
+        ..AuthOptions::default()
+    };
+    (options, expired)
+}
+
+async fn status(auth: &Auth, url: &str) -> u16 {
+    let request = Request::new_with_str(url).expect("a request");
+    auth.fetch(request).await.expect("an answer").status()
+}
+
+#[wasm_bindgen_test]
+async fn login_gives_200_and_403_by_permission_and_logout_ends_it() {
+    let base = server!();
+    let token = util::mint(base, "alice", &["CanAccessDashboard"], 3_600).await;
+    let (options, expired) = options(base, Some(token));
+    let auth = util::start(options).await;
+    assert!(auth.logged_in(), "login failed: {:?}", auth.error());
+    assert_eq!(auth.permissions(), vec!["CanAccessDashboard".to_owned()]);
+    let info = auth.info().expect("info");
+    assert_eq!(info.user_id.as_deref(), Some("alice"));
+    assert_eq!(info.claims.map(|c| c.user_id).as_deref(), Some("alice"));
+
+    assert_eq!(status(&auth, &format!("{base}/api/dashboard")).await, 200);
+    assert_eq!(status(&auth, &format!("{base}/api/reports")).await, 403);
+
+    auth.logout().await.expect("logs out");
+    assert!(!auth.logged_in());
+    assert_eq!(auth.refresh().await, Ok(false), "the session is gone at the server");
+    assert_eq!(status(&auth, &format!("{base}/api/dashboard")).await, 401);
+    assert!(expired.borrow().is_empty(), "logging out oneself is not an expiry");
+    auth.close();
+}
+
+#[wasm_bindgen_test]
+async fn the_access_token_is_refreshed_before_it_expires() {
+    let base = server!();
+    let token = util::mint(base, "alice", &["CanAccessDashboard"], 3_600).await;
+    let auth = util::start(options(base, Some(token)).0).await;
+    let first = auth.access_token().expect("a token");
+    let refreshed = util::wait_for(10_000, || auth.access_token().is_some_and(|t| t != first));
+    assert!(refreshed.await, "no refresh ahead of expiry");
+    assert_eq!(status(&auth, &format!("{base}/api/dashboard")).await, 200);
+    auth.logout().await.expect("logs out");
+    auth.close();
+}
+
+#[wasm_bindgen_test]
+async fn a_401_refreshes_once_and_retries() {
+    let base = server!();
+    let token = util::mint(base, "alice", &["CanAccessDashboard"], 3_600).await;
+    let (mut options, expired) = options(base, Some(token));
+    options.auto_refresh = false;
+    let auth = util::start(options).await;
+    let first = auth.access_token().expect("a token");
+    let expires = auth.info().expect("info").access_expires_at;
+    // Let the access token expire, as in a tab that slept.
+    let wait = expires.millis() as f64 - js_sys::Date::now() + 1_000.0;
+    util::sleep(wait.max(0.0) as i32).await;
+    assert_eq!(status(&auth, &format!("{base}/api/dashboard")).await, 200);
+    assert_ne!(auth.access_token(), Some(first), "refreshed on the 401");
+    assert!(expired.borrow().is_empty());
+    auth.logout().await.expect("logs out");
+    auth.close();
+}
+
+#[wasm_bindgen_test]
+async fn the_end_of_the_session_calls_on_expired() {
+    let base = server!();
+    let token = util::mint(base, "bob", &["CanAccessDashboard"], 3).await;
+    let (options, expired) = options(base, Some(token));
+    let auth = util::start(options).await;
+    assert!(auth.logged_in(), "login failed: {:?}", auth.error());
+    assert!(util::wait_for(8_000, || !expired.borrow().is_empty()).await, "no expiry");
+    assert_eq!(*expired.borrow(), vec!["session_expired".to_owned()]);
+    assert!(!auth.logged_in());
+    assert_eq!(auth.refresh().await, Ok(false), "the server agrees");
+    auth.close();
+}
+
+#[wasm_bindgen_test]
+async fn a_used_token_is_refused_and_a_new_tab_takes_the_cookie() {
+    let base = server!();
+    let token = util::mint(base, "alice", &["CanAccessDashboard"], 3_600).await;
+    let first = util::start(options(base, Some(token.clone())).0).await;
+    assert!(first.logged_in());
+    first.close();
+
+    let again = util::start(options(base, Some(token)).0).await;
+    assert!(!again.logged_in());
+    assert_eq!(again.error().map(|e| e.code().to_owned()).as_deref(), Some("invalid_token"));
+    again.close();
+
+    // A tab opened later has no token in its address: it refreshes with the cookie.
+    let tab = util::start(options(base, None).0).await;
+    assert!(tab.logged_in(), "{:?}", tab.error());
+    assert_eq!(status(&tab, &format!("{base}/api/dashboard")).await, 200);
+    tab.logout().await.expect("logs out");
+    tab.close();
+}
+
+#[wasm_bindgen_test]
+async fn tabs_share_one_access_token_one_refresh_and_the_logout() {
+    let base = server!();
+    let token = util::mint(base, "alice", &["CanAccessDashboard"], 3_600).await;
+    let (mut options_a, _) = options(base, Some(token));
+    options_a.auto_refresh = false;
+    let a = util::start(options_a).await;
+    // A second tab without a token takes the first tab's access token: no refresh needed.
+    let (mut options_b, expired_b) = options(base, None);
+    options_b.auto_refresh = false;
+    let b = util::start(options_b).await;
+    assert_eq!(b.access_token(), a.access_token());
+    // One tab refreshes; the other adopts the new token instead of refreshing too.
+    assert_eq!(a.refresh().await, Ok(true));
+    let fresh = a.access_token();
+    assert!(util::wait_for(2_000, || b.access_token() == fresh).await, "b kept the old token");
+    // A logout in one tab ends the login in the others.
+    a.logout().await.expect("logs out");
+    assert!(util::wait_for(2_000, || !b.logged_in()).await);
+    assert_eq!(*expired_b.borrow(), vec!["logout".to_owned()]);
+}

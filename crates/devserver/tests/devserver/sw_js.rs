@@ -1,0 +1,240 @@
+//! The real `/sw.js` in headless Chromium: a page on the development server registers it and
+//! fetches `/uc/session/vtx`; the venue stand-in and the VTX counter show what the worker did.
+
+use devserver::webdriver::{Browser, ChromeDriver};
+use serde_json::{Value, json};
+use venue_standin::{AUTHORIZE_PATH, DASHBOARD_PATH};
+
+use crate::util::{Running, start, test_site};
+
+/// A page of a fresh development server, controlled by `/sw.js`, in a fresh browser profile.
+struct Page {
+    browser: Browser,
+    server: Running,
+    // Dropped after `browser`: the driver outlives the session it serves.
+    _driver: ChromeDriver,
+    site: tempfile::TempDir,
+}
+
+/// Registers the worker (module type, default settings: everything on this origin) and waits
+/// until it controls the page and has said `sw-activated`. Messages from the worker are
+/// collected in `window.messages`.
+const REGISTER: &str = r#"
+    window.messages = [];
+    navigator.serviceWorker.addEventListener('message', (e) => window.messages.push(e.data));
+    const controlled = new Promise((resolve) =>
+        navigator.serviceWorker.addEventListener('controllerchange', resolve, { once: true }));
+    await navigator.serviceWorker.register(arguments[0], { type: 'module' });
+    await controlled;
+    for (let i = 0; i < 250 && !window.messages.some((m) => m.type === 'sw-activated'); i++) {
+        await new Promise((r) => setTimeout(r, 20));
+    }
+    return window.messages;
+"#;
+
+/// `fetch(path)` → `{status, body, timing}`.
+const FETCH: &str = r#"
+    const response = await fetch(arguments[0]);
+    const text = await response.text();
+    let body = text;
+    try { body = JSON.parse(text); } catch (_) {}
+    return { status: response.status, body, timing: response.headers.get('server-timing') };
+"#;
+
+/// The front identity record in IndexedDB, as the worker's install left it.
+const IDENTITY: &str = r#"
+    const request = (r) => new Promise((resolve, reject) => {
+        r.onsuccess = () => resolve(r.result);
+        r.onerror = () => reject(r.error);
+    });
+    const db = await request(indexedDB.open('websession'));
+    const value = await request(
+        db.transaction('singleton').objectStore('singleton').get('@teqfw/web-event/identity'));
+    db.close();
+    return value;
+"#;
+
+impl Page {
+    async fn open() -> Self {
+        Self::open_with("/sw.js").await
+    }
+
+    /// Registers the worker from `script` (`/sw.js` with the settings in its query).
+    async fn open_with(script: &str) -> Self {
+        let site = test_site();
+        let server = start(|c| c.server.static_dir = Some(site.path().to_owned())).await;
+        let driver = ChromeDriver::start().unwrap();
+        let browser = Browser::new(&driver).await.unwrap();
+        browser.goto(&format!("{}/blank.html", server.url)).await.unwrap();
+        let messages = browser.run(REGISTER, &[json!(script)]).await.unwrap();
+        let activated = messages.as_array().unwrap().iter().find(|m| m["type"] == "sw-activated");
+        assert_eq!(
+            activated.map(|m| &m["version"]),
+            Some(&json!(env!("CARGO_PKG_VERSION"))),
+            "the worker says which version took over: {messages}"
+        );
+        Page { browser, server, _driver: driver, site }
+    }
+
+    async fn login(&self, user: &str) {
+        let script = "const r = await fetch('/Account/Login', \
+                      { method: 'POST', body: new URLSearchParams({ username: arguments[0] }) }); \
+                      return r.status;";
+        assert_eq!(self.browser.run(script, &[json!(user)]).await.unwrap(), json!(200));
+    }
+
+    async fn fetch(&self, path: &str) -> Value {
+        self.browser.run(FETCH, &[json!(path)]).await.unwrap()
+    }
+
+    /// Requests at `[/Dashboard, /Auth/Authorize, /vtx/token]` since the last reset.
+    fn counters(&self) -> [u64; 3] {
+        let standin = self.server.dev.standin();
+        [
+            standin.counter(DASHBOARD_PATH),
+            standin.counter(AUTHORIZE_PATH),
+            self.server.dev.vtx().requests(),
+        ]
+    }
+
+    async fn close(self) {
+        drop(self.browser);
+        self.server.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sw_js_answers_cold_then_warm_and_leaves_other_requests_alone() {
+    let page = Page::open().await;
+    page.login("alice").await;
+    page.server.dev.reset();
+
+    let cold = page.fetch("/uc/session/vtx").await;
+    assert_eq!(cold["status"], 200, "{cold}");
+    for field in ["eidJwt", "venueJwt", "eidExpiresAt", "venueExpiresAt"] {
+        assert!(cold["body"][field].is_string(), "{field} in {cold}");
+    }
+    assert!(cold["timing"].as_str().unwrap().contains("sw-answer;dur="), "{cold}");
+    let identity = page.browser.run(IDENTITY, &[]).await.unwrap();
+    assert!(identity["frontUuid"].is_string() && identity["frontKeys"]["secret"].is_string());
+    assert!(identity["frontBid"].is_i64(), "registered at install: {identity}");
+    assert_eq!(page.counters(), [1, 1, 1]);
+
+    let warm = page.fetch("/uc/session/vtx").await;
+    assert_eq!(warm["body"], cold["body"]);
+    assert_eq!(page.counters(), [1, 1, 1], "the warm answer comes from the worker's memory");
+
+    // Not ours: the network answers (no Server-Timing from the worker).
+    for path in ["/uc/session/vtx/other", "/web-event-stream-open/x/y", "/blank.html"] {
+        let answer = page.fetch(path).await;
+        assert!(answer["timing"].is_null(), "{path} was answered by the worker: {answer}");
+    }
+    page.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_parallel_fetches_run_the_chain_once() {
+    let page = Page::open().await;
+    page.login("alice").await;
+    page.server.dev.reset();
+    let script = "const all = await Promise.all(Array.from({ length: 10 }, () => \
+                  fetch('/uc/session/vtx').then(async (r) => [r.status, (await r.json()).eidJwt]))); \
+                  return all;";
+    let answers = page.browser.run(script, &[]).await.unwrap();
+    let answers = answers.as_array().unwrap();
+    assert_eq!(answers.len(), 10);
+    assert!(answers.iter().all(|a| a[0] == 200 && a[1] == answers[0][1]), "{answers:?}");
+    assert_eq!(page.counters(), [1, 1, 1], "one dashboard, one authorize, one VTX request");
+    page.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tab_receives_the_session_error() {
+    let page = Page::open().await;
+    // Nobody logged in at the venue: the dashboard sends the worker to the login page.
+    let answer = page.fetch("/uc/session/vtx").await;
+    assert_eq!(answer["status"], 401, "{answer}");
+    let expected = json!({
+        "error": "venue_session_expired",
+        "message": "Venue session expired",
+        "stage": "xsrf",
+    });
+    assert_eq!(answer["body"], expected);
+    let script = "for (let i = 0; i < 250; i++) { \
+                    const m = window.messages.find((m) => m.type === 'session-error'); \
+                    if (m) return m; \
+                    await new Promise((r) => setTimeout(r, 20)); } \
+                  return null;";
+    let message = page.browser.run(script, &[]).await.unwrap();
+    let mut want = expected;
+    want["type"] = json!("session-error");
+    assert_eq!(message, want);
+    page.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn install_survives_a_backend_that_is_down() {
+    // Nothing listens on port 1: registration fails, the install must not.
+    let page = Page::open_with("/sw.js?serverUrl=http://127.0.0.1:1").await;
+    let identity = page.browser.run(IDENTITY, &[]).await.unwrap();
+    assert!(identity["frontUuid"].is_string(), "the identity exists: {identity}");
+    assert!(identity.get("frontBid").is_none(), "not registered: {identity}");
+    page.close().await;
+}
+
+/// Makes the next update check find a new version of `/sw.js` (one byte more).
+fn new_version(page: &Page) {
+    let path = page.site.path().join("sw.js");
+    let mut script = std::fs::read_to_string(&path).unwrap();
+    script.push_str("\n// a new version\n");
+    std::fs::write(path, script).unwrap();
+}
+
+/// `registration.update()`, then waits until the new version is `waiting` or `active`; returns
+/// which (`"waiting"`, `"active"`).
+const UPDATE: &str = r#"
+    const registration = await navigator.serviceWorker.getRegistration();
+    const before = registration.active;
+    await registration.update();
+    for (let i = 0; i < 250; i++) {
+        if (registration.waiting && registration.waiting.state === 'installed') {
+            // Give an `immediate` worker the time to skip waiting; a `navigation` one stays.
+            await new Promise((r) => setTimeout(r, 300));
+            if (registration.waiting) return 'waiting';
+        }
+        if (registration.active !== before && registration.active.state === 'activated') {
+            return 'active';
+        }
+        await new Promise((r) => setTimeout(r, 20));
+    }
+    return 'neither';
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_version_takes_over_at_once_by_default() {
+    let page = Page::open().await;
+    new_version(&page);
+    assert_eq!(page.browser.run(UPDATE, &[]).await.unwrap(), "active");
+    let script = "for (let i = 0; i < 250; i++) { \
+                    if (window.messages.filter((m) => m.type === 'sw-activated').length === 2) return true; \
+                    await new Promise((r) => setTimeout(r, 20)); } \
+                  return window.messages;";
+    assert_eq!(page.browser.run(script, &[]).await.unwrap(), json!(true), "the tab hears of it");
+    page.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_update_navigation_a_new_version_waits_for_the_next_navigation() {
+    let page = Page::open_with("/sw.js?update=navigation").await;
+    new_version(&page);
+    assert_eq!(page.browser.run(UPDATE, &[]).await.unwrap(), "waiting");
+    page.browser.goto(&format!("{}/blank.html", page.server.url)).await.unwrap();
+    let script = "const registration = await navigator.serviceWorker.getRegistration(); \
+                  for (let i = 0; i < 250 && (registration.waiting || \
+                       registration.active.state !== 'activated'); i++) \
+                    await new Promise((r) => setTimeout(r, 20)); \
+                  return [registration.waiting === null, registration.active && registration.active.state];";
+    let state = page.browser.run(script, &[]).await.unwrap();
+    assert_eq!(state, json!([true, "activated"]), "the navigation promoted the waiting version");
+    page.close().await;
+}

@@ -1,0 +1,53 @@
+//! `loadgen serve`: the stock server plus the `loadgen.announce` handler.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use protocol::DirectEvent;
+use serde_json::json;
+use server::events::{EventsArgs, Hub, PublishOptions};
+use server::{AppState, Config};
+
+/// The direct event that makes the server publish one event to every front.
+pub(crate) const ANNOUNCE: &str = "loadgen.announce";
+
+/// Flags of `loadgen serve`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:7700")]
+    listen: SocketAddr,
+    /// Directory of the embedded store (created if missing).
+    #[arg(long, default_value = "loadgen-data")]
+    data_dir: PathBuf,
+    #[command(flatten)]
+    events: EventsArgs,
+}
+
+/// Microseconds since the Unix epoch: both processes read the same clock on one machine.
+pub(crate) fn unix_micros() -> i64 {
+    let since = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    i64::try_from(since.as_micros()).unwrap_or(i64::MAX)
+}
+
+/// Publishes `{"publishedMicros"}` to every front, stamped just before publishing.
+async fn announce(_event: DirectEvent, hub: Hub) -> anyhow::Result<()> {
+    let data = json!({ "publishedMicros": unix_micros() });
+    let streams = hub.publish_to_all(ANNOUNCE, data, PublishOptions::default()).await?;
+    tracing::info!(streams, "announced");
+    Ok(())
+}
+
+pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let mut config = Config::new(args.data_dir);
+    config.events = args.events.into();
+    let state = AppState::open(config).await?;
+    state.events.handle(ANNOUNCE, announce);
+    let listener = tokio::net::TcpListener::bind(args.listen).await?;
+    println!("loadgen serve: http://{} pid {}", listener.local_addr()?, std::process::id());
+    server::serve(listener, state, async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await
+}

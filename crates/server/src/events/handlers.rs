@@ -1,0 +1,243 @@
+//! The HTTP endpoints: registration, stream open, activation and direct events.
+
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use protocol::messages::{
+    AUTHENTICATE_EVENT, ActivateRequest, AuthenticateChallenge, FrontBid, RegisterRequest,
+};
+use protocol::sse::{self, SseEvent};
+use protocol::{DirectEvent, FrontUuid, ParseError, Sealed, SessionUuid};
+use serde_json::Value;
+
+use super::error::EventError;
+use super::registry::{ActivateError, Frame};
+use super::store::{self, Registration};
+use super::stream::{Cursor, FirstPage, SseBody};
+use super::{Events, Inner};
+use crate::error::{Json, RequestError, parse_uuid};
+
+/// Direct events are remembered this long past their expiry, or past their arrival if that is
+/// later. A front resends a queued event only until it expires by its own clock, so this covers
+/// fronts whose clock is behind the server's, where `expired` has passed on arrival already.
+/// The server does not refuse such events: judging the front's clock would lock that front out.
+const DEDUPE_MARGIN_MILLIS: i64 = 10 * 60 * 1000;
+
+/// A path that does not decode is answered like a malformed UUID: every path parameter here
+/// but the event name is one.
+fn path<T>(path: Result<Path<T>, PathRejection>) -> Result<T, RequestError> {
+    path.map(|Path(value)| value)
+        .map_err(|e| RequestError::InvalidUuid(ParseError::InvalidUuid(e.body_text())))
+}
+
+/// `POST /web-event-front-reg/{frontUuid}` → the front's `frontBid`.
+pub(super) async fn register(
+    State(events): State<Events>,
+    front: Result<Path<String>, PathRejection>,
+    body: Result<Json<RegisterRequest>, RequestError>,
+) -> Result<Json<FrontBid>, EventError> {
+    let front: FrontUuid = parse_uuid(&path(front)?)?;
+    let Json(body) = body?;
+    if body.front_uuid != front {
+        return Err(RequestError::InvalidRequest(format!(
+            "frontUuid {} in the body is not the front {front} of the path",
+            body.front_uuid
+        ))
+        .into());
+    }
+    let inner = &events.inner;
+    // A front's key never changes, so a remembered front answers without the store.
+    if let Some(info) = inner.registry.cached_front(front) {
+        return if info.key == body.public_key {
+            Ok(Json(info.bid))
+        } else {
+            Err(EventError::FrontKeyConflict(front))
+        };
+    }
+    match inner.store.register(front, &body.public_key, inner.clock.now())? {
+        Registration::Registered(bid) => {
+            // The stream open that follows needs the shared key: compute it once, now.
+            inner.registry.remember(Arc::new(inner.front(bid, front, body.public_key)));
+            Ok(Json(bid))
+        }
+        Registration::Conflict => Err(EventError::FrontKeyConflict(front)),
+    }
+}
+
+/// The id the client saw last: the `Last-Event-ID` header, or the `lastEventId` query parameter
+/// for clients that cannot set headers. Anything but a non-negative integer is ignored (an id
+/// from another server is not ours to interpret).
+fn last_event_id(headers: &HeaderMap, query: Option<&str>) -> Option<i64> {
+    let header = headers.get("last-event-id").and_then(|v| v.to_str().ok());
+    let query = query.and_then(|q| {
+        q.split('&').find_map(|pair| pair.strip_prefix("lastEventId=")).filter(|v| !v.is_empty())
+    });
+    let id: i64 = header.or(query)?.trim().parse().ok()?;
+    (id >= 0).then_some(id)
+}
+
+/// `GET /web-event-stream-open/{frontUuid}/{sessionUuid}` → `text/event-stream`.
+pub(super) async fn open(
+    State(events): State<Events>,
+    ids: Result<Path<(String, String)>, PathRejection>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Result<Response, EventError> {
+    let (front, session) = path(ids)?;
+    let front: FrontUuid = parse_uuid(&front)?;
+    let session: SessionUuid = parse_uuid(&session)?;
+    let last_event_id = last_event_id(&headers, query.as_deref());
+    let inner = &events.inner;
+    let info = inner.front_info(front)?.ok_or(EventError::FrontNotRegistered(front))?;
+    let (stream, rx, info) =
+        inner.registry.open(info, session, last_event_id).ok_or(EventError::ShuttingDown)?;
+    let challenge = AuthenticateChallenge {
+        back_uuid: inner.identity.uuid,
+        back_key: inner.identity.keys.public,
+        stream_uuid_enc: info.peer.seal(&stream),
+    };
+    // Serialising plain structs cannot fail.
+    let challenge = serde_json::to_string(&challenge).unwrap_or_default();
+    let hello = sse::encode(&SseEvent::data(challenge).with_event(AUTHENTICATE_EVENT));
+    let body = SseBody::new(Arc::clone(inner), stream, info.bid, session, rx, Bytes::from(hello));
+    let headers = [
+        (header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream")),
+        (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+        (header::HeaderName::from_static("x-accel-buffering"), HeaderValue::from_static("no")),
+    ];
+    Ok((headers, Body::new(body)).into_response())
+}
+
+/// `POST /web-event-stream-act[/…]` with `{frontUuid, streamUuid}` → `true`.
+///
+/// Everything happens under the database lock: the stream becomes active, its session is
+/// recorded, and the first page of its replay is read and handed to it. No event can be
+/// published in between, so the replay and the live events that follow it meet exactly.
+pub(super) async fn activate(
+    State(events): State<Events>,
+    body: Result<Json<ActivateRequest>, RequestError>,
+) -> Result<Json<bool>, EventError> {
+    let Json(body) = body?;
+    let (front, stream) = (body.front_uuid, body.stream_uuid);
+    let inner = &events.inner;
+    let now = inner.clock.now();
+    inner.store.db().with(|conn| {
+        let activated = match inner.registry.activate(front, stream) {
+            Ok(activated) => activated,
+            Err(ActivateError::AlreadyActive) => return Err(EventError::StreamAlreadyActive),
+            Err(ActivateError::NotFound) => return Err(EventError::StreamNotFound),
+            Err(ActivateError::NoStreams) => {
+                return Err(match store::front(conn, front)? {
+                    Some(_) => EventError::StreamNotFound,
+                    None => EventError::FrontNotRegistered(front),
+                });
+            }
+        };
+        // If either fails, the stream never gets its page and ends at its activation deadline.
+        store::session_activated(conn, activated.front, activated.session, stream)?;
+        let mut cursor = Cursor::new(activated.last_event_id);
+        let (chunk, done) = cursor.next_page(conn, activated.front, activated.session, now)?;
+        let first = Arc::new(Frame::Activated(FirstPage { chunk, cursor, done }));
+        if activated.tx.try_send(first).is_err() {
+            // Its client is gone already, or it is flooded with heartbeats: end it.
+            inner.registry.end(stream);
+        }
+        Ok(Json(true))
+    })
+}
+
+/// Parses a direct event. A stamp that is not a sealed value is a bad stamp rather than bad
+/// JSON, so it is checked first.
+fn parse_direct(value: Value) -> Result<DirectEvent, EventError> {
+    if let Some(stamp) = value.get("meta").and_then(|meta| meta.get("stamp")) {
+        let parsed = stamp.as_str().map(str::parse::<Sealed>);
+        if let Some(Err(e)) = parsed {
+            return Err(EventError::BadStamp(e.to_string()));
+        }
+        if parsed.is_none() {
+            return Err(EventError::BadStamp("meta.stamp is not a string".to_owned()));
+        }
+    }
+    serde_json::from_value(value).map_err(|e| {
+        let text = e.to_string();
+        if text.contains("invalid UUID") {
+            RequestError::InvalidUuid(ParseError::InvalidUuid(text)).into()
+        } else {
+            RequestError::InvalidJson(text).into()
+        }
+    })
+}
+
+/// `POST /web-event-direct/{eventName}` with `{data, meta}` → `true`.
+pub(super) async fn direct(
+    State(events): State<Events>,
+    name: Result<Path<String>, PathRejection>,
+    body: Result<Json<Value>, RequestError>,
+) -> Result<Json<bool>, EventError> {
+    let name =
+        name.map(|Path(name)| name).map_err(|e| RequestError::InvalidRequest(e.body_text()))?;
+    let Json(body) = body?;
+    let mut event = parse_direct(body)?;
+    let meta = &event.meta;
+    if meta.name != name {
+        return Err(RequestError::InvalidRequest(format!(
+            "meta.name {:?} is not the event name {name:?} of the path",
+            meta.name
+        ))
+        .into());
+    }
+    let inner = &events.inner;
+    let Some(info) = inner.registry.active_session(meta.front_uuid, meta.session_uuid) else {
+        return Err(match inner.store.front(meta.front_uuid)? {
+            Some(_) => EventError::SessionInactive(meta.session_uuid),
+            None => EventError::FrontNotRegistered(meta.front_uuid),
+        });
+    };
+    info.peer
+        .verify_stamp(&meta.stamp, &meta.uuid, meta.published)
+        .map_err(|e| EventError::BadStamp(e.to_string()))?;
+    let handler = inner.handler(&name).ok_or_else(|| EventError::UnknownEvent(name.clone()))?;
+
+    let now = inner.clock.now();
+    let keep_until = meta.expires_at().max(now).plus_millis(DEDUPE_MARGIN_MILLIS);
+    let (front, uuid) = (info.bid, meta.uuid);
+    if !inner.store.claim_direct(front, uuid, keep_until)? {
+        return Ok(Json(true));
+    }
+    if event.meta.encrypted == Some(true) {
+        match open_data(&info.peer, &event.data) {
+            Ok(data) => event.data = data,
+            Err(e) => {
+                inner.store.release_direct(front, uuid)?;
+                return Err(e);
+            }
+        }
+    }
+    if let Err(e) = handler.call(event, events.hub()).await {
+        inner.store.release_direct(front, uuid)?;
+        return Err(EventError::Internal(e.context(format!("direct event handler {name:?}"))));
+    }
+    Ok(Json(true))
+}
+
+/// Opens sealed event data.
+fn open_data(peer: &protocol::Peer, data: &Value) -> Result<Value, EventError> {
+    let sealed: Sealed = data
+        .as_str()
+        .ok_or_else(|| RequestError::InvalidRequest("encrypted data is not a string".into()))?
+        .parse()
+        .map_err(|e: ParseError| RequestError::InvalidRequest(e.to_string()))?;
+    peer.open_data(&sealed)
+        .map_err(|e| RequestError::InvalidRequest(format!("encrypted data: {e}")).into())
+}
+
+impl Inner {
+    fn handler(&self, name: &str) -> Option<Arc<dyn super::direct::DirectHandler>> {
+        let handlers = self.handlers.read().unwrap_or_else(|p| p.into_inner());
+        handlers.get(name).cloned()
+    }
+}

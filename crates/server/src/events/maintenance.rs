@@ -1,0 +1,64 @@
+//! Background work: heartbeats on every open stream, and expiry of events, sessions and
+//! handled-direct-event records.
+//!
+//! The tasks hold a `Weak` reference, so a service that is dropped without `shutdown` (as in
+//! tests) does not live on in its own timers.
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use tokio::time::{MissedTickBehavior, interval_at};
+
+use super::Inner;
+
+/// Starts the tasks.
+pub(super) fn spawn(inner: &Arc<Inner>) -> Vec<JoinHandle<()>> {
+    let mut tasks = Vec::new();
+    if !inner.config.heartbeat.is_zero() {
+        tasks.push(tokio::spawn(heartbeats(Arc::downgrade(inner), inner.config.heartbeat)));
+    }
+    tasks.push(tokio::spawn(expiry(Arc::downgrade(inner), sweep_period(inner.config.session_ttl))));
+    tasks
+}
+
+/// Sweeping a quarter of the session TTL apart bounds how late a session is forgotten, while
+/// a sweep a minute is plenty for events whose TTL is usually a minute or more.
+fn sweep_period(session_ttl: Duration) -> Duration {
+    (session_ttl / 4).clamp(Duration::from_millis(10), Duration::from_secs(60))
+}
+
+async fn heartbeats(inner: Weak<Inner>, period: Duration) {
+    let mut ticks = interval_at(tokio::time::Instant::now() + period, period);
+    ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let Some(inner) = inner.upgrade() else { return };
+        inner.registry.heartbeat();
+    }
+}
+
+async fn expiry(inner: Weak<Inner>, period: Duration) {
+    let mut ticks = interval_at(tokio::time::Instant::now() + period, period);
+    ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let Some(inner) = inner.upgrade() else { return };
+        inner.sweep();
+    }
+}
+
+impl Inner {
+    /// Removes what expired by now: see "Session expiry" in ARCHITECTURE.md.
+    pub(super) fn sweep(&self) {
+        let now = self.clock.now();
+        let ttl = i64::try_from(self.config.session_ttl.as_millis()).unwrap_or(i64::MAX);
+        match self.store.sweep(now, now.plus_millis(-ttl)) {
+            Ok(swept) if swept.events + swept.sessions > 0 => {
+                tracing::debug!(events = swept.events, sessions = swept.sessions, "expired");
+            }
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %e, "could not remove expired events"),
+        }
+    }
+}

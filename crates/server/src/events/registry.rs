@@ -1,0 +1,343 @@
+//! The in-memory registry of open reverse streams: by stream UUID (for activation), by front
+//! (all its active sessions) and by session (its one active stream).
+//!
+//! Each stream is fed through a small bounded channel of frames. The registry holds the
+//! sending side; dropping it ends the stream once the frames already queued are written, which
+//! is how a stream is replaced, dropped for being too slow, or ended at shutdown. The stream
+//! body removes its own entry when it is dropped (see `stream.rs`), so the registry never
+//! keeps a stream that hyper no longer writes.
+//!
+//! Lock order: the database lock may be held while this registry's lock is taken (publishing
+//! does that, to keep each front's events in id order), never the other way round.
+
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use axum::body::Bytes;
+use protocol::messages::FrontBid;
+use protocol::{FrontUuid, Peer, PublicKey, SessionUuid, StreamUuid};
+use tokio::sync::mpsc;
+
+use super::stream::FirstPage;
+
+/// Fronts remembered after registration or lookup, so that the stream open that follows
+/// neither reads the store nor computes the shared key again. Bounded, oldest out first.
+const RECENT_FRONTS: usize = 4096;
+
+/// What a stream's body receives.
+#[derive(Debug)]
+pub(crate) enum Frame {
+    /// The stream was activated: here is the first page of its replay.
+    Activated(FirstPage),
+    /// An encoded `id:`/`data:` frame.
+    Event { id: i64, bytes: Bytes },
+    /// Time for a heartbeat comment.
+    Heartbeat,
+}
+
+/// The sending half of a stream's channel. Frames are behind an `Arc` so that one event sent
+/// to many streams is encoded once, and so that an idle channel's preallocated block of slots
+/// stays small.
+pub(crate) type FrameTx = mpsc::Sender<Arc<Frame>>;
+/// The receiving half, owned by the stream's body.
+pub(crate) type FrameRx = mpsc::Receiver<Arc<Frame>>;
+
+/// A registered front with its shared key, computed once while it has streams.
+#[derive(Debug)]
+pub(crate) struct FrontInfo {
+    pub(crate) bid: FrontBid,
+    pub(crate) uuid: FrontUuid,
+    /// The registered key; a front's key never changes.
+    pub(crate) key: PublicKey,
+    pub(crate) peer: Peer,
+}
+
+/// Why an activation was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ActivateError {
+    /// The front has no open stream at all (it may not even be registered).
+    NoStreams,
+    /// No open stream of that front has that UUID.
+    NotFound,
+    /// The stream was activated before.
+    AlreadyActive,
+}
+
+/// A stream that was activated; it waits for its first page.
+#[derive(Debug)]
+pub(crate) struct Activated {
+    pub(crate) front: FrontBid,
+    pub(crate) session: SessionUuid,
+    /// What the client said it saw last when it opened the stream.
+    pub(crate) last_event_id: Option<i64>,
+    pub(crate) tx: FrameTx,
+}
+
+/// A stream that ended, as the registry knew it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Ended {
+    pub(crate) front: FrontBid,
+    pub(crate) session: SessionUuid,
+    /// It was its session's active stream (not replaced, not pending): the session is idle now.
+    pub(crate) was_current: bool,
+}
+
+#[derive(Debug)]
+struct Slot {
+    front: FrontBid,
+    session: SessionUuid,
+    last_event_id: Option<i64>,
+    /// `None` once the stream is told to end; the entry stays until its body is dropped.
+    tx: Option<FrameTx>,
+    active: bool,
+}
+
+#[derive(Debug)]
+struct FrontEntry {
+    info: Arc<FrontInfo>,
+    /// Open streams of the front, pending or active; the entry goes when this drops to zero.
+    streams: usize,
+    /// The active stream of each session.
+    sessions: HashMap<SessionUuid, StreamUuid>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    closed: bool,
+    streams: HashMap<StreamUuid, Slot>,
+    fronts: HashMap<FrontBid, FrontEntry>,
+    by_uuid: HashMap<FrontUuid, FrontBid>,
+    recent: HashMap<FrontUuid, Arc<FrontInfo>>,
+    recent_order: VecDeque<FrontUuid>,
+}
+
+impl State {
+    /// Tells a stream to end: drops its sender, so its body ends after the queued frames.
+    fn end(&mut self, stream: StreamUuid) {
+        if let Some(slot) = self.streams.get_mut(&stream) {
+            slot.tx = None;
+        }
+    }
+}
+
+/// The registry; shared by the handlers, the hub and the streams.
+#[derive(Debug)]
+pub(crate) struct Registry {
+    state: Mutex<State>,
+    buffer: usize,
+}
+
+impl Registry {
+    /// An empty registry whose streams queue up to `buffer` frames.
+    pub(crate) fn new(buffer: usize) -> Self {
+        Self { state: Mutex::new(State::default()), buffer: buffer.max(1) }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // The state is plain maps updated in single steps; a panic elsewhere cannot leave them
+        // half-changed, so a poisoned lock is still consistent.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The front's cached info: while it has open streams, or if it was seen recently.
+    pub(crate) fn cached_front(&self, uuid: FrontUuid) -> Option<Arc<FrontInfo>> {
+        let state = self.state();
+        let open = state.by_uuid.get(&uuid).and_then(|bid| state.fronts.get(bid));
+        open.map(|entry| entry.info.clone()).or_else(|| state.recent.get(&uuid).cloned())
+    }
+
+    /// Remembers a front that was just registered or looked up.
+    pub(crate) fn remember(&self, info: Arc<FrontInfo>) {
+        let mut state = self.state();
+        if state.recent.insert(info.uuid, info.clone()).is_none() {
+            state.recent_order.push_back(info.uuid);
+            while state.recent_order.len() > RECENT_FRONTS {
+                if let Some(old) = state.recent_order.pop_front() {
+                    state.recent.remove(&old);
+                }
+            }
+        }
+    }
+
+    /// Registers a new pending stream for `session`. Returns its UUID, its receiver and the
+    /// front's info as cached (an info computed concurrently by another request wins), or
+    /// `None` after shutdown.
+    pub(crate) fn open(
+        &self,
+        info: Arc<FrontInfo>,
+        session: SessionUuid,
+        last_event_id: Option<i64>,
+    ) -> Option<(StreamUuid, FrameRx, Arc<FrontInfo>)> {
+        let (tx, rx) = mpsc::channel(self.buffer);
+        let stream = StreamUuid::new_v4();
+        let mut state = self.state();
+        if state.closed {
+            return None;
+        }
+        let bid = info.bid;
+        let entry = match state.fronts.entry(bid) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(e) => {
+                e.insert(FrontEntry { info: info.clone(), streams: 0, sessions: HashMap::new() })
+            }
+        };
+        entry.streams += 1;
+        let info = entry.info.clone();
+        state.by_uuid.insert(info.uuid, bid);
+        let slot = Slot { front: bid, session, last_event_id, tx: Some(tx), active: false };
+        state.streams.insert(stream, slot);
+        Some((stream, rx, info))
+    }
+
+    /// Activates `stream` if it is an open, pending stream of `front`; it replaces the
+    /// session's previous active stream, which ends. The caller holds the database lock until
+    /// it has sent the stream its first page (see `handlers::activate`), so that no event is
+    /// published in between.
+    pub(crate) fn activate(
+        &self,
+        front: FrontUuid,
+        stream: StreamUuid,
+    ) -> Result<Activated, ActivateError> {
+        let mut state = self.state();
+        let state = &mut *state;
+        let bid = *state.by_uuid.get(&front).ok_or(ActivateError::NoStreams)?;
+        let slot = state.streams.get_mut(&stream).ok_or(ActivateError::NotFound)?;
+        // A stream of another front answers exactly like a guessed UUID.
+        if slot.front != bid {
+            return Err(ActivateError::NotFound);
+        }
+        if slot.active {
+            return Err(ActivateError::AlreadyActive);
+        }
+        let Some(tx) = slot.tx.clone() else {
+            // Told to end (timed out, or shutdown) but not dropped yet.
+            return Err(ActivateError::NotFound);
+        };
+        slot.active = true;
+        let (session, last_event_id) = (slot.session, slot.last_event_id);
+        let previous =
+            state.fronts.get_mut(&bid).and_then(|entry| entry.sessions.insert(session, stream));
+        if let Some(previous) = previous.filter(|p| *p != stream) {
+            state.end(previous);
+        }
+        Ok(Activated { front: bid, session, last_event_id, tx })
+    }
+
+    /// Forgets a stream whose body was dropped.
+    pub(crate) fn remove(&self, stream: StreamUuid) -> Option<Ended> {
+        let mut state = self.state();
+        let slot = state.streams.remove(&stream)?;
+        let mut was_current = false;
+        if let Entry::Occupied(mut entry) = state.fronts.entry(slot.front) {
+            let front = entry.get_mut();
+            if front.sessions.get(&slot.session) == Some(&stream) {
+                front.sessions.remove(&slot.session);
+                was_current = true;
+            }
+            front.streams = front.streams.saturating_sub(1);
+            if front.streams == 0 {
+                let uuid = entry.remove().info.uuid;
+                state.by_uuid.remove(&uuid);
+            }
+        }
+        Some(Ended { front: slot.front, session: slot.session, was_current })
+    }
+
+    /// The front's info if `session` has an active stream.
+    pub(crate) fn active_session(
+        &self,
+        front: FrontUuid,
+        session: SessionUuid,
+    ) -> Option<Arc<FrontInfo>> {
+        let state = self.state();
+        let entry = state.fronts.get(state.by_uuid.get(&front)?)?;
+        entry.sessions.contains_key(&session).then(|| entry.info.clone())
+    }
+
+    /// Appends the senders of the front's active streams (or of `session`'s only) to `out`.
+    pub(crate) fn targets(
+        &self,
+        front: FrontBid,
+        session: Option<SessionUuid>,
+        out: &mut Vec<(StreamUuid, FrameTx)>,
+    ) {
+        let state = self.state();
+        let Some(entry) = state.fronts.get(&front) else { return };
+        let mut push = |stream: &StreamUuid| {
+            if let Some(tx) = state.streams.get(stream).and_then(|slot| slot.tx.clone()) {
+                out.push((*stream, tx));
+            }
+        };
+        match session {
+            Some(session) => entry.sessions.get(&session).into_iter().for_each(&mut push),
+            None => entry.sessions.values().for_each(&mut push),
+        }
+    }
+
+    /// Appends the senders of every active stream to `out`.
+    pub(crate) fn all_targets(&self, out: &mut Vec<(StreamUuid, FrameTx)>) {
+        let state = self.state();
+        out.reserve(state.streams.len());
+        for (stream, slot) in &state.streams {
+            if let (true, Some(tx)) = (slot.active, &slot.tx) {
+                out.push((*stream, tx.clone()));
+            }
+        }
+    }
+
+    /// Tells one stream to end.
+    pub(crate) fn end(&self, stream: StreamUuid) {
+        self.state().end(stream);
+    }
+
+    /// Hands `frame` to each target. A stream whose queue is full is too slow: it is ended
+    /// and its client reconnects with `Last-Event-ID`. Returns how many took the frame.
+    pub(crate) fn send(&self, targets: &[(StreamUuid, FrameTx)], frame: &Arc<Frame>) -> usize {
+        let mut sent = 0;
+        let mut slow = Vec::new();
+        for (stream, tx) in targets {
+            match tx.try_send(frame.clone()) {
+                Ok(()) => sent += 1,
+                Err(mpsc::error::TrySendError::Full(_)) => slow.push(*stream),
+                // The body is gone and removes its own entry.
+                Err(mpsc::error::TrySendError::Closed(_)) => {}
+            }
+        }
+        if !slow.is_empty() {
+            tracing::info!(streams = slow.len(), "ending streams that do not keep up");
+            let mut state = self.state();
+            slow.into_iter().for_each(|stream| state.end(stream));
+        }
+        sent
+    }
+
+    /// Queues a heartbeat on every open stream; ends those whose queue is full.
+    pub(crate) fn heartbeat(&self) {
+        let beat = Arc::new(Frame::Heartbeat);
+        let mut state = self.state();
+        for slot in state.streams.values_mut() {
+            if let Some(tx) = &slot.tx
+                && let Err(mpsc::error::TrySendError::Full(_)) = tx.try_send(beat.clone())
+            {
+                slot.tx = None;
+            }
+        }
+    }
+
+    /// Ends every stream and refuses new ones.
+    pub(crate) fn shutdown(&self) {
+        let mut state = self.state();
+        state.closed = true;
+        for slot in state.streams.values_mut() {
+            slot.tx = None;
+        }
+    }
+
+    /// How many streams are open: (pending, active).
+    pub(crate) fn counts(&self) -> (usize, usize) {
+        let state = self.state();
+        let active = state.streams.values().filter(|slot| slot.active).count();
+        (state.streams.len() - active, active)
+    }
+}

@@ -1,0 +1,142 @@
+//! The permission guard for application routes, and the two demo routes it guards.
+//!
+//! [`RequirePermission`] is a tower layer, so it works on routes of any state type:
+//!
+//! ```no_run
+//! # fn demo(tokens: server::tokens::Tokens) -> axum::Router {
+//! use axum::{Extension, Router, routing::get};
+//! use protocol::tokens::AccessClaims;
+//! use server::tokens::RequirePermission;
+//!
+//! async fn reports(Extension(claims): Extension<AccessClaims>) -> String {
+//!     format!("reports for {}", claims.user_id)
+//! }
+//! Router::new()
+//!     .route("/api/reports", get(reports))
+//!     .route_layer(RequirePermission::new(&tokens, "CanViewReports"))
+//! # }
+//! ```
+//!
+//! No bearer, a bad or an expired access token: `401` (`invalid_token` / `token_expired`). A
+//! good token without the permission: `403 {"error": "access_denied", "message": "Access
+//! Denied"}`. Otherwise the request goes on with the token's [`AccessClaims`] in its extensions.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use axum::extract::Request;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Extension, Router};
+use protocol::paths::{API_DASHBOARD, API_REPORTS};
+use protocol::tokens::{AccessClaims, ProtectedResource};
+use tower::{Layer, Service};
+
+use super::Tokens;
+use super::access::AccessTokens;
+use super::error::TokenError;
+use super::vtx::bearer;
+
+/// A layer that lets a request through only with an access token that grants `permission`.
+#[derive(Debug, Clone)]
+pub struct RequirePermission {
+    access: AccessTokens,
+    permission: Arc<str>,
+}
+
+impl RequirePermission {
+    /// Requires `permission` (e.g. `"CanViewReports"`) of the access tokens `tokens` issues.
+    pub fn new(tokens: &Tokens, permission: impl Into<Arc<str>>) -> Self {
+        Self { access: tokens.inner.access.clone(), permission: permission.into() }
+    }
+
+    fn check(&self, request: &Request) -> Result<AccessClaims, TokenError> {
+        let token = bearer(request.headers()).ok_or_else(|| {
+            TokenError::InvalidToken(
+                "send the access token as Authorization: Bearer <JWT>".to_owned(),
+            )
+        })?;
+        let claims = self.access.verify(token)?;
+        if claims.permissions.iter().any(|p| **p == *self.permission) {
+            Ok(claims)
+        } else {
+            Err(TokenError::AccessDenied)
+        }
+    }
+}
+
+impl<S> Layer<S> for RequirePermission {
+    type Service = RequirePermissionService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RequirePermissionService { guard: self.clone(), inner }
+    }
+}
+
+/// The service [`RequirePermission`] wraps around a route.
+#[derive(Debug, Clone)]
+pub struct RequirePermissionService<S> {
+    guard: RequirePermission,
+    inner: S,
+}
+
+impl<S> Service<Request> for RequirePermissionService<S>
+where
+    S: Service<Request, Response = Response> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request) -> Self::Future {
+        match self.guard.check(&request) {
+            Ok(claims) => {
+                request.extensions_mut().insert(claims);
+                // The service that was polled ready is the one that must be called; a fresh
+                // clone stays behind for the next request (tower's usual dance).
+                let clone = self.inner.clone();
+                let mut ready = std::mem::replace(&mut self.inner, clone);
+                Box::pin(async move { ready.call(request).await })
+            }
+            Err(err) => Box::pin(std::future::ready(Ok(err.into_response()))),
+        }
+    }
+}
+
+/// `GET /api/dashboard` (CanAccessDashboard) and `GET /api/reports` (CanViewReports).
+pub(crate) fn demo_routes(tokens: &Tokens) -> Router {
+    Router::new()
+        .route(API_DASHBOARD, get(dashboard))
+        .route_layer(RequirePermission::new(tokens, "CanAccessDashboard"))
+        .merge(
+            Router::new()
+                .route(API_REPORTS, get(reports))
+                .route_layer(RequirePermission::new(tokens, "CanViewReports")),
+        )
+}
+
+async fn dashboard(Extension(claims): Extension<AccessClaims>) -> axum::Json<ProtectedResource> {
+    axum::Json(resource("dashboard", "CanAccessDashboard", claims))
+}
+
+async fn reports(Extension(claims): Extension<AccessClaims>) -> axum::Json<ProtectedResource> {
+    axum::Json(resource("reports", "CanViewReports", claims))
+}
+
+fn resource(name: &str, permission: &str, claims: AccessClaims) -> ProtectedResource {
+    ProtectedResource {
+        resource: name.to_owned(),
+        permission: permission.to_owned(),
+        user_id: claims.user_id,
+        sponsor_id: claims.sponsor_id,
+        subscriber_id: claims.subscriber_id,
+    }
+}

@@ -1,0 +1,183 @@
+//! The one-time-token login of seed 002, with rotating refresh tokens:
+//!
+//! - `POST /api/auth/authenticate {"token"}`: the one-time token is taken from the enterprise
+//!   store atomically; a session is made; the answer has an access JWT, and the refresh token
+//!   goes into the `HttpOnly` cookie.
+//! - `POST /api/auth/refresh`: the cookie's token is replaced by a new one (rotation) and a new
+//!   access JWT is issued. The token replaced last still refreshes within the grace window,
+//!   without being rotated again: a second tab that sent the same cookie at the same moment
+//!   gets an access token, and the cookie the first answer set stays. Any replaced token used
+//!   later revokes the session (`refresh_reused`).
+//! - `POST /api/auth/logout`: the session of the cookie (or of the bearer's sponsor and
+//!   subscriber) is deleted and the cookie cleared. It always answers `200`, so that a client
+//!   can log out whatever state its tokens are in.
+//!
+//! Refresh and logout refuse cross-site requests ([`super::origin`]). Failed refreshes leave the
+//! cookie alone: another tab may have put a newer token there.
+
+use axum::extract::State;
+use axum::http::{HeaderMap, Uri, header};
+use axum::response::{IntoResponse, Response};
+use protocol::tokens::{AuthenticateRequest, LoginResponse, MessageBody, RefreshResponse};
+
+use super::Tokens;
+use super::error::{TokenError, no_store};
+use super::secret::{MAX_TOKEN_CHARS, REFRESH_TOKEN_BYTES, TokenHash, random_token};
+use super::store::{Refresh, SessionData};
+use super::{cookie, origin, vtx};
+use crate::error::{Json, RequestError};
+
+/// What a refresh gives: the answer, and the new refresh token if there is one.
+#[derive(Debug)]
+pub struct Refreshed {
+    /// The body.
+    pub response: RefreshResponse,
+    /// The new refresh token; `None` when the presented one was in its grace window.
+    pub refresh_token: Option<String>,
+}
+
+impl Tokens {
+    /// Takes the one-time `token` and starts a session: the answer body and the refresh token.
+    pub async fn authenticate(&self, token: &str) -> Result<(LoginResponse, String), TokenError> {
+        if token.is_empty() || token.len() > MAX_TOKEN_CHARS {
+            return Err(TokenError::InvalidRequest(format!(
+                "token must be 1 to {MAX_TOKEN_CHARS} characters"
+            )));
+        }
+        let inner = &self.inner;
+        let claims = inner.enterprise.take(token).await?.ok_or_else(|| {
+            TokenError::InvalidToken("the one-time token is unknown or was used already".to_owned())
+        })?;
+        let now = inner.clock.now();
+        if claims.valid_until <= now {
+            return Err(TokenError::TokenExpired("The one-time token has expired"));
+        }
+        let session = SessionData::from(claims);
+        let refresh_token = random_token(REFRESH_TOKEN_BYTES)?;
+        inner.sessions.create(&session, TokenHash::of(&refresh_token), now).await?;
+        let (access_token, expires_in) = inner.access.issue(&session)?;
+        tracing::info!(
+            user = %session.user_id, sponsor = %session.sponsor_id,
+            subscriber = %session.subscriber_id, "login"
+        );
+        let body = LoginResponse {
+            access_token,
+            refresh_token: inner.config.refresh_token_in_body.then(|| refresh_token.clone()),
+            expires_in,
+            session_expires_at: session.valid_until,
+            permissions: session.permissions,
+            sponsor_id: session.sponsor_id,
+            subscriber_id: session.subscriber_id,
+        };
+        Ok((body, refresh_token))
+    }
+
+    /// Rotates `refresh_token` (see the module documentation).
+    pub async fn refresh(&self, refresh_token: &str) -> Result<Refreshed, TokenError> {
+        if refresh_token.len() > MAX_TOKEN_CHARS {
+            return Err(TokenError::InvalidToken("the refresh token is too long".to_owned()));
+        }
+        let inner = &self.inner;
+        let now = inner.clock.now();
+        let next = random_token(REFRESH_TOKEN_BYTES)?;
+        let outcome = inner
+            .sessions
+            .refresh(
+                TokenHash::of(refresh_token),
+                TokenHash::of(&next),
+                now,
+                inner.config.refresh_grace,
+            )
+            .await?;
+        let (session, next) = match outcome {
+            Refresh::Rotated(session) => (session, Some(next)),
+            Refresh::InGrace(session) => (session, None),
+            Refresh::Reused => {
+                tracing::warn!("a replaced refresh token was used again; session revoked");
+                return Err(TokenError::RefreshReused);
+            }
+            Refresh::Expired => return Err(TokenError::SessionExpired),
+            Refresh::Unknown => {
+                return Err(TokenError::InvalidToken(
+                    "the refresh token is unknown or was revoked".to_owned(),
+                ));
+            }
+        };
+        let (access_token, expires_in) = inner.access.issue(&session)?;
+        let response = RefreshResponse {
+            access_token,
+            refresh_token: if inner.config.refresh_token_in_body { next.clone() } else { None },
+            expires_in,
+            session_expires_at: session.valid_until,
+            permissions: session.permissions,
+        };
+        Ok(Refreshed { response, refresh_token: next })
+    }
+
+    /// Ends the session named by the refresh token, or else by the access token's sponsor and
+    /// subscriber. `true` if a session was deleted.
+    pub async fn logout(
+        &self,
+        refresh_token: Option<&str>,
+        access_token: Option<&str>,
+    ) -> Result<bool, TokenError> {
+        let sessions = &self.inner.sessions;
+        if let Some(token) = refresh_token.filter(|t| t.len() <= MAX_TOKEN_CHARS)
+            && sessions.delete_by_token(TokenHash::of(token)).await?
+        {
+            return Ok(true);
+        }
+        if let Some(claims) = access_token.and_then(|t| self.inner.access.verify(t).ok()) {
+            return Ok(sessions.delete(&claims.sponsor_id, &claims.subscriber_id).await?);
+        }
+        Ok(false)
+    }
+}
+
+/// `POST /api/auth/authenticate`.
+pub(crate) async fn authenticate(
+    State(tokens): State<Tokens>,
+    body: Result<Json<AuthenticateRequest>, RequestError>,
+) -> Result<Response, TokenError> {
+    let Json(request) = body?;
+    let (body, refresh_token) = tokens.authenticate(&request.token).await?;
+    let cookie = cookie::set(&refresh_token, tokens.inner.clock.now(), body.session_expires_at);
+    let mut response = axum::Json(body).into_response();
+    response.headers_mut().append(header::SET_COOKIE, cookie);
+    no_store(&mut response);
+    Ok(response)
+}
+
+/// `POST /api/auth/refresh`.
+pub(crate) async fn refresh(
+    State(tokens): State<Tokens>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response, TokenError> {
+    origin::check(&headers, &uri, &tokens.inner.allowed_origins)?;
+    let token = cookie::get(&headers).ok_or(TokenError::NoRefreshCookie)?;
+    let refreshed = tokens.refresh(token).await?;
+    let expires = refreshed.response.session_expires_at;
+    let mut response = axum::Json(refreshed.response).into_response();
+    if let Some(next) = refreshed.refresh_token {
+        let cookie = cookie::set(&next, tokens.inner.clock.now(), expires);
+        response.headers_mut().append(header::SET_COOKIE, cookie);
+    }
+    no_store(&mut response);
+    Ok(response)
+}
+
+/// `POST /api/auth/logout`.
+pub(crate) async fn logout(
+    State(tokens): State<Tokens>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response, TokenError> {
+    origin::check(&headers, &uri, &tokens.inner.allowed_origins)?;
+    let deleted = tokens.logout(cookie::get(&headers), vtx::bearer(&headers)).await?;
+    tracing::info!(deleted, "logout");
+    let body = MessageBody { message: "Logged out successfully".to_owned() };
+    let mut response = axum::Json(body).into_response();
+    response.headers_mut().append(header::SET_COOKIE, cookie::clear());
+    Ok(response)
+}

@@ -1,0 +1,175 @@
+//! Where login sessions and one-time tokens are kept: two traits, each implemented by the
+//! embedded SQLite store ([`SqliteStore`], the default) and by Redis ([`RedisStore`]).
+//!
+//! ## The session model (both stores)
+//!
+//! A session lives under `RT:{sponsorId}:{subscriberId}` (seed 002's key; a new login for the
+//! same pair replaces the session) until its `validUntil`, and records:
+//! - a random session id (`sid`), so that records of a replaced session never act on its
+//!   successor;
+//! - the SHA-256 of the *current* refresh token, and of the *previous* one with the instant it
+//!   was replaced (for the grace window).
+//!
+//! An index maps the hash of **every** refresh token the session ever had to `(sid, validUntil,
+//! session key)`, so a refresh is one lookup by hash (no `KEYS RT:*` scan), and a replaced token
+//! presented again is recognised as reuse (RFC 9700 §4.14.2) rather than as unknown. Index
+//! entries outlive their session by [`EXPIRED_NOTICE`], so that a refresh after `validUntil`
+//! answers "Session has expired" rather than "unknown token".
+//!
+//! Every operation that reads and then writes is atomic: one SQLite transaction, or one Redis
+//! Lua script. Stores take `now` from the caller (the injected clock) and check `validUntil`
+//! themselves, so expiry never depends on when a TTL happens to fire.
+
+mod redis;
+mod sqlite;
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use protocol::Timestamp;
+use protocol::tokens::OneTimeTokenClaims;
+
+pub use self::redis::RedisStore;
+pub use self::sqlite::SqliteStore;
+pub use super::secret::TokenHash;
+
+/// How long index entries outlive their session, so that a late refresh learns that the session
+/// expired.
+pub const EXPIRED_NOTICE: Duration = Duration::from_secs(24 * 3600);
+
+/// The future every store method returns (boxed, so the traits can be used as `dyn`).
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
+
+/// A store failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The embedded store.
+    #[error("embedded store: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// Redis.
+    #[error("redis: {0}")]
+    Redis(#[from] ::redis::RedisError),
+    /// A record that does not parse (written by something else, or corrupted).
+    #[error("corrupt record: {0}")]
+    Corrupt(String),
+    /// The store cannot serve: its thread is gone, or a commit failed.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// What a session knows about its user: the one-time token's claims.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionData {
+    /// The user.
+    pub user_id: String,
+    /// The sponsor.
+    pub sponsor_id: String,
+    /// The subscriber.
+    pub subscriber_id: String,
+    /// What the user may do.
+    pub permissions: Vec<String>,
+    /// The end of the session.
+    pub valid_until: Timestamp,
+}
+
+impl SessionData {
+    /// The session's key, `RT:{sponsorId}:{subscriberId}`.
+    pub fn key(&self) -> String {
+        session_key(&self.sponsor_id, &self.subscriber_id)
+    }
+}
+
+impl From<OneTimeTokenClaims> for SessionData {
+    fn from(c: OneTimeTokenClaims) -> Self {
+        Self {
+            user_id: c.user_id,
+            sponsor_id: c.sponsor_id,
+            subscriber_id: c.subscriber_id,
+            permissions: c.permissions,
+            valid_until: c.valid_until,
+        }
+    }
+}
+
+/// `RT:{sponsorId}:{subscriberId}`.
+pub fn session_key(sponsor_id: &str, subscriber_id: &str) -> String {
+    format!("RT:{sponsor_id}:{subscriber_id}")
+}
+
+/// What a refresh found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refresh {
+    /// The token was the current one: the next token's hash is now current.
+    Rotated(SessionData),
+    /// The token was the one replaced within the grace window (another tab refreshed first):
+    /// nothing changed; the caller issues an access token but no new refresh token.
+    InGrace(SessionData),
+    /// The token was replaced longer ago than the grace window: the session is now revoked.
+    Reused,
+    /// The session is past its `validUntil`.
+    Expired,
+    /// No live session has this token (never issued, logged out, revoked, replaced by a new
+    /// login).
+    Unknown,
+}
+
+/// Login sessions with rotating refresh tokens.
+pub trait SessionStore: Send + Sync + fmt::Debug {
+    /// Stores a session whose current refresh token hashes to `token`, replacing (and
+    /// revoking) any session under the same key.
+    fn create<'a>(
+        &'a self,
+        session: &'a SessionData,
+        token: TokenHash,
+        now: Timestamp,
+    ) -> StoreFuture<'a, ()>;
+
+    /// [`create`](Self::create) for many sessions at once, in one transaction or pipeline
+    /// (imports and benchmarks). The sessions must have distinct keys.
+    fn create_many<'a>(
+        &'a self,
+        sessions: &'a [(SessionData, TokenHash)],
+        now: Timestamp,
+    ) -> StoreFuture<'a, ()>;
+
+    /// Looks the session up by the hash of the presented refresh token and, if that token is
+    /// current, makes `next` current ([`Refresh`] says what happened).
+    fn refresh<'a>(
+        &'a self,
+        presented: TokenHash,
+        next: TokenHash,
+        now: Timestamp,
+        grace: Duration,
+    ) -> StoreFuture<'a, Refresh>;
+
+    /// Deletes the live session that `token` (current or past) belongs to. `true` if there was
+    /// one.
+    fn delete_by_token(&self, token: TokenHash) -> StoreFuture<'_, bool>;
+
+    /// Deletes the session under `RT:{sponsor_id}:{subscriber_id}`. `true` if there was one.
+    fn delete<'a>(&'a self, sponsor_id: &'a str, subscriber_id: &'a str) -> StoreFuture<'a, bool>;
+}
+
+/// The enterprise store of one-time tokens.
+pub trait OneTimeTokenStore: Send + Sync + fmt::Debug {
+    /// Stores `claims` under `token` until `claims.valid_until` (what the enterprise system
+    /// does; here for `mint-token` and tests).
+    fn put<'a>(
+        &'a self,
+        token: &'a str,
+        claims: &'a OneTimeTokenClaims,
+        now: Timestamp,
+    ) -> StoreFuture<'a, ()>;
+
+    /// Removes and returns the claims under `token`, atomically: of any number of concurrent
+    /// calls with one token, one gets the claims.
+    fn take<'a>(&'a self, token: &'a str) -> StoreFuture<'a, Option<OneTimeTokenClaims>>;
+}
+
+/// Milliseconds from `now` until `until`, at least 1 (Redis refuses a TTL of 0).
+pub(crate) fn ttl_millis(now: Timestamp, until: Timestamp) -> i64 {
+    until.millis().saturating_sub(now.millis()).max(1)
+}

@@ -1,0 +1,182 @@
+//! Delivery to the right tabs, and without loss when no stream is open.
+
+use protocol::SessionUuid;
+use serde_json::json;
+
+use super::{long_lived, next, registered};
+use crate::util::{TestServer, wait_until, within};
+
+#[tokio::test]
+async fn two_sessions_of_one_front_both_get_a_broadcast_and_only_one_a_targeted_event() {
+    let server = TestServer::start().await;
+    let front = registered(&server).await;
+    let (one, two) = (SessionUuid::new_v4(), SessionUuid::new_v4());
+    let mut tab_one = front.connect(one, None).await.unwrap();
+    let mut tab_two = front.connect(two, None).await.unwrap();
+
+    let request = tab_one.send("broadcast", json!({"hello": "everyone"})).await.unwrap();
+    for tab in [&mut tab_one, &mut tab_two] {
+        let got = next(tab).await;
+        assert_eq!(got.event.meta.name, "broadcast");
+        assert_eq!(got.event.meta.request_uuid, Some(request));
+        assert_eq!(got.event.meta.session_uuid, None);
+        assert_eq!(got.event.data, json!({"hello": "everyone"}));
+    }
+
+    let hub = server.hub();
+    let only_two = hub
+        .publish_to_session(front.uuid(), two, "only-two", json!(2), Default::default())
+        .await
+        .unwrap();
+    let marker = hub
+        .publish_to_front(front.uuid(), "marker", json!(null), Default::default())
+        .await
+        .unwrap();
+    assert_eq!(next(&mut tab_two).await.event.meta.uuid, only_two.uuid);
+    assert_eq!(next(&mut tab_two).await.event.meta.uuid, marker.uuid);
+    assert_eq!(next(&mut tab_one).await.event.meta.uuid, marker.uuid, "tab one skipped only-two");
+}
+
+#[tokio::test]
+async fn a_new_stream_for_a_session_replaces_the_old_one() {
+    let server = TestServer::start().await;
+    let front = registered(&server).await;
+    let session = SessionUuid::new_v4();
+    let mut old = front.connect(session, None).await.unwrap();
+    let mut new = front.connect(session, None).await.unwrap();
+    assert!(within(old.next_event()).await.unwrap().is_none(), "the old stream ends");
+    let event = server
+        .hub()
+        .publish_to_session(front.uuid(), session, "hi", json!(1), Default::default())
+        .await
+        .unwrap();
+    assert_eq!(next(&mut new).await.event.meta.uuid, event.uuid);
+}
+
+#[tokio::test]
+async fn events_sent_while_a_front_has_no_stream_arrive_when_one_activates() {
+    let server = TestServer::start().await;
+    let front = registered(&server).await;
+    let hub = server.hub();
+    let first = hub.publish_to_front(front.uuid(), "queued", json!(1), long_lived()).await.unwrap();
+    let second =
+        hub.publish_to_front(front.uuid(), "queued", json!(2), long_lived()).await.unwrap();
+
+    // A tab that remembers nothing (no Last-Event-ID) gets what no stream was given yet.
+    let session = SessionUuid::new_v4();
+    let mut tab = front.connect(session, None).await.unwrap();
+    assert_eq!(next(&mut tab).await.id, Some(first.id));
+    assert_eq!(next(&mut tab).await.id, Some(second.id));
+    drop(tab);
+    // Until the server sees the tab go, it hands events to the old stream (and they would
+    // come back only with a Last-Event-ID).
+    wait_until(|| server.state.events.stream_counts() == (0, 0)).await;
+
+    // Its own events, sent while its stream is down, wait for it as well.
+    let mine = hub.publish_to_session(front.uuid(), session, "mine", json!(3), long_lived());
+    let mine = mine.await.unwrap();
+    let mut tab = front.connect(session, None).await.unwrap();
+    assert_eq!(next(&mut tab).await.id, Some(mine.id), "delivered ones are not sent again");
+}
+
+#[tokio::test]
+async fn a_reconnect_with_last_event_id_gets_every_later_event_once_header_or_query() {
+    let server = TestServer::start().await;
+    let front = registered(&server).await;
+    let session = SessionUuid::new_v4();
+    let hub = server.hub();
+    let mut tab = front.connect(session, None).await.unwrap();
+    let mut ids = Vec::new();
+    for n in 0..5 {
+        let published =
+            hub.publish_to_session(front.uuid(), session, "n", json!(n), long_lived()).await;
+        ids.push(published.unwrap().id);
+    }
+    for id in &ids {
+        assert_eq!(next(&mut tab).await.id, Some(*id));
+    }
+    assert_eq!(tab.last_event_id(), ids[4].to_string());
+    drop(tab);
+
+    // The client lost the last three (say): it resumes after the second.
+    let mut tab = front.connect(session, Some(&ids[1].to_string())).await.unwrap();
+    for id in &ids[2..] {
+        assert_eq!(next(&mut tab).await.id, Some(*id));
+    }
+    let live = hub.publish_to_front(front.uuid(), "live", json!(5), long_lived()).await.unwrap();
+    assert_eq!(next(&mut tab).await.id, Some(live.id), "no duplicates before the live event");
+    drop(tab);
+
+    let pending = front.open_with_query(session, &ids[3].to_string()).await.unwrap();
+    let mut tab = pending.activate().await.unwrap();
+    assert_eq!(next(&mut tab).await.id, Some(ids[4]));
+    assert_eq!(next(&mut tab).await.id, Some(live.id));
+}
+
+#[tokio::test]
+async fn a_last_event_id_beyond_the_front_sequence_is_not_trusted() {
+    // After a store reset the front registers again and starts at 1, but a browser's
+    // EventSource still sends the old Last-Event-ID: it must not hide the new events.
+    let server = TestServer::start().await;
+    let front = registered(&server).await;
+    let session = SessionUuid::new_v4();
+    let hub = server.hub();
+    let queued =
+        hub.publish_to_front(front.uuid(), "queued", json!(1), long_lived()).await.unwrap();
+    let mut tab = front.connect(session, Some("9000")).await.unwrap();
+    assert_eq!(next(&mut tab).await.id, Some(queued.id));
+    let live = hub.publish_to_front(front.uuid(), "live", json!(2), long_lived()).await.unwrap();
+    assert_eq!(next(&mut tab).await.id, Some(live.id));
+}
+
+#[tokio::test]
+async fn publishing_to_an_unknown_session_or_front_fails() {
+    let server = TestServer::start().await;
+    let front = registered(&server).await;
+    let hub = server.hub();
+    let unknown = SessionUuid::new_v4();
+    let error = hub
+        .publish_to_session(front.uuid(), unknown, "x", json!(null), Default::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(error, server::events::PublishError::SessionNotFound(s) if s == unknown));
+    let stranger = protocol::FrontUuid::new_v4();
+    let error =
+        hub.publish_to_front(stranger, "x", json!(null), Default::default()).await.unwrap_err();
+    assert!(matches!(error, server::events::PublishError::FrontNotRegistered(f) if f == stranger));
+}
+
+#[tokio::test]
+async fn publish_to_all_reaches_every_active_stream_and_resuming_ones() {
+    let server = TestServer::start().await;
+    let mut tabs = Vec::new();
+    for _ in 0..3 {
+        let front = registered(&server).await;
+        tabs.push(front.connect(SessionUuid::new_v4(), None).await.unwrap());
+    }
+    let offline = registered(&server).await;
+    let hub = server.hub();
+    let count = hub.publish_to_all("news", json!("hi"), long_lived()).await.unwrap();
+    assert_eq!(count, 3, "handed to the three active streams");
+    let mut uuids = Vec::new();
+    for tab in &mut tabs {
+        let got = next(tab).await;
+        assert_eq!(got.event.meta.name, "news");
+        assert_eq!((got.event.meta.front_uuid, got.event.meta.stamp.as_ref()), (None, None));
+        uuids.push((got.id, got.event.meta.uuid));
+    }
+    assert!(uuids.windows(2).all(|w| w[0] == w[1]), "one event: one id, one meta.uuid");
+
+    // A fresh stream (no Last-Event-ID) does not get it; a resuming one does.
+    let mut fresh = offline.connect(SessionUuid::new_v4(), None).await.unwrap();
+    let marker = hub.publish_to_front(offline.uuid(), "marker", json!(null), long_lived());
+    let marker = marker.await.unwrap();
+    assert_eq!(next(&mut fresh).await.event.meta.uuid, marker.uuid);
+    let mut resuming = offline.connect(SessionUuid::new_v4(), Some("0")).await.unwrap();
+    assert_eq!(next(&mut resuming).await.event.meta.uuid, uuids[0].1);
+    assert_eq!(next(&mut resuming).await.event.meta.uuid, marker.uuid);
+
+    let sealed = server::events::PublishOptions { encrypted: true, ..Default::default() };
+    let refused = hub.publish_to_all("news", json!("hi"), sealed).await;
+    assert!(matches!(refused, Err(server::events::PublishError::Unsupported(_))), "{refused:?}");
+}

@@ -1,0 +1,189 @@
+//! Timeouts and expiry, in process under paused Tokio time: the router is called with
+//! `tower::ServiceExt::oneshot` and stream bodies are polled directly, so `advance` moves every
+//! clock the service reads and nothing sleeps for real.
+
+use std::pin::Pin;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::http::{Request, StatusCode, header};
+use http_body::Body as _;
+use protocol::messages::{ActivateRequest, AuthenticateChallenge, RegisterRequest};
+use protocol::sse::{SseItem, SseParser};
+use protocol::{FrontUuid, KeyPair, Peer, SessionUuid, StreamUuid, paths};
+use serde_json::json;
+use server::events::{PublishError, PublishOptions};
+use server::{AppState, Config};
+use tokio::time::Instant;
+use tower::ServiceExt as _;
+
+/// A service on a temporary directory, without a listener.
+struct InProcess {
+    state: AppState,
+    _dir: tempfile::TempDir,
+}
+
+impl InProcess {
+    async fn open() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let state = AppState::open(Config::new(dir.path())).await.unwrap();
+        Self { state, _dir: dir }
+    }
+
+    fn app(&self) -> Router {
+        server::app(self.state.clone())
+    }
+
+    async fn post(&self, path: &str, body: serde_json::Value) -> StatusCode {
+        let request = Request::post(path)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body.to_string()))
+            .unwrap();
+        self.app().oneshot(request).await.unwrap().status()
+    }
+
+    async fn register(&self) -> (FrontUuid, KeyPair) {
+        let (front, keys) = (FrontUuid::new_v4(), KeyPair::generate());
+        let body = RegisterRequest { public_key: keys.public, front_uuid: front };
+        let path = format!("{}/{front}", paths::REGISTER);
+        assert_eq!(self.post(&path, serde_json::to_value(body).unwrap()).await, StatusCode::OK);
+        (front, keys)
+    }
+
+    /// Opens a stream and reads its challenge.
+    async fn open_stream(&self, front: FrontUuid, keys: &KeyPair, session: SessionUuid) -> Tab {
+        let request = Request::get(format!("{}/{front}/{session}", paths::STREAM_OPEN))
+            .body(Body::empty())
+            .unwrap();
+        let response = self.app().oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let mut tab =
+            Tab { body: response.into_body(), parser: SseParser::new(), items: Vec::new() };
+        let SseItem::Event(hello) = tab.next().await.unwrap() else { panic!("no challenge") };
+        let challenge: AuthenticateChallenge = serde_json::from_str(&hello.data).unwrap();
+        let stream: StreamUuid =
+            Peer::new(&challenge.back_key, &keys.secret).open(&challenge.stream_uuid_enc).unwrap();
+        tab.items.clear();
+        Tab { items: vec![SseItem::Comment(stream.to_string())], ..tab }
+    }
+
+    async fn activate(&self, front: FrontUuid, tab: &mut Tab) {
+        let Some(SseItem::Comment(stream)) = tab.items.pop() else { panic!("no stream UUID") };
+        let body = ActivateRequest { front_uuid: front, stream_uuid: stream.parse().unwrap() };
+        let status = self.post(paths::STREAM_ACTIVATE, serde_json::to_value(body).unwrap());
+        assert_eq!(status.await, StatusCode::OK);
+    }
+}
+
+/// A stream body read frame by frame.
+struct Tab {
+    body: Body,
+    parser: SseParser,
+    items: Vec<SseItem>,
+}
+
+impl Tab {
+    /// The next item, or `None` when the body ends.
+    async fn next(&mut self) -> Option<SseItem> {
+        loop {
+            if !self.items.is_empty() {
+                return Some(self.items.remove(0));
+            }
+            let frame = std::future::poll_fn(|cx| Pin::new(&mut self.body).poll_frame(cx)).await;
+            let data: Bytes = frame?.unwrap().into_data().unwrap();
+            self.items = self.parser.feed(&data);
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stream_not_activated_within_ten_seconds_is_closed() {
+    let service = InProcess::open().await;
+    let (front, keys) = service.register().await;
+    let mut tab = service.open_stream(front, &keys, SessionUuid::new_v4()).await;
+    tab.items.clear();
+    let opened = Instant::now();
+    assert_eq!(tab.next().await, None, "the body ends");
+    let waited = opened.elapsed();
+    assert!(waited >= Duration::from_secs(10) && waited < Duration::from_secs(11), "{waited:?}");
+    assert_eq!(service.state.events.stream_counts(), (0, 0), "and leaves the registry");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_active_stream_gets_a_heartbeat_every_fifteen_seconds_and_outlives_the_timeout() {
+    let service = InProcess::open().await;
+    let (front, keys) = service.register().await;
+    let mut tab = service.open_stream(front, &keys, SessionUuid::new_v4()).await;
+    service.activate(front, &mut tab).await;
+    let start = Instant::now();
+    for beat in 1..=3u32 {
+        assert_eq!(tab.next().await, Some(SseItem::Comment("heartbeat".into())));
+        let at = start.elapsed();
+        let expected = Duration::from_secs(15) * beat;
+        assert!(at <= expected && at + Duration::from_secs(1) > expected, "{beat}: {at:?}");
+    }
+    assert_eq!(service.state.events.stream_counts(), (0, 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_session_without_a_stream_is_forgotten_after_thirty_minutes_with_its_events() {
+    let service = InProcess::open().await;
+    let hub = service.state.events.hub();
+    let (front, keys) = service.register().await;
+    let session = SessionUuid::new_v4();
+    let mut tab = service.open_stream(front, &keys, session).await;
+    service.activate(front, &mut tab).await;
+    drop(tab);
+    tokio::task::yield_now().await;
+    assert_eq!(service.state.events.stream_counts(), (0, 0));
+
+    let hours =
+        PublishOptions { expires_in: Some(Duration::from_secs(4 * 3600)), ..Default::default() };
+    let for_tab = hub.publish_to_session(front, session, "for-tab", json!(1), hours.clone());
+    for_tab.await.unwrap();
+    tokio::time::sleep(Duration::from_secs(29 * 60)).await;
+    let still = hub.publish_to_session(front, session, "still", json!(2), hours.clone()).await;
+    assert!(still.is_ok(), "known after 29 minutes: {still:?}");
+
+    tokio::time::sleep(Duration::from_secs(2 * 60)).await;
+    let gone = hub.publish_to_session(front, session, "gone", json!(3), hours.clone()).await;
+    assert!(matches!(gone, Err(PublishError::SessionNotFound(s)) if s == session), "{gone:?}");
+
+    // The tab comes back under the same session UUID: its old tab events expired with it,
+    // the front's event is still there.
+    let to_front = hub.publish_to_front(front, "for-front", json!(4), hours).await.unwrap();
+    let mut tab = service.open_stream(front, &keys, session).await;
+    service.activate(front, &mut tab).await;
+    let Some(SseItem::Event(event)) = tab.next().await else { panic!("no event") };
+    assert_eq!(event.id, Some(to_front.id.to_string()));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_session_with_an_active_stream_never_expires() {
+    let service = InProcess::open().await;
+    let hub = service.state.events.hub();
+    let (front, keys) = service.register().await;
+    let session = SessionUuid::new_v4();
+    let mut tab = service.open_stream(front, &keys, session).await;
+    service.activate(front, &mut tab).await;
+    tokio::time::sleep(Duration::from_secs(3 * 3600)).await;
+    let published =
+        hub.publish_to_session(front, session, "hi", json!(1), Default::default()).await;
+    assert!(published.is_ok(), "{published:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn events_expire_at_their_expired_time() {
+    let service = InProcess::open().await;
+    let hub = service.state.events.hub();
+    let (front, keys) = service.register().await;
+    let short = PublishOptions { expires_in: Some(Duration::from_secs(5)), ..Default::default() };
+    hub.publish_to_front(front, "short", json!(1), short).await.unwrap();
+    let long = hub.publish_to_front(front, "default", json!(2), Default::default()).await.unwrap();
+    tokio::time::advance(Duration::from_secs(6)).await;
+    let mut tab = service.open_stream(front, &keys, SessionUuid::new_v4()).await;
+    service.activate(front, &mut tab).await;
+    let Some(SseItem::Event(event)) = tab.next().await else { panic!("no event") };
+    assert_eq!(event.id, Some(long.id.to_string()), "the 5-second event is gone after 6");
+}
