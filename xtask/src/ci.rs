@@ -12,7 +12,7 @@ const WASM_CRATES: &[&str] = &["protocol", "browser"];
 /// Wasm test suites run in headless Chromium: (crate, where), where is `page` or `worker`.
 /// One test binary runs in both places; the runner picks by environment variable.
 const WASM_SUITES: &[(&str, &str)] =
-    &[("protocol", "page"), ("protocol", "worker"), ("browser", "worker")];
+    &[("protocol", "page"), ("protocol", "worker"), ("browser", "page"), ("browser", "worker")];
 
 /// Seconds a whole wasm suite may take in the browser (the runner's default is 20).
 const WASM_SUITE_TIMEOUT_SECS: &str = "180";

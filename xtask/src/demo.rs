@@ -31,6 +31,7 @@ pub(crate) fn run_demo(args: &[String]) -> Result<(), String> {
             &data.to_string_lossy(),
             "--static-dir",
             &site.to_string_lossy(),
+            "--login-link",
         ],
     )
     .env("RUST_LOG", "info,tower_http=warn"))

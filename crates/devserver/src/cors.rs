@@ -73,6 +73,8 @@ pub fn layer(patterns: Vec<OriginPattern>) -> CorsLayer {
             HeaderName::from_static(venue_standin::XSRF_HEADER),
             HeaderName::from_static("last-event-id"),
         ])
+        // The reverse stream's answer to `?scope=front`, read by test pages of other origins.
+        .expose_headers([HeaderName::from_static(protocol::paths::STREAM_SCOPE_HEADER)])
 }
 
 #[cfg(test)]

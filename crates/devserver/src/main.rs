@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use devserver::{CONTROL_PREFIX, Config, DevServer, OriginPattern};
+use server::tokens::MintTokenArgs;
 use venue_standin::{CONTROL_PREFIX as STANDIN_CONTROL_PREFIX, LOGIN_PATH};
 
 /// The development and test server: the browser-session backend and a stand-in for the Venue UI
@@ -41,6 +42,10 @@ struct Args {
     /// refresh use a few seconds.
     #[arg(long, value_name = "SECS")]
     access_ttl_secs: Option<u64>,
+    /// Mint a one-time login token at start (user `demo`, permission CanAccessDashboard only, so
+    /// `/api/reports` answers 403; valid 4 h, one use) and print its link `/auth?token=…`.
+    #[arg(long)]
+    login_link: bool,
 }
 
 #[tokio::main]
@@ -69,6 +74,24 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "devserver: venue login (stand-in) {url}{LOGIN_PATH}  (users: alice, bob; any password)"
     );
+    if args.login_link {
+        let minted = server::tokens::mint_token(
+            devserver.backend().config(),
+            &MintTokenArgs {
+                user: "demo".to_owned(),
+                sponsor: "demo-sponsor".to_owned(),
+                subscriber: "demo-subscriber".to_owned(),
+                permissions: vec!["CanAccessDashboard".to_owned()],
+                valid_for: Duration::from_secs(4 * 3600),
+                base_url: url.clone(),
+            },
+        )
+        .await?;
+        println!(
+            "devserver: one-time login link {}  (user demo, CanAccessDashboard; one use, 4 h)",
+            minted.login_url
+        );
+    }
     if args.test_controls {
         println!(
             "devserver: test controls {url}{STANDIN_CONTROL_PREFIX}/ and {url}{CONTROL_PREFIX}/"

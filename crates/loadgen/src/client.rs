@@ -228,6 +228,21 @@ impl Front {
         self.open_with(session, request).await
     }
 
+    /// Like [`Front::open`], asking for every event of the front (`?scope=front`), as the tab
+    /// that holds the stream for the others does; see [`Stream::front_scope`] for the answer.
+    pub async fn open_front_scoped(
+        &self,
+        session: SessionUuid,
+        last_event_id: Option<&str>,
+    ) -> Result<PendingStream, ClientError> {
+        let url = format!("{}?{}", self.stream_url(session), paths::STREAM_SCOPE_FRONT_QUERY);
+        let mut request = self.client.stream_http().get(url);
+        if let Some(id) = last_event_id {
+            request = request.header("Last-Event-ID", id);
+        }
+        self.open_with(session, request).await
+    }
+
     /// The URL of the stream-open endpoint for `session`.
     pub fn stream_url(&self, session: SessionUuid) -> String {
         self.client.url(&format!("{}/{}/{}", paths::STREAM_OPEN, self.uuid, session))
@@ -239,10 +254,15 @@ impl Front {
         request: reqwest::RequestBuilder,
     ) -> Result<PendingStream, ClientError> {
         let response = check(request.send().await?).await?;
+        let front_scope = response
+            .headers()
+            .get(paths::STREAM_SCOPE_HEADER)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"front"));
         let mut stream = Stream {
             client: self.client.clone(),
             front: self.uuid,
             session,
+            front_scope,
             peer: None,
             response: Some(response),
             parser: SseParser::new(),
@@ -323,6 +343,8 @@ pub struct Stream {
     client: Client,
     front: FrontUuid,
     session: SessionUuid,
+    /// The backend said the stream carries every event of the front.
+    front_scope: bool,
     /// The shared key of this front and the back; set once the challenge is read.
     peer: Option<Peer>,
     /// `None` once the stream ended.
@@ -445,6 +467,11 @@ impl Stream {
             true => Ok(()),
             false => Err(ClientError::Protocol("direct event answered false".into())),
         }
+    }
+
+    /// Whether the backend answered the open with `X-Web-Event-Scope: front`.
+    pub fn front_scope(&self) -> bool {
+        self.front_scope
     }
 
     /// Builds and sends a direct event; returns its `meta.uuid`.

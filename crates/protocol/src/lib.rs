@@ -29,6 +29,12 @@ pub mod paths {
     pub const REGISTER: &str = "/web-event-front-reg";
     /// `GET {STREAM_OPEN}/{frontUuid}/{sessionUuid}`: open the reverse stream.
     pub const STREAM_OPEN: &str = "/web-event-stream-open";
+    /// The query of a stream open that asks for every event of the front (the tab that holds
+    /// the stream for the others): front-wide events and those for any of its sessions.
+    pub const STREAM_SCOPE_FRONT_QUERY: &str = "scope=front";
+    /// The response header (lower case) with which the backend says it honoured
+    /// [`STREAM_SCOPE_FRONT_QUERY`]: its value is `front`.
+    pub const STREAM_SCOPE_HEADER: &str = "x-web-event-scope";
     /// `POST {STREAM_ACTIVATE}`: activate a reverse stream (trailing segments are ignored).
     pub const STREAM_ACTIVATE: &str = "/web-event-stream-act";
     /// `POST {DIRECT}/{eventName}`: a front-to-back event.

@@ -73,6 +73,8 @@ fn cors(origins: &[String]) -> CorsLayer {
             header::AUTHORIZATION,
             header::HeaderName::from_static("last-event-id"),
         ])
+        // The reverse stream's answer to `?scope=front`, read by pages of other origins.
+        .expose_headers([header::HeaderName::from_static(protocol::paths::STREAM_SCOPE_HEADER)])
 }
 
 /// Serves the app on `listener` until `shutdown` resolves; open streams are ended then, so

@@ -19,7 +19,7 @@ use super::js::{self, Timeout};
 
 /// The response header with which the backend says that a stream opened with
 /// `?scope=front` carries every event of the front (see the package README).
-pub(crate) const SCOPE_HEADER: &str = "x-web-event-scope";
+pub(crate) const SCOPE_HEADER: &str = protocol::paths::STREAM_SCOPE_HEADER;
 
 /// An open reverse stream.
 pub(crate) struct Stream {

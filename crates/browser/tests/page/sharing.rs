@@ -21,7 +21,11 @@ async fn eight_tabs_share_one_stream_and_hand_it_over() {
     let inboxes: Vec<Inbox> = tabs.iter().map(Inbox::of).collect();
     let all_active =
         util::wait_for(15_000, || tabs.iter().all(|t| t.state() == StreamState::Active));
-    assert!(all_active.await, "states: {:?}", tabs.iter().map(Front::state).collect::<Vec<_>>());
+    assert!(
+        all_active.await,
+        "states and roles: {:?}",
+        tabs.iter().map(|t| (t.state(), t.role())).collect::<Vec<_>>()
+    );
     let leaders = tabs.iter().filter(|t| t.role() == Role::Leader).count();
     let followers = tabs.iter().filter(|t| t.role() == Role::Follower).count();
     assert_eq!((leaders, followers), (1, 7));

@@ -11,7 +11,7 @@ use protocol::messages::{
     AUTHENTICATE_EVENT, ActivateRequest, AuthenticateChallenge, FrontBid, RegisterRequest,
 };
 use protocol::sse::{self, SseEvent};
-use protocol::{DirectEvent, FrontUuid, ParseError, Sealed, SessionUuid};
+use protocol::{DirectEvent, FrontUuid, ParseError, Sealed, SessionUuid, paths};
 use serde_json::Value;
 
 use super::error::EventError;
@@ -91,10 +91,15 @@ pub(super) async fn open(
     let front: FrontUuid = parse_uuid(&front)?;
     let session: SessionUuid = parse_uuid(&session)?;
     let last_event_id = last_event_id(&headers, query.as_deref());
+    let front_scope = query
+        .as_deref()
+        .is_some_and(|q| q.split('&').any(|pair| pair == paths::STREAM_SCOPE_FRONT_QUERY));
     let inner = &events.inner;
     let info = inner.front_info(front)?.ok_or(EventError::FrontNotRegistered(front))?;
-    let (stream, rx, info) =
-        inner.registry.open(info, session, last_event_id).ok_or(EventError::ShuttingDown)?;
+    let (stream, rx, info) = inner
+        .registry
+        .open(info, session, last_event_id, front_scope)
+        .ok_or(EventError::ShuttingDown)?;
     let challenge = AuthenticateChallenge {
         back_uuid: inner.identity.uuid,
         back_key: inner.identity.keys.public,
@@ -109,7 +114,14 @@ pub(super) async fn open(
         (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
         (header::HeaderName::from_static("x-accel-buffering"), HeaderValue::from_static("no")),
     ];
-    Ok((headers, Body::new(body)).into_response())
+    let mut response = (headers, Body::new(body)).into_response();
+    if front_scope {
+        response.headers_mut().insert(
+            header::HeaderName::from_static(paths::STREAM_SCOPE_HEADER),
+            HeaderValue::from_static("front"),
+        );
+    }
+    Ok(response)
 }
 
 /// `POST /web-event-stream-act[/…]` with `{frontUuid, streamUuid}` → `true`.
@@ -139,7 +151,7 @@ pub(super) async fn activate(
         };
         // If either fails, the stream never gets its page and ends at its activation deadline.
         store::session_activated(conn, activated.front, activated.session, stream)?;
-        let mut cursor = Cursor::new(activated.last_event_id);
+        let mut cursor = Cursor::new(activated.last_event_id, activated.front_scope);
         let (chunk, done) = cursor.next_page(conn, activated.front, activated.session, now)?;
         let first = Arc::new(Frame::Activated(FirstPage { chunk, cursor, done }));
         if activated.tx.try_send(first).is_err() {
@@ -191,7 +203,9 @@ pub(super) async fn direct(
         .into());
     }
     let inner = &events.inner;
-    let Some(info) = inner.registry.active_session(meta.front_uuid, meta.session_uuid) else {
+    let Some((info, own_stream)) =
+        inner.registry.active_session(meta.front_uuid, meta.session_uuid)
+    else {
         return Err(match inner.store.front(meta.front_uuid)? {
             Some(_) => EventError::SessionInactive(meta.session_uuid),
             None => EventError::FrontNotRegistered(meta.front_uuid),
@@ -200,6 +214,12 @@ pub(super) async fn direct(
     info.peer
         .verify_stamp(&meta.stamp, &meta.uuid, meta.published)
         .map_err(|e| EventError::BadStamp(e.to_string()))?;
+    if !own_stream {
+        // A tab served by another tab's front-scoped stream: known, so it can be answered.
+        let now = inner.clock.now();
+        let (front, session) = (info.bid, meta.session_uuid);
+        inner.store.db().with(|conn| store::session_seen(conn, front, session, now))?;
+    }
     let handler = inner.handler(&name).ok_or_else(|| EventError::UnknownEvent(name.clone()))?;
 
     let now = inner.clock.now();

@@ -161,7 +161,12 @@ impl Inner {
             if let Some(session) = session
                 && !store::session_known(&tx, info.bid, session)?
             {
-                return Err(PublishError::SessionNotFound(session));
+                // A session no stream of its own ever served may still be a tab that another
+                // tab's front-scoped stream serves: it becomes known.
+                if !self.registry.front_scoped(info.bid) {
+                    return Err(PublishError::SessionNotFound(session));
+                }
+                store::session_seen(&tx, info.bid, session, self.clock.now())?;
             }
             let mut targets = Vec::new();
             self.registry.targets(info.bid, session, &mut targets);

@@ -11,7 +11,7 @@
 //! does that, to keep each front's events in id order), never the other way round.
 
 use std::collections::hash_map::Entry;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use axum::body::Bytes;
@@ -71,6 +71,8 @@ pub(crate) struct Activated {
     pub(crate) session: SessionUuid,
     /// What the client said it saw last when it opened the stream.
     pub(crate) last_event_id: Option<i64>,
+    /// It carries every event of the front (`?scope=front`), not only its session's.
+    pub(crate) front_scope: bool,
     pub(crate) tx: FrameTx,
 }
 
@@ -88,6 +90,7 @@ struct Slot {
     front: FrontBid,
     session: SessionUuid,
     last_event_id: Option<i64>,
+    front_scope: bool,
     /// `None` once the stream is told to end; the entry stays until its body is dropped.
     tx: Option<FrameTx>,
     active: bool,
@@ -100,6 +103,8 @@ struct FrontEntry {
     streams: usize,
     /// The active stream of each session.
     sessions: HashMap<SessionUuid, StreamUuid>,
+    /// The active streams that carry every event of the front (`?scope=front`).
+    front_scoped: HashSet<StreamUuid>,
 }
 
 #[derive(Debug, Default)]
@@ -160,14 +165,15 @@ impl Registry {
         }
     }
 
-    /// Registers a new pending stream for `session`. Returns its UUID, its receiver and the
-    /// front's info as cached (an info computed concurrently by another request wins), or
-    /// `None` after shutdown.
+    /// Registers a new pending stream for `session` (carrying every event of the front if
+    /// `front_scope`). Returns its UUID, its receiver and the front's info as cached (an info
+    /// computed concurrently by another request wins), or `None` after shutdown.
     pub(crate) fn open(
         &self,
         info: Arc<FrontInfo>,
         session: SessionUuid,
         last_event_id: Option<i64>,
+        front_scope: bool,
     ) -> Option<(StreamUuid, FrameRx, Arc<FrontInfo>)> {
         let (tx, rx) = mpsc::channel(self.buffer);
         let stream = StreamUuid::new_v4();
@@ -178,14 +184,18 @@ impl Registry {
         let bid = info.bid;
         let entry = match state.fronts.entry(bid) {
             Entry::Occupied(e) => e.into_mut(),
-            Entry::Vacant(e) => {
-                e.insert(FrontEntry { info: info.clone(), streams: 0, sessions: HashMap::new() })
-            }
+            Entry::Vacant(e) => e.insert(FrontEntry {
+                info: info.clone(),
+                streams: 0,
+                sessions: HashMap::new(),
+                front_scoped: HashSet::new(),
+            }),
         };
         entry.streams += 1;
         let info = entry.info.clone();
         state.by_uuid.insert(info.uuid, bid);
-        let slot = Slot { front: bid, session, last_event_id, tx: Some(tx), active: false };
+        let slot =
+            Slot { front: bid, session, last_event_id, front_scope, tx: Some(tx), active: false };
         state.streams.insert(stream, slot);
         Some((stream, rx, info))
     }
@@ -215,13 +225,18 @@ impl Registry {
             return Err(ActivateError::NotFound);
         };
         slot.active = true;
-        let (session, last_event_id) = (slot.session, slot.last_event_id);
-        let previous =
-            state.fronts.get_mut(&bid).and_then(|entry| entry.sessions.insert(session, stream));
+        let (session, last_event_id, front_scope) =
+            (slot.session, slot.last_event_id, slot.front_scope);
+        let previous = state.fronts.get_mut(&bid).and_then(|entry| {
+            if front_scope {
+                entry.front_scoped.insert(stream);
+            }
+            entry.sessions.insert(session, stream)
+        });
         if let Some(previous) = previous.filter(|p| *p != stream) {
             state.end(previous);
         }
-        Ok(Activated { front: bid, session, last_event_id, tx })
+        Ok(Activated { front: bid, session, last_event_id, front_scope, tx })
     }
 
     /// Forgets a stream whose body was dropped.
@@ -231,6 +246,7 @@ impl Registry {
         let mut was_current = false;
         if let Entry::Occupied(mut entry) = state.fronts.entry(slot.front) {
             let front = entry.get_mut();
+            front.front_scoped.remove(&stream);
             if front.sessions.get(&slot.session) == Some(&stream) {
                 front.sessions.remove(&slot.session);
                 was_current = true;
@@ -244,18 +260,27 @@ impl Registry {
         Some(Ended { front: slot.front, session: slot.session, was_current })
     }
 
-    /// The front's info if `session` has an active stream.
+    /// The front's info if `session` is served: it has an active stream of its own, or the
+    /// front has an active front-scoped stream (held by another tab for it). The flag says
+    /// which: `true` for a stream of its own.
     pub(crate) fn active_session(
         &self,
         front: FrontUuid,
         session: SessionUuid,
-    ) -> Option<Arc<FrontInfo>> {
+    ) -> Option<(Arc<FrontInfo>, bool)> {
         let state = self.state();
         let entry = state.fronts.get(state.by_uuid.get(&front)?)?;
-        entry.sessions.contains_key(&session).then(|| entry.info.clone())
+        let own = entry.sessions.contains_key(&session);
+        (own || !entry.front_scoped.is_empty()).then(|| (entry.info.clone(), own))
     }
 
-    /// Appends the senders of the front's active streams (or of `session`'s only) to `out`.
+    /// Whether the front has an active front-scoped stream.
+    pub(crate) fn front_scoped(&self, front: FrontBid) -> bool {
+        self.state().fronts.get(&front).is_some_and(|entry| !entry.front_scoped.is_empty())
+    }
+
+    /// Appends the senders of the front's active streams (or of `session`'s and of the front's
+    /// front-scoped ones) to `out`, each once.
     pub(crate) fn targets(
         &self,
         front: FrontBid,
@@ -270,7 +295,12 @@ impl Registry {
             }
         };
         match session {
-            Some(session) => entry.sessions.get(&session).into_iter().for_each(&mut push),
+            Some(session) => {
+                let own = entry.sessions.get(&session);
+                own.into_iter().for_each(&mut push);
+                entry.front_scoped.iter().filter(|s| Some(*s) != own).for_each(&mut push);
+            }
+            // Every front-scoped stream is also its session's active stream.
             None => entry.sessions.values().for_each(&mut push),
         }
     }

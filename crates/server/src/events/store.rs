@@ -244,6 +244,25 @@ pub(crate) fn front(conn: &Connection, uuid: FrontUuid) -> rusqlite::Result<Opti
     }))
 }
 
+/// Records that a session without a stream of its own is served by its front's front-scoped
+/// stream (another tab holds it): the session is known from now on and idle since `now`, so it
+/// is forgotten a session TTL after the last time it was seen this way.
+pub(crate) fn session_seen(
+    conn: &Connection,
+    front: FrontBid,
+    session: SessionUuid,
+    now: Timestamp,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO ev_sessions (front_bid, session_uuid, active_stream, idle_since)
+         VALUES (?1, ?2, NULL, ?3)
+         ON CONFLICT (front_bid, session_uuid)
+         DO UPDATE SET idle_since = excluded.idle_since WHERE active_stream IS NULL",
+    )?
+    .execute(params![front.0, session.to_string(), now.millis()])
+    .map(drop)
+}
+
 /// Records that `stream` is now the session's active stream (creating the session).
 pub(crate) fn session_activated(
     conn: &Connection,
@@ -262,7 +281,8 @@ pub(crate) fn session_activated(
 }
 
 /// Up to `limit` kept, unexpired events for `session` (its own, its front's and those for
-/// every front), in id order from `since`, marked delivered as they are read.
+/// every front; with `session` `None`, those of every session of the front too), in id order
+/// from `since`, marked delivered as they are read.
 ///
 /// A `Last-Event-ID` beyond the last id ever given cannot be from this store (it was reset
 /// and the front registered again): `since` becomes [`Since::Undelivered`], or the client
@@ -271,12 +291,12 @@ pub(crate) fn session_activated(
 pub(crate) fn backlog(
     conn: &Connection,
     front: FrontBid,
-    session: SessionUuid,
+    session: Option<SessionUuid>,
     since: &mut Since,
     now: Timestamp,
     limit: usize,
 ) -> rusqlite::Result<Vec<StoredEvent>> {
-    let session = session.to_string();
+    let session = session.map(|s| s.to_string());
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
     // No explicit transaction: most streams have nothing to replay, and then this is one read.
     // The caller holds the database lock, which keeps it consistent with publishing.
@@ -289,14 +309,14 @@ pub(crate) fn backlog(
         Since::Id(id) => (
             "SELECT id, body FROM ev_events
              WHERE front_bid IN (0, ?1) AND id > ?2 AND expires_at > ?3
-               AND (session_uuid IS NULL OR session_uuid = ?4)
+               AND (?4 IS NULL OR session_uuid IS NULL OR session_uuid = ?4)
              ORDER BY id LIMIT ?5",
             id,
         ),
         Since::Undelivered(id) => (
             "SELECT id, body FROM ev_events
              WHERE front_bid = ?1 AND id > ?2 AND expires_at > ?3
-               AND (session_uuid IS NULL OR session_uuid = ?4) AND delivered = 0
+               AND (?4 IS NULL OR session_uuid IS NULL OR session_uuid = ?4) AND delivered = 0
              ORDER BY id LIMIT ?5",
             id,
         ),
@@ -311,7 +331,7 @@ pub(crate) fn backlog(
         conn.prepare_cached(
             "UPDATE ev_events SET delivered = 1
              WHERE front_bid = ?1 AND id BETWEEN ?2 AND ?3 AND delivered = 0
-               AND (session_uuid IS NULL OR session_uuid = ?4)",
+               AND (?4 IS NULL OR session_uuid IS NULL OR session_uuid = ?4)",
         )?
         .execute(params![front.0, first.id, last.id, session])?;
     }

@@ -41,13 +41,16 @@ pub(crate) struct Cursor {
     since: Since,
     /// The highest event id written: live events at or below it came in the replay already.
     last_sent: i64,
+    /// Replay the events of every session of the front (a `?scope=front` stream).
+    front_scope: bool,
 }
 
 impl Cursor {
-    /// A replay after `last_event_id`, or of what was never delivered if there is none.
-    pub(crate) fn new(last_event_id: Option<i64>) -> Self {
+    /// A replay after `last_event_id`, or of what was never delivered if there is none; of
+    /// every session's events if `front_scope`.
+    pub(crate) fn new(last_event_id: Option<i64>, front_scope: bool) -> Self {
         let since = last_event_id.map_or(Since::Undelivered(0), Since::Id);
-        Self { since, last_sent: last_event_id.unwrap_or(0) }
+        Self { since, last_sent: last_event_id.unwrap_or(0), front_scope }
     }
 
     /// Reads and encodes the next page of kept events; `true` once the replay is complete.
@@ -60,6 +63,7 @@ impl Cursor {
         now: Timestamp,
     ) -> rusqlite::Result<(Option<Bytes>, bool)> {
         let asked = self.since;
+        let session = (!self.front_scope).then_some(session);
         let events = store::backlog(conn, front, session, &mut self.since, now, REPLAY_PAGE)?;
         if self.since != asked {
             // The client's id was not from this store's sequence: nothing was seen yet.
@@ -164,7 +168,7 @@ impl SseBody {
             deadline: Some(deadline),
             front,
             session,
-            cursor: Cursor::new(None),
+            cursor: Cursor::new(None, false),
             guard: Guard { inner, stream, released: false },
         }
     }

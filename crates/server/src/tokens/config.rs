@@ -95,6 +95,9 @@ pub struct TokensConfig {
     /// Also put the refresh token in the login and refresh bodies, as seed 002 did. Off: the
     /// `HttpOnly` cookie keeps it out of reach of page scripts.
     pub refresh_token_in_body: bool,
+    /// Origins, besides this server's own and its CORS origins, whose pages may refresh and log
+    /// out. An entry ending in `:*` allows any port (`http://127.0.0.1:*`, for test pages).
+    pub trusted_origins: Vec<String>,
     /// The time source (tests inject a [`super::ManualClock`]).
     pub clock: Arc<dyn Clock>,
 }
@@ -115,6 +118,7 @@ impl Default for TokensConfig {
             session_store: SessionStoreConfig::Embedded,
             enterprise_store: EnterpriseStoreConfig::Embedded,
             refresh_token_in_body: false,
+            trusted_origins: Vec::new(),
             clock: Arc::new(SystemClock),
         }
     }
@@ -215,6 +219,7 @@ impl From<TokensArgs> for TokensConfig {
             session_store,
             enterprise_store,
             refresh_token_in_body: args.refresh_token_in_body,
+            trusted_origins: Vec::new(),
             clock: Arc::new(SystemClock),
         }
     }

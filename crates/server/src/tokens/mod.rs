@@ -143,7 +143,12 @@ impl Tokens {
             venue_keys,
             sessions,
             enterprise,
-            allowed_origins: config.cors_origins.clone(),
+            allowed_origins: config
+                .cors_origins
+                .iter()
+                .chain(&config.tokens.trusted_origins)
+                .cloned()
+                .collect(),
         };
         Ok(Self { inner: Arc::new(inner) })
     }

@@ -3,7 +3,8 @@
 //! do not apply `SameSite`.
 //!
 //! Rules, in order:
-//! - an `Origin` header decides: allowed if it is one of the configured CORS origins, or if its
+//! - an `Origin` header decides: allowed if it is one of the configured CORS or trusted origins
+//!   (an entry ending in `:*` matches any port), or if its
 //!   host and port are this request's `Host` (the scheme is not compared: behind a TLS proxy
 //!   the server cannot know its own); `Origin: null` is refused;
 //! - else `Sec-Fetch-Site` decides: `same-origin` and `none` (typed by the user) are allowed,
@@ -22,7 +23,7 @@ pub(crate) fn check(headers: &HeaderMap, uri: &Uri, allowed: &[String]) -> Resul
         if origin == "null" {
             return Err(TokenError::CrossSite("Origin: null".to_owned()));
         }
-        if allowed.iter().any(|a| a.trim_end_matches('/').eq_ignore_ascii_case(origin)) {
+        if allowed.iter().any(|a| origin_matches(a, origin)) {
             return Ok(());
         }
         let origin_host = origin.split_once("://").map_or(origin, |(_, rest)| rest);
@@ -44,6 +45,20 @@ pub(crate) fn check(headers: &HeaderMap, uri: &Uri, allowed: &[String]) -> Resul
             "Sec-Fetch-Site: {}",
             other.chars().take(32).collect::<String>()
         ))),
+    }
+}
+
+/// Whether `origin` is `allowed`, where an `allowed` ending in `:*` stands for any port.
+fn origin_matches(allowed: &str, origin: &str) -> bool {
+    let allowed = allowed.trim_end_matches('/');
+    match allowed.strip_suffix(":*") {
+        Some(prefix) => origin
+            .get(..prefix.len())
+            .is_some_and(|head| head.eq_ignore_ascii_case(prefix))
+            .then(|| &origin[prefix.len()..])
+            .and_then(|rest| rest.strip_prefix(':'))
+            .is_some_and(|port| !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit())),
+        None => allowed.eq_ignore_ascii_case(origin),
     }
 }
 
@@ -71,6 +86,15 @@ mod tests {
         assert!(ok(&[("host", "app.example:8080"), ("origin", "https://app.example:8080")]));
         assert!(ok(&[("host", "app.example"), ("origin", "http://127.0.0.1:9999")]));
         assert!(ok(&[("sec-fetch-site", "same-origin")]));
+        let any_port = vec!["http://127.0.0.1:*".to_owned()];
+        let ok_any = |origin: &'static str| {
+            check(&headers(&[("host", "app.example"), ("origin", origin)]), &uri, &any_port).is_ok()
+        };
+        assert!(ok_any("http://127.0.0.1:41234"));
+        assert!(!ok_any("http://127.0.0.1:"));
+        assert!(!ok_any("http://127.0.0.1"));
+        assert!(!ok_any("http://127.0.0.1:1@evil.example"));
+        assert!(!ok_any("http://127.0.0.10:80"));
         assert!(!ok(&[("host", "app.example"), ("origin", "https://evil.example")]));
         assert!(!ok(&[("host", "app.example"), ("origin", "null")]));
         assert!(!ok(&[("sec-fetch-site", "cross-site")]));

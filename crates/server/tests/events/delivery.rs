@@ -2,6 +2,7 @@
 
 use protocol::SessionUuid;
 use serde_json::json;
+use server::events::PublishError;
 
 use super::{long_lived, next, registered};
 use crate::util::{TestServer, wait_until, within};
@@ -179,4 +180,66 @@ async fn publish_to_all_reaches_every_active_stream_and_resuming_ones() {
     let sealed = server::events::PublishOptions { encrypted: true, ..Default::default() };
     let refused = hub.publish_to_all("news", json!("hi"), sealed).await;
     assert!(matches!(refused, Err(server::events::PublishError::Unsupported(_))), "{refused:?}");
+}
+
+/// The stream one tab holds for all tabs of its front (`?scope=front`, the page client's
+/// sharing): it carries the events of every session of the front, live and in the replay, and
+/// the sessions it serves can send direct events and be answered without a stream of their own.
+#[tokio::test]
+async fn a_front_scoped_stream_carries_every_session_of_its_front() {
+    let server = TestServer::start().await;
+    let front = registered(&server).await;
+    let hub = server.hub();
+    let (leader, follower, gone) =
+        (SessionUuid::new_v4(), SessionUuid::new_v4(), SessionUuid::new_v4());
+
+    // Without a front-scoped stream, a session that no stream ever served is unknown.
+    let refused =
+        hub.publish_to_session(front.uuid(), follower, "early", json!(0), Default::default());
+    assert!(matches!(refused.await, Err(PublishError::SessionNotFound(s)) if s == follower));
+
+    // A tab that had a stream of its own and left: its event waits, undelivered.
+    let plain = front.open(gone, None).await.unwrap();
+    assert!(!plain.into_stream().front_scope(), "a plain open is not front-scoped");
+    let tab = front.connect(gone, None).await.unwrap();
+    drop(tab);
+    wait_until(|| server.state.events.stream_counts() == (0, 0)).await;
+    let waiting = hub.publish_to_session(front.uuid(), gone, "waiting", json!(1), long_lived());
+    let waiting = waiting.await.unwrap();
+
+    let pending = front.open_front_scoped(leader, None).await.unwrap();
+    let mut scoped = pending.activate().await.unwrap();
+    assert!(scoped.front_scope(), "the backend honours ?scope=front");
+    let replayed = next(&mut scoped).await;
+    assert_eq!(replayed.id, Some(waiting.id), "the replay holds other sessions' events");
+    assert_eq!(replayed.event.meta.session_uuid, Some(gone));
+
+    // Live: an event for a session served by the scoped stream reaches it, addressed.
+    let to_follower =
+        hub.publish_to_session(front.uuid(), follower, "late", json!(2), Default::default());
+    let to_follower = to_follower.await.unwrap();
+    let got = next(&mut scoped).await;
+    assert_eq!(got.event.meta.uuid, to_follower.uuid);
+    assert_eq!(got.event.meta.session_uuid, Some(follower));
+
+    // The follower sends its own direct event; the echo comes back for it on the scoped stream.
+    let mut event = scoped.direct_event("echo", json!("from the follower"), false).unwrap();
+    event.meta.session_uuid = follower;
+    scoped.send_event(&event).await.unwrap();
+    let echo = next(&mut scoped).await;
+    assert_eq!(echo.event.meta.request_uuid, Some(event.meta.uuid));
+    assert_eq!(echo.event.meta.session_uuid, Some(follower));
+    assert_eq!(echo.event.data, json!("from the follower"));
+
+    // A plain stream of another session gets only its own and the front's events.
+    let other = SessionUuid::new_v4();
+    let mut plain = front.connect(other, None).await.unwrap();
+    hub.publish_to_session(front.uuid(), follower, "not-for-other", json!(3), Default::default())
+        .await
+        .unwrap();
+    let marker = hub.publish_to_front(front.uuid(), "marker", json!(4), Default::default());
+    let marker = marker.await.unwrap();
+    assert_eq!(next(&mut plain).await.event.meta.uuid, marker.uuid);
+    assert_eq!(next(&mut scoped).await.event.meta.name, "not-for-other");
+    assert_eq!(next(&mut scoped).await.event.meta.uuid, marker.uuid, "each event once");
 }

@@ -98,11 +98,12 @@ impl Inner {
         *self.stream_abort.borrow_mut() = Some(abort.clone());
         let leader = self.role.get() == Role::Leader;
         let url = format!(
-            "{}/{}/{}{}",
+            "{}/{}/{}{}{}",
             http::join(&self.options.base, paths::STREAM_OPEN),
             self.front_uuid,
             self.session,
-            if leader { "?scope=front" } else { "" }
+            if leader { "?" } else { "" },
+            if leader { paths::STREAM_SCOPE_FRONT_QUERY } else { "" }
         );
         let silence = if self.options.heartbeat_ms > 0.0 {
             self.options.heartbeat_ms * 2.0 + 1_000.0

@@ -1,0 +1,147 @@
+//! Seed 002: the one-time login link, permissions, the refresh of short-lived access tokens,
+//! logout, and a replayed refresh token revoking the session: once on the embedded store and
+//! once with the sessions in a real `redis-server`.
+
+use std::cell::RefCell;
+use std::time::Duration;
+
+use anyhow::{Context, ensure};
+use server::tokens::SessionStoreConfig;
+
+use crate::harness::{App, DEADLINE, Redis, Server, poll, serial};
+
+/// Short lifetimes, so that the page refreshes every two seconds or so.
+const ACCESS_TTL: Duration = Duration::from_secs(4);
+const REFRESH_GRACE: Duration = Duration::from_secs(1);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_002_login_on_the_embedded_store() -> anyhow::Result<()> {
+    let _turn = serial().await;
+    let scenario = "seed 002: login (embedded store)";
+    let server = Server::start("seed-002-embedded", |config| {
+        config.server.tokens.access_ttl = ACCESS_TTL;
+        config.server.tokens.refresh_grace = REFRESH_GRACE;
+    })
+    .await?;
+    let app = App::start(&server, scenario, "seed-002-login-embedded").await?;
+    let result = steps(&server, &app, None).await;
+    app.finish(result).await?;
+    drop(app);
+    server.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_002_login_on_redis() -> anyhow::Result<()> {
+    let _turn = serial().await;
+    let scenario = "seed 002: login (Redis store)";
+    let redis = Redis::start().await?;
+    let url = redis.url();
+    let server = Server::start("seed-002-redis", |config| {
+        config.server.tokens.access_ttl = ACCESS_TTL;
+        config.server.tokens.refresh_grace = REFRESH_GRACE;
+        config.server.tokens.session_store = SessionStoreConfig::Redis { url };
+    })
+    .await?;
+    let app = App::start(&server, scenario, "seed-002-login-redis").await?;
+    let result = steps(&server, &app, Some(&redis)).await;
+    app.finish(result).await?;
+    drop(app);
+    server.stop().await?;
+    drop(redis);
+    Ok(())
+}
+
+async fn steps(server: &Server, app: &App, redis: Option<&Redis>) -> anyhow::Result<()> {
+    app.step("alice opens a one-time login link");
+    let link = server.login_link("alice", &["CanAccessDashboard"]).await?;
+    app.open(&link).await?;
+    let state = app.wait_text("#login-state", "alice").await?;
+    ensure!(state.contains("CanAccessDashboard"), "the login shows: {state}");
+    let address = app.browser.current_url().await?;
+    ensure!(!address.contains("token="), "the token stays in the address bar: {address}");
+    let (first, http_only) = cookie(app).await?.context("no refresh cookie after the login")?;
+    ensure!(http_only, "the refresh cookie is readable by page scripts");
+    if let Some(redis) = redis {
+        let keys = redis.keys().await?;
+        ensure!(keys > 0, "the login session is not in Redis (DBSIZE {keys})");
+    }
+    app.shot("logged-in").await?;
+
+    app.step("the dashboard answers 200, the reports 403");
+    api(app, "#api-dashboard", "200 OK /api/dashboard").await?;
+    api(app, "#api-reports", "403 Forbidden /api/reports").await?;
+    app.shot("reports-forbidden").await?;
+
+    app.step("the access token is refreshed and the user stays in");
+    let rotated = rotations(app, &first, 2).await?;
+    let state_now = app.read("#login-state").await?;
+    ensure!(state_now.contains("alice"), "after the refreshes the login shows: {state_now}");
+    ensure!(state_now != state, "the access token's expiry shown did not change: {state_now}");
+    api(app, "#api-dashboard", "200 OK /api/dashboard").await?;
+
+    app.step("logout clears the cookie and the tokens");
+    app.click("#auth-logout").await?;
+    app.wait_text("#api-result", "Logged out").await?;
+    app.wait_text("#login-state", "Not logged in").await?;
+    poll("the refresh cookie to be gone", DEADLINE, || async {
+        Ok(match cookie(app).await? {
+            None => Ok(()),
+            Some((value, _)) => Err(format!("refreshToken={value}")),
+        })
+    })
+    .await?;
+    let (status, _) = server.replay_refresh(&rotated).await?;
+    ensure!(status == 401, "the last refresh token still refreshes after logout: {status}");
+    app.browser.refresh().await?;
+    app.wait_text("#login-state", "Not logged in").await?;
+    app.shot("logged-out").await?;
+
+    app.step("a replayed refresh token revokes the session");
+    let link = server.login_link("alice", &["CanAccessDashboard"]).await?;
+    app.open(&link).await?;
+    app.wait_text("#login-state", "alice").await?;
+    let (old, _) = cookie(app).await?.context("no refresh cookie after the second login")?;
+    // Two rotations: the first replacement of `old` is older than the grace window.
+    rotations(app, &old, 2).await?;
+    let (status, code) = server.replay_refresh(&old).await?;
+    ensure!(
+        status == 401 && code == "refresh_reused",
+        "replaying the old refresh token answered {status} {code:?}"
+    );
+    // The tab's next refresh is refused: it ends up on the login page, saying why.
+    let reason = app.wait_text("#reason", "revoked").await?;
+    let address = app.browser.current_url().await?;
+    ensure!(address.contains("/login/"), "after the revocation the tab is at {address} ({reason})");
+    app.shot("session-revoked").await?;
+    Ok(())
+}
+
+/// Clicks an API button and waits for `expected` in the result.
+async fn api(app: &App, button: &str, expected: &str) -> anyhow::Result<()> {
+    app.click(button).await?;
+    app.wait_text("#api-result", expected).await.map(drop)
+}
+
+/// The refresh cookie (value, `HttpOnly`).
+async fn cookie(app: &App) -> anyhow::Result<Option<(String, bool)>> {
+    app.refresh_cookie().await
+}
+
+/// Waits until the refresh cookie has changed `times` times from `from`, while the page stays
+/// logged in; the last value.
+async fn rotations(app: &App, from: &str, times: usize) -> anyhow::Result<String> {
+    let seen = RefCell::new(vec![from.to_owned()]);
+    let what = format!("{times} refreshes of the access token (a new refresh cookie each)");
+    poll(&what, DEADLINE, || async {
+        let current = cookie(app).await?.map(|(value, _)| value).unwrap_or_default();
+        let mut seen = seen.borrow_mut();
+        if seen.last() != Some(&current) {
+            seen.push(current);
+        }
+        Ok(match seen.len() > times {
+            true => Ok(seen.last().cloned().unwrap_or_default()),
+            false => Err(format!("{} cookie values so far: {seen:?}", seen.len())),
+        })
+    })
+    .await
+}
