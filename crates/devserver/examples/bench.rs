@@ -2,7 +2,7 @@
 //!
 //! ```sh
 //! cargo xtask wasm && cargo xtask demo   # or anything that assembles target/site
-//! cargo run --release -p devserver --example bench
+//! cargo run --profile native -p devserver --example bench
 //! ```
 //!
 //! It starts a development server in this process (release build: the servers' crypto is slow

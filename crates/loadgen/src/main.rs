@@ -10,11 +10,13 @@
 //!   (from `/proc/PID/status` of `--server-pid`), and publish-to-receipt latency of one event
 //!   sent to every stream.
 //!
-//! Typical run (release build, two terminals or `&`):
+//! Typical run (optimised build, two terminals or `&`):
 //!
 //! ```text
-//! loadgen serve --listen 127.0.0.1:7700 --data-dir /tmp/lg
-//! loadgen streams --url http://127.0.0.1:7700 --n 10000 --server-pid $(pgrep -n loadgen)
+//! cargo build --profile native -p loadgen
+//! ulimit -n 65536
+//! target/native/loadgen serve --listen 127.0.0.1:7700 --data-dir /tmp/lg &
+//! target/native/loadgen streams --url http://127.0.0.1:7700 --n 10000 --server-pid $!
 //! ```
 
 mod serve;

@@ -4,7 +4,7 @@
 //! Eight fronts in one page behave as eight tabs here: each has its own session UUID, and the
 //! Web Locks and the `BroadcastChannel` they share are the origin's, as between tabs.
 
-use browser::page::{Front, Role, StreamState};
+use browser::page::{Role, StreamState};
 use serde_json::json;
 use wasm_bindgen_test::wasm_bindgen_test;
 
