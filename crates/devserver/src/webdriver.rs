@@ -61,7 +61,7 @@ impl Drop for ChromeDriver {
 }
 
 /// The W3C name of the key that carries an element reference.
-const ELEMENT_KEY: &str = "element-6066-11e4-a52e-4f735466cecc";
+const ELEMENT_KEY: &str = "element-6066-11e4-a52e-4f735466cecf";
 
 /// The flags Chromium runs with: headless, no sandbox (containers), and nothing that talks to
 /// the network on its own (QUIC, background updates, sync), so that tests see only their own
@@ -239,6 +239,12 @@ impl Browser {
     /// Makes `window` the one later commands act on.
     pub async fn switch_to(&self, window: &Window) -> anyhow::Result<()> {
         self.post("/window", &json!({ "handle": window.0 })).await.map(drop)
+    }
+
+    /// Resizes the current window (screenshots show its viewport).
+    pub async fn set_window_size(&self, width: u32, height: u32) -> anyhow::Result<()> {
+        let rect = json!({ "width": width, "height": height });
+        self.post("/window/rect", &rect).await.map(drop)
     }
 
     /// Deletes the cookie `name` visible to the current page.

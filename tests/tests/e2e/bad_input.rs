@@ -60,7 +60,10 @@ async fn steps(server: &Server, app: &App) -> anyhow::Result<()> {
     let tampered: String = tampered.into_iter().collect();
     app.open(&format!("{base}token={tampered}")).await?;
     let state = app.wait_text("#login-state", "Login failed").await?;
-    ensure!(state.contains("Not logged in"), "after a tampered token the page shows: {state}");
+    ensure!(
+        state.contains("invalid_token") && state.contains("Not logged in"),
+        "after a tampered token the page shows: {state}"
+    );
     app.shot("tampered-token").await?;
 
     app.step("the untampered link still logs in");
@@ -82,6 +85,7 @@ async fn steps(server: &Server, app: &App) -> anyhow::Result<()> {
     app.click("#echo-button").await?;
     app.wait_text("#direct-result", "Echoed back").await?;
     app.wait_text("#events", "echo after the forged stamp").await?;
+    app.shot("echo-after-a-forged-stamp").await?;
 
     app.step("a corrupted identity is replaced on the next load");
     app.script(CORRUPT_IDENTITY, &[]).await?;

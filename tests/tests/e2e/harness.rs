@@ -260,6 +260,8 @@ impl App {
         let shots = fresh_dir(slug)?;
         let driver = ChromeDriver::start()?;
         let browser = Browser::new(&driver).await.context("no Chromium session")?;
+        // Tall enough for the whole demo page in one screenshot.
+        browser.set_window_size(1280, 2000).await?;
         Ok(Self {
             browser,
             _driver: driver,

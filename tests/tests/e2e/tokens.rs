@@ -42,7 +42,8 @@ async fn steps(server: &Server, app: &App) -> anyhow::Result<()> {
     forget_tokens(app).await?;
     let shown = fetch_tokens(app).await?;
     ensure!(
-        shown.contains("Venue session expired") && shown.contains("venue_session_expired"),
+        shown.contains("Venue session expired")
+            && shown.contains("venue_session_expired, stage xsrf"),
         "after the cookie was cleared the page shows: {shown}"
     );
     app.wait_text("#sw-messages", "session-error: venue_session_expired").await?;
@@ -65,7 +66,8 @@ async fn steps(server: &Server, app: &App) -> anyhow::Result<()> {
     forget_tokens(app).await?;
     let shown = fetch_tokens(app).await?;
     ensure!(
-        shown.contains("Token acquisition failed") && shown.contains("token_acquisition_failed"),
+        shown.contains("Token acquisition failed")
+            && shown.contains("token_acquisition_failed, stage xsrf"),
         "with the venue down the page shows: {shown}"
     );
     app.shot("venue-down").await?;
