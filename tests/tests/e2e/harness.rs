@@ -205,9 +205,18 @@ impl Server {
         user: &str,
         permissions: &[&str],
     ) -> anyhow::Result<String> {
-        let minted = self
-            .post("/__devserver/mint", &json!({ "user": user, "permissions": permissions }))
-            .await?;
+        self.login_link_valid_for(user, permissions, 3600).await
+    }
+
+    /// Like [`Server::login_link`], for a login session valid `secs` seconds.
+    pub(crate) async fn login_link_valid_for(
+        &self,
+        user: &str,
+        permissions: &[&str],
+        secs: u64,
+    ) -> anyhow::Result<String> {
+        let body = json!({ "user": user, "permissions": permissions, "validForSecs": secs });
+        let minted = self.post("/__devserver/mint", &body).await?;
         let link = minted["loginUrl"].as_str().context("no loginUrl from mint")?;
         Ok(if link.starts_with("http") { link.to_owned() } else { format!("{}{link}", self.url) })
     }

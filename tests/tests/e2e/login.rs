@@ -1,5 +1,5 @@
 //! Seed 002: the one-time login link, permissions, the refresh of short-lived access tokens,
-//! logout, and a replayed refresh token revoking the session: once on the embedded store and
+//! logout, a replayed refresh token revoking the session, and the end of the session's validity: once on the embedded store and
 //! once with the sessions and the one-time tokens in a real `redis-server`.
 
 use std::cell::RefCell;
@@ -13,6 +13,8 @@ use crate::harness::{App, DEADLINE, Redis, Server, poll, serial};
 /// Short lifetimes, so that the page refreshes every two seconds or so.
 const ACCESS_TTL: Duration = Duration::from_secs(4);
 const REFRESH_GRACE: Duration = Duration::from_secs(1);
+/// Seconds a login session of the expiry step is valid (`validUntil`).
+const SHORT_SESSION: u64 = 6;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seed_002_login_on_the_embedded_store() -> anyhow::Result<()> {
@@ -126,6 +128,18 @@ async fn steps(server: &Server, app: &App, redis: Option<&Redis>) -> anyhow::Res
     let (status, code) = server.replay_refresh(&old).await?;
     ensure!(status == 401, "the replayed token refreshes again: {status} {code}");
     app.shot("session-revoked").await?;
+
+    app.step("past the session's validity the app goes to /login");
+    let link = server.login_link_valid_for("alice", &["CanAccessDashboard"], SHORT_SESSION).await?;
+    app.open(&link).await?;
+    app.wait_text("#login-state", "alice").await?;
+    let reason = app.wait_text("#reason", "Your session has ended").await?;
+    let address = app.browser.current_url().await?;
+    ensure!(
+        address.contains("/login/?reason=session_expired"),
+        "after the session's validity the tab is at {address} ({reason})"
+    );
+    app.shot("session-expired").await?;
     Ok(())
 }
 
