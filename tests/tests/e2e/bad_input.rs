@@ -87,10 +87,11 @@ async fn steps(server: &Server, app: &App) -> anyhow::Result<()> {
     app.wait_text("#events", "echo after the forged stamp").await?;
     app.shot("echo-after-a-forged-stamp").await?;
 
-    app.step("a corrupted identity is replaced on the next load");
+    app.step("a corrupted identity is reported and replaced on the next load");
     app.script(CORRUPT_IDENTITY, &[]).await?;
     app.browser.refresh().await?;
     app.wait_exact("#stream-state", "active").await?;
+    app.wait_text("#timeline", "identity was corrupt").await?;
     let replaced = app.read("#front-uuid").await?;
     ensure!(
         replaced != front && replaced.len() == 36 && replaced.matches('-').count() == 4,

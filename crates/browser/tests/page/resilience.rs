@@ -1,10 +1,15 @@
 //! What the original lost: events sent while the backend is away (the offline queue), a backend
 //! whose store was wiped (re-registration), and events published while the stream was down
-//! (resume with `Last-Event-ID`, nothing lost, nothing twice).
+//! (resume with `Last-Event-ID`, nothing lost, nothing twice); and a corrupt stored identity.
 
+use std::cell::RefCell;
 use std::collections::HashSet;
+use std::rc::Rc;
 
+use browser::identity;
 use browser::page::{Delivery, SendOptions, StreamState};
+use protocol::KeyPair;
+use protocol::messages::Identity;
 use serde_json::json;
 use wasm_bindgen_test::wasm_bindgen_test;
 
@@ -80,4 +85,32 @@ async fn events_published_while_the_server_restarts_arrive_once_in_order() {
     assert_eq!(uuids.len(), 4);
     assert_eq!(front.last_event_id(), last["id"].as_i64().map(|id| id.to_string()));
     front.close();
+}
+
+#[wasm_bindgen_test]
+async fn a_corrupt_stored_identity_is_replaced_and_reported() {
+    let base = server!();
+    let good = identity::load_or_create().await.expect("identity");
+    // A record whose public key is not its secret key's.
+    let other = KeyPair::generate();
+    let broken = Identity {
+        front_keys: KeyPair { public: other.public, secret: good.front_keys.secret.clone() },
+        ..good.clone()
+    };
+    identity::save(&broken).await.expect("saved");
+
+    let front = util::connect(util::options(base)).await;
+    assert_ne!(front.front_uuid(), good.front_uuid, "a new identity replaced the corrupt one");
+    // The replacement happened before anyone listened: the first listener hears of it.
+    let heard = Rc::new(RefCell::new(Vec::new()));
+    let record = heard.clone();
+    let _sub =
+        front.on_error(move |e| record.borrow_mut().push((e.code().to_owned(), e.to_string())));
+    assert!(util::wait_for(2_000, || !heard.borrow().is_empty()).await, "nothing reported");
+    let (code, message) = heard.borrow()[0].clone();
+    assert_eq!(code, "identity_error");
+    assert!(message.contains("corrupt"), "{message}");
+    // And the new front works.
+    let reply = front.request("echo", json!("new front"), Default::default()).await;
+    assert_eq!(reply.map(|r| r.data), Ok(json!("new front")));
 }

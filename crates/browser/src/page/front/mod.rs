@@ -109,6 +109,8 @@ struct Inner {
     last_event_id: RefCell<Option<String>>,
     seen: RefCell<Seen>,
     listeners: RefCell<Listeners>,
+    /// Errors reported while nobody listened (before the first `on_error`), kept for it.
+    unheard: RefCell<Vec<PageError>>,
     pending: RefCell<HashMap<EventUuid, oneshot::Sender<ReverseEvent>>>,
     wakers: RefCell<Vec<oneshot::Sender<()>>>,
     /// Aborts the open stream (offline, kick, close).
@@ -143,16 +145,26 @@ fn online() -> bool {
     js::get_bool(&navigator, "onLine").unwrap_or(true)
 }
 
-/// Reads the front identity, replacing a corrupt record with a new identity.
-async fn load_identity() -> Result<Identity, PageError> {
-    let identity = match identity::load_or_create().await {
-        Ok(identity) => identity,
-        Err(identity::IdentityError::Corrupt { .. }) => {
-            identity::replace_corrupt().await.map_err(|e| PageError::Identity(e.to_string()))?
+/// Errors kept for a later `on_error` subscriber; older ones beyond this are dropped.
+const MAX_UNHEARD: usize = 16;
+
+/// Reads the front identity, replacing a corrupt record with a new identity; then also says
+/// what was wrong with the old one, for `on_error`.
+async fn load_identity() -> Result<(Identity, Option<PageError>), PageError> {
+    match identity::load_or_create().await {
+        Ok(identity) => Ok((identity, None)),
+        Err(identity::IdentityError::Corrupt(why)) => {
+            let identity = identity::replace_corrupt()
+                .await
+                .map_err(|e| PageError::Identity(e.to_string()))?;
+            let notice = PageError::Identity(format!(
+                "the stored front identity was corrupt ({why}); it was replaced by a new one, \
+                 which registers as a new front"
+            ));
+            Ok((identity, Some(notice)))
         }
-        Err(e) => return Err(PageError::Identity(e.to_string())),
-    };
-    Ok(identity)
+        Err(e) => Err(PageError::Identity(e.to_string())),
+    }
 }
 
 impl Front {
@@ -167,7 +179,7 @@ impl Front {
     /// Reads (or creates) the identity and starts connecting without waiting for the stream:
     /// a page loaded offline gets a front that queues direct events and connects later.
     pub async fn open(options: FrontOptions) -> Result<Self, PageError> {
-        let identity = load_identity().await?;
+        let (identity, replaced) = load_identity().await?;
         let explicit = options.session_uuid;
         let mut session = explicit.unwrap_or_else(session::tab_session);
         let mut held = Vec::new();
@@ -205,6 +217,7 @@ impl Front {
             last_event_id: RefCell::new(last_event_id),
             seen: RefCell::new(Seen::new(SEEN_CAPACITY)),
             listeners: RefCell::default(),
+            unheard: RefCell::default(),
             pending: RefCell::default(),
             wakers: RefCell::default(),
             stream_abort: RefCell::new(None),
@@ -224,6 +237,10 @@ impl Front {
             options,
         });
         inner.listen_to_network();
+        if let Some(notice) = replaced {
+            js::warn(&format!("websession: {notice}"));
+            inner.report(&notice);
+        }
         let channel = if inner.options.share && locks::supported() {
             let weak = Rc::downgrade(&inner);
             let name = lock_name("front", &inner.front_uuid);
@@ -321,13 +338,23 @@ impl Front {
         Subscription { id, inner: Rc::downgrade(&self.inner) }
     }
 
-    /// Calls `f` for errors the front handles by itself (a lost connection before it
-    /// reconnects, a queued event dropped because the backend refused it).
+    /// Calls `f` for errors the front handles by itself (a corrupt stored identity it
+    /// replaced, a lost connection before it reconnects, a queued event dropped because the
+    /// backend refused it). Errors from before the first subscriber reach that subscriber
+    /// (in a microtask after this call).
     pub fn on_error(&self, f: impl Fn(&PageError) + 'static) -> Subscription {
-        let mut l = self.inner.listeners.borrow_mut();
-        l.next += 1;
-        let id = l.next;
-        l.errors.push((id, Rc::new(f)));
+        let f: ErrorFn = Rc::new(f);
+        let id = {
+            let mut l = self.inner.listeners.borrow_mut();
+            l.next += 1;
+            let id = l.next;
+            l.errors.push((id, f.clone()));
+            id
+        };
+        let unheard = std::mem::take(&mut *self.inner.unheard.borrow_mut());
+        if !unheard.is_empty() {
+            spawn_local(async move { unheard.iter().for_each(|e| f(e)) });
+        }
         Subscription { id, inner: Rc::downgrade(&self.inner) }
     }
 
@@ -418,6 +445,13 @@ impl Inner {
     fn report(&self, error: &PageError) {
         let listeners: Vec<ErrorFn> =
             self.listeners.borrow().errors.iter().map(|(_, f)| f.clone()).collect();
+        if listeners.is_empty() {
+            let mut unheard = self.unheard.borrow_mut();
+            if unheard.len() == MAX_UNHEARD {
+                unheard.remove(0);
+            }
+            unheard.push(error.clone());
+        }
         for f in listeners {
             f(error);
         }
