@@ -97,28 +97,6 @@ async fn main() -> anyhow::Result<()> {
             "devserver: test controls {url}{STANDIN_CONTROL_PREFIX}/ and {url}{CONTROL_PREFIX}/"
         );
     }
-    devserver::run(listener, devserver, shutdown_signal()).await?;
+    devserver::run(listener, devserver, server::shutdown_signal()).await?;
     Ok(())
-}
-
-/// Resolves on Ctrl-C or SIGTERM, so that drivers that `kill` the server stop it cleanly.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
-    }
 }

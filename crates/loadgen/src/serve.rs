@@ -46,8 +46,5 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     state.events.handle(ANNOUNCE, announce);
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     println!("loadgen serve: http://{} pid {}", listener.local_addr()?, std::process::id());
-    server::serve(listener, state, async {
-        let _ = tokio::signal::ctrl_c().await;
-    })
-    .await
+    server::serve(listener, state, server::shutdown_signal()).await
 }

@@ -104,3 +104,25 @@ pub async fn serve(
     axum::serve(listener, app(state).into_make_service()).with_graceful_shutdown(shutdown).await?;
     Ok(())
 }
+
+/// Resolves on Ctrl-C or SIGTERM, so that `kill` and service managers stop the server cleanly.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}

@@ -15,5 +15,5 @@ pub mod tokens;
 
 mod app;
 
-pub use app::{AppState, app, run, serve};
+pub use app::{AppState, app, run, serve, shutdown_signal};
 pub use config::Config;

@@ -63,27 +63,5 @@ async fn main() -> anyhow::Result<()> {
     }
     let listener = tokio::net::TcpListener::bind(cli.listen).await?;
     println!("server: listening on http://{}", listener.local_addr()?);
-    server::run(listener, config, shutdown_signal()).await
-}
-
-/// Resolves on Ctrl-C or SIGTERM, so that `kill` and service managers stop the server cleanly.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
-    }
+    server::run(listener, config, server::shutdown_signal()).await
 }
