@@ -91,8 +91,7 @@ impl DevServer {
         config.server.cors_origins.clear();
         // Pages of the CORS origins may also refresh and log out (the backend's cross-site
         // check would refuse them: they are other origins).
-        config.server.tokens.trusted_origins =
-            config.cors_origins.iter().map(ToString::to_string).collect();
+        config.server.tokens.trusted_origins = config.cors_origins.clone();
         let standin = VenueStandin::new(config.standin.clone())?;
         config.server.tokens.venue_keys = VenueKeySource::Jwks(standin.jwks());
         config.server.tokens.venue_issuer = config.standin.issuer.clone();

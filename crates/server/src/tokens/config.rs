@@ -97,7 +97,7 @@ pub struct TokensConfig {
     pub refresh_token_in_body: bool,
     /// Origins, besides this server's own and its CORS origins, whose pages may refresh and log
     /// out. An entry ending in `:*` allows any port (`http://127.0.0.1:*`, for test pages).
-    pub trusted_origins: Vec<String>,
+    pub trusted_origins: Vec<super::OriginPattern>,
     /// The time source (tests inject a [`super::ManualClock`]).
     pub clock: Arc<dyn Clock>,
 }

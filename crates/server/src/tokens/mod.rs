@@ -52,6 +52,7 @@ pub use self::guard::{RequirePermission, RequirePermissionService};
 pub use self::keys::{ALGORITHM, KeyError, SigningKey};
 pub use self::login::Refreshed;
 pub use self::mint::{MintTokenArgs, MintedToken, mint_token, parse_duration};
+pub use self::origin::OriginPattern;
 pub use self::venue_keys::{MAX_AGE as VENUE_JWKS_MAX_AGE, MIN_REFETCH as VENUE_JWKS_MIN_REFETCH};
 pub use self::vtx::EID_TOKEN_TYPE;
 
@@ -79,7 +80,7 @@ struct Inner {
     sessions: Arc<dyn SessionStore>,
     enterprise: Arc<dyn OneTimeTokenStore>,
     /// Origins besides our own that may refresh and log out (the CORS origins).
-    allowed_origins: Vec<String>,
+    allowed_origins: Vec<OriginPattern>,
 }
 
 impl Tokens {
@@ -146,8 +147,8 @@ impl Tokens {
             allowed_origins: config
                 .cors_origins
                 .iter()
-                .chain(&config.tokens.trusted_origins)
-                .cloned()
+                .map(|origin| OriginPattern::exact(origin))
+                .chain(config.tokens.trusted_origins.iter().cloned())
                 .collect(),
         };
         Ok(Self { inner: Arc::new(inner) })
