@@ -82,6 +82,12 @@ impl SessionData {
     }
 }
 
+/// Reads the claims a store kept for a one-time token as JSON.
+pub(crate) fn claims_from_json(json: &str) -> Result<OneTimeTokenClaims, StoreError> {
+    serde_json::from_str(json)
+        .map_err(|err| StoreError::Corrupt(format!("one-time token claims: {err}")))
+}
+
 impl From<OneTimeTokenClaims> for SessionData {
     fn from(c: OneTimeTokenClaims) -> Self {
         Self {

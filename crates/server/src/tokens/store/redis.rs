@@ -20,6 +20,7 @@ use ::redis::{AsyncCommands as _, Client, Script};
 use protocol::Timestamp;
 use protocol::tokens::OneTimeTokenClaims;
 
+use super::claims_from_json;
 use super::{
     EXPIRED_NOTICE, OneTimeTokenStore, Refresh, SessionData, SessionStore, StoreError, StoreFuture,
     TokenHash, ttl_millis,
@@ -342,11 +343,7 @@ impl OneTimeTokenStore for RedisStore {
             let mut conn = self.conn.clone();
             // GETDEL: read and delete in one command, so exactly one of concurrent takers wins.
             let json: Option<String> = conn.get_del(format!("{}{token}", self.prefix)).await?;
-            json.map(|json| {
-                serde_json::from_str(&json)
-                    .map_err(|err| StoreError::Corrupt(format!("one-time token claims: {err}")))
-            })
-            .transpose()
+            json.as_deref().map(claims_from_json).transpose()
         })
     }
 }

@@ -21,6 +21,7 @@ use protocol::Timestamp;
 use protocol::tokens::OneTimeTokenClaims;
 use rusqlite::{Connection, OptionalExtension as _, Transaction, params};
 
+use super::claims_from_json;
 use super::{
     EXPIRED_NOTICE, OneTimeTokenStore, Refresh, SessionData, SessionStore, StoreError, StoreFuture,
     TokenHash,
@@ -467,11 +468,7 @@ impl OneTimeTokenStore for SqliteStore {
                 .prepare_cached("DELETE FROM token_one_time WHERE hash = ?1 RETURNING claims")?
                 .query_row(params![hash.as_bytes()], |r| r.get(0))
                 .optional()?;
-            json.map(|json| {
-                serde_json::from_str(&json)
-                    .map_err(|err| StoreError::Corrupt(format!("one-time token claims: {err}")))
-            })
-            .transpose()
+            json.as_deref().map(claims_from_json).transpose()
         })
     }
 }
