@@ -70,9 +70,9 @@ impl Backend {
     }
 
     /// Ends its open streams and background tasks (graceful shutdown); it stays up otherwise.
-    pub fn shutdown(&self) {
+    pub async fn shutdown(&self) {
         if let Some(state) = self.state() {
-            state.events.shutdown();
+            state.shutdown().await;
         }
     }
 
@@ -80,11 +80,13 @@ impl Backend {
     /// if `wipe`, and starts it again on the same settings. Returns at once.
     pub fn restart(&self, wipe: bool, down_for: Duration) {
         let old = self.inner.slot.write().unwrap_or_else(PoisonError::into_inner).take();
-        if let Some(running) = old {
-            running.state.events.shutdown();
-        }
         let backend = self.clone();
         tokio::spawn(async move {
+            // Its services stop (streams end, tasks and subscriptions too) before the new
+            // one starts, so a restart leaks nothing.
+            if let Some(running) = old {
+                running.state.shutdown().await;
+            }
             tokio::time::sleep(down_for).await;
             let config = &backend.inner.config;
             if wipe && let Err(err) = empty_dir(&config.data_dir) {

@@ -164,7 +164,7 @@ pub async fn run(
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             shutdown.await;
-            devserver.backend.shutdown();
+            devserver.backend.shutdown().await;
             devserver.reset();
         })
         .await

@@ -34,8 +34,8 @@ pub(crate) fn unix_micros() -> i64 {
 /// Publishes `{"publishedMicros"}` to every front, stamped just before publishing.
 async fn announce(_event: DirectEvent, hub: Hub) -> anyhow::Result<()> {
     let data = json!({ "publishedMicros": unix_micros() });
-    let streams = hub.publish_to_all(ANNOUNCE, data, PublishOptions::default()).await?;
-    tracing::info!(streams, "announced");
+    let published = hub.publish_to_all(ANNOUNCE, data, PublishOptions::default()).await?;
+    tracing::info!(id = published.id, "announced");
     Ok(())
 }
 

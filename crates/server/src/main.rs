@@ -27,6 +27,13 @@ struct Cli {
     /// Allow this origin to call the API cross-origin with credentials (repeatable).
     #[arg(long = "cors-origin", value_name = "ORIGIN")]
     cors_origins: Vec<String>,
+    /// Keep everything instances share in this Redis (`redis://[:password@]host:port/db`):
+    /// fronts, streams, sessions and events, the back's identity, login sessions and the signing
+    /// key (unless --eid-key-file is given). Several instances on one Redis act as one backend,
+    /// behind any load balancer. Its maxmemory-policy must not evict (`allkeys-*` is refused).
+    /// Without it, the embedded store in --data-dir (one instance).
+    #[arg(long, env = "SERVER_REDIS_URL", value_name = "URL", global = true)]
+    redis_url: Option<String>,
     #[command(flatten)]
     events: events::EventsArgs,
     #[command(flatten)]
@@ -49,13 +56,17 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let cli = Cli::parse();
-    let config = Config {
+    let mut config = Config {
         data_dir: cli.data_dir,
         static_dir: cli.static_dir,
         cors_origins: cli.cors_origins,
+        redis_url: None,
         events: cli.events.into(),
         tokens: cli.tokens.into(),
     };
+    if let Some(url) = cli.redis_url {
+        config = config.with_redis(url);
+    }
     if let Some(Cmd::MintToken(args)) = cli.cmd {
         let minted = tokens::mint_token(&config, &args).await?;
         println!("{}", minted.login_url);

@@ -16,7 +16,14 @@ pub struct EventsConfig {
     /// Frames queued for one stream before it counts as too slow and is closed. Its client
     /// reconnects with `Last-Event-ID` and loses nothing, because events are stored first.
     pub stream_buffer: usize,
+    /// A stream that resumes reads the events it missed in pages of at most this many bytes,
+    /// the next page only once the previous one was written, so a slow reader holds about this
+    /// much (plus hyper's write buffer) and building a page holds up nothing else.
+    pub replay_page_bytes: usize,
 }
+
+/// The default of [`EventsConfig::replay_page_bytes`]: 256 KiB.
+pub(super) const DEFAULT_REPLAY_PAGE_BYTES: usize = 256 * 1024;
 
 impl Default for EventsConfig {
     fn default() -> Self {
@@ -25,6 +32,7 @@ impl Default for EventsConfig {
             heartbeat: Duration::from_secs(15),
             session_ttl: Duration::from_secs(30 * 60),
             stream_buffer: 64,
+            replay_page_bytes: DEFAULT_REPLAY_PAGE_BYTES,
         }
     }
 }
@@ -51,6 +59,11 @@ pub struct EventsArgs {
     #[arg(long, value_name = "FRAMES", default_value_t = 64,
           value_parser = clap::value_parser!(u64).range(1..=65536))]
     pub stream_buffer: u64,
+    /// Bytes of kept events a resuming stream reads and queues at a time (one event at least,
+    /// whatever its size). Bounds what a client that does not read can pin in memory.
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_REPLAY_PAGE_BYTES as u64,
+          value_parser = clap::value_parser!(u64).range(1024..=16 * 1024 * 1024))]
+    pub replay_page_bytes: u64,
 }
 
 impl Default for EventsArgs {
@@ -61,6 +74,7 @@ impl Default for EventsArgs {
             heartbeat_secs: config.heartbeat.as_secs(),
             session_ttl_secs: config.session_ttl.as_secs(),
             stream_buffer: config.stream_buffer as u64,
+            replay_page_bytes: config.replay_page_bytes as u64,
         }
     }
 }
@@ -72,6 +86,8 @@ impl From<EventsArgs> for EventsConfig {
             heartbeat: Duration::from_secs(args.heartbeat_secs),
             session_ttl: Duration::from_secs(args.session_ttl_secs),
             stream_buffer: usize::try_from(args.stream_buffer).unwrap_or(64).max(1),
+            replay_page_bytes: usize::try_from(args.replay_page_bytes)
+                .unwrap_or(DEFAULT_REPLAY_PAGE_BYTES),
         }
     }
 }

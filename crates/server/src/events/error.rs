@@ -15,7 +15,8 @@
 //! | `bad_stamp`              | 403    | a direct event's stamp is malformed or does not verify        |
 //! | `session_inactive`       | 403    | a direct event's session has no active stream                 |
 //! | `not_found`              | 404    | no handler is registered for the direct event's name          |
-//! | `internal`               | 500    | the store failed; details are in the log                      |
+//! | `store_unavailable`      | 503    | the event store does not answer (Redis down); try again       |
+//! | `internal`               | 500    | a handler failed, or a stored record is corrupt; details in the log |
 //! | `internal`               | 503    | the server is shutting down and opens no new streams          |
 //!
 //! `front_not_registered` is 404 on every endpoint, so a client needs one rule to know that it
@@ -26,6 +27,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use protocol::{ErrorCode, FrontUuid, SessionUuid};
 
+use super::store::StoreError;
 use crate::error::{RequestError, error_response};
 
 /// Why an event endpoint refused a request.
@@ -59,6 +61,9 @@ pub enum EventError {
     /// The service is shutting down.
     #[error("the server is shutting down")]
     ShuttingDown,
+    /// The event store does not answer.
+    #[error("the event store is unavailable; try again shortly")]
+    StoreUnavailable(#[source] StoreError),
     /// The store or a handler failed; the details go to the log only.
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
@@ -77,22 +82,31 @@ impl EventError {
             Self::SessionInactive(_) => (StatusCode::FORBIDDEN, ErrorCode::SessionInactive),
             Self::UnknownEvent(_) => (StatusCode::NOT_FOUND, ErrorCode::NotFound),
             Self::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Internal),
+            Self::StoreUnavailable(_) => {
+                (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::StoreUnavailable)
+            }
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal),
         }
     }
 }
 
-impl From<rusqlite::Error> for EventError {
-    fn from(e: rusqlite::Error) -> Self {
-        Self::Internal(e.into())
+impl From<StoreError> for EventError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Unavailable(_) => Self::StoreUnavailable(e),
+            StoreError::Corrupt(_) => Self::Internal(e.into()),
+        }
     }
 }
 
 impl IntoResponse for EventError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_code();
-        if let Self::Internal(e) = &self {
-            tracing::error!(error = format!("{e:#}"), "event service failed");
+        match &self {
+            Self::Internal(e) => tracing::error!(error = format!("{e:#}"), "event service failed"),
+            // Not this request's fault, and logged once per request would flood: a warning.
+            Self::StoreUnavailable(e) => tracing::warn!(error = %e, "event store unavailable"),
+            _ => {}
         }
         error_response(status, code, self.to_string())
     }

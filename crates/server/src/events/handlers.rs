@@ -15,11 +15,16 @@ use protocol::{DirectEvent, FrontUuid, ParseError, Sealed, SessionUuid, paths};
 use serde_json::Value;
 
 use super::error::EventError;
-use super::registry::{ActivateError, Frame};
-use super::store::{self, Registration};
-use super::stream::{Cursor, FirstPage, SseBody};
+use super::store::FrontRow;
+use super::store::{ActivateRefusal, OpenStream, Registration, Served};
+use super::stream::{SseBody, StreamSpec};
 use super::{Events, Inner};
 use crate::error::{Json, RequestError, parse_uuid};
+
+/// Milliseconds of a duration, for the store.
+fn millis(d: std::time::Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
 
 /// Direct events are remembered this long past their expiry, or past their arrival if that is
 /// later. A front resends a queued event only until it expires by its own clock, so this covers
@@ -58,7 +63,7 @@ pub(super) async fn register(
             Err(EventError::FrontKeyConflict(front))
         };
     }
-    match inner.store.register(front, &body.public_key, inner.clock.now())? {
+    match inner.store.register(front, body.public_key, inner.clock.now()).await? {
         Registration::Registered(bid) => {
             // The stream open that follows needs the shared key: compute it once, now.
             inner.registry.remember(Arc::new(inner.front(bid, front, body.public_key)));
@@ -95,11 +100,25 @@ pub(super) async fn open(
         .as_deref()
         .is_some_and(|q| q.split('&').any(|pair| pair == paths::STREAM_SCOPE_FRONT_QUERY));
     let inner = &events.inner;
-    let info = inner.front_info(front)?.ok_or(EventError::FrontNotRegistered(front))?;
-    let (stream, rx, info) = inner
-        .registry
-        .open(info, session, last_event_id, front_scope)
-        .ok_or(EventError::ShuttingDown)?;
+    let info = inner.front_info(front).await?.ok_or(EventError::FrontNotRegistered(front))?;
+    let (stream, rx, info) =
+        inner.registry.open(info, session, front_scope).ok_or(EventError::ShuttingDown)?;
+    let spec = StreamSpec { stream, front: info.bid, session, last_event_id, front_scope };
+    // Dropped on failure, which takes the stream out of the registry again.
+    let body = SseBody::new(Arc::clone(inner), spec, rx);
+    inner
+        .store
+        .open_stream(OpenStream {
+            front: FrontRow { bid: info.bid, key: info.key },
+            front_uuid: front,
+            session,
+            stream,
+            last_event_id,
+            front_scope,
+            node: inner.node.clone(),
+            activation_timeout_ms: millis(inner.config.activation_timeout),
+        })
+        .await?;
     let challenge = AuthenticateChallenge {
         back_uuid: inner.identity.uuid,
         back_key: inner.identity.keys.public,
@@ -108,7 +127,7 @@ pub(super) async fn open(
     // Serialising plain structs cannot fail.
     let challenge = serde_json::to_string(&challenge).unwrap_or_default();
     let hello = sse::encode(&SseEvent::data(challenge).with_event(AUTHENTICATE_EVENT));
-    let body = SseBody::new(Arc::clone(inner), stream, info.bid, session, rx, Bytes::from(hello));
+    let body = body.with_hello(Bytes::from(hello));
     let headers = [
         (header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream")),
         (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
@@ -126,40 +145,20 @@ pub(super) async fn open(
 
 /// `POST /web-event-stream-act[/…]` with `{frontUuid, streamUuid}` → `true`.
 ///
-/// Everything happens under the database lock: the stream becomes active, its session is
-/// recorded, and the first page of its replay is read and handed to it. No event can be
-/// published in between, so the replay and the live events that follow it meet exactly.
+/// The store makes the stream its session's active stream and tells the instance that holds
+/// it (this one or another), which replays what the stream missed and then sends live events.
 pub(super) async fn activate(
     State(events): State<Events>,
     body: Result<Json<ActivateRequest>, RequestError>,
 ) -> Result<Json<bool>, EventError> {
     let Json(body) = body?;
     let (front, stream) = (body.front_uuid, body.stream_uuid);
-    let inner = &events.inner;
-    let now = inner.clock.now();
-    inner.store.db().with(|conn| {
-        let activated = match inner.registry.activate(front, stream) {
-            Ok(activated) => activated,
-            Err(ActivateError::AlreadyActive) => return Err(EventError::StreamAlreadyActive),
-            Err(ActivateError::NotFound) => return Err(EventError::StreamNotFound),
-            Err(ActivateError::NoStreams) => {
-                return Err(match store::front(conn, front)? {
-                    Some(_) => EventError::StreamNotFound,
-                    None => EventError::FrontNotRegistered(front),
-                });
-            }
-        };
-        // If either fails, the stream never gets its page and ends at its activation deadline.
-        store::session_activated(conn, activated.front, activated.session, stream)?;
-        let mut cursor = Cursor::new(activated.last_event_id, activated.front_scope);
-        let (chunk, done) = cursor.next_page(conn, activated.front, activated.session, now)?;
-        let first = Arc::new(Frame::Activated(FirstPage { chunk, cursor, done }));
-        if activated.tx.try_send(first).is_err() {
-            // Its client is gone already, or it is flooded with heartbeats: end it.
-            inner.registry.end(stream);
-        }
-        Ok(Json(true))
-    })
+    match events.inner.store.activate_stream(front, stream).await? {
+        Ok(_) => Ok(Json(true)),
+        Err(ActivateRefusal::FrontNotRegistered) => Err(EventError::FrontNotRegistered(front)),
+        Err(ActivateRefusal::NotFound) => Err(EventError::StreamNotFound),
+        Err(ActivateRefusal::AlreadyActive) => Err(EventError::StreamAlreadyActive),
+    }
 }
 
 /// Parses a direct event. A stamp that is not a sealed value is a bad stamp rather than bad
@@ -203,42 +202,37 @@ pub(super) async fn direct(
         .into());
     }
     let inner = &events.inner;
-    let Some((info, own_stream)) =
-        inner.registry.active_session(meta.front_uuid, meta.session_uuid)
-    else {
-        return Err(match inner.store.front(meta.front_uuid)? {
-            Some(_) => EventError::SessionInactive(meta.session_uuid),
-            None => EventError::FrontNotRegistered(meta.front_uuid),
-        });
-    };
+    let now = inner.clock.now();
+    match inner.store.served(meta.front_uuid, meta.session_uuid, now).await? {
+        Served::Own(_) | Served::Shared(_) => {}
+        Served::Inactive => return Err(EventError::SessionInactive(meta.session_uuid)),
+        Served::FrontNotRegistered => return Err(EventError::FrontNotRegistered(meta.front_uuid)),
+    }
+    let info = inner
+        .front_info(meta.front_uuid)
+        .await?
+        .ok_or(EventError::FrontNotRegistered(meta.front_uuid))?;
     info.peer
         .verify_stamp(&meta.stamp, &meta.uuid, meta.published)
         .map_err(|e| EventError::BadStamp(e.to_string()))?;
-    if !own_stream {
-        // A tab served by another tab's front-scoped stream: known, so it can be answered.
-        let now = inner.clock.now();
-        let (front, session) = (info.bid, meta.session_uuid);
-        inner.store.db().with(|conn| store::session_seen(conn, front, session, now))?;
-    }
     let handler = inner.handler(&name).ok_or_else(|| EventError::UnknownEvent(name.clone()))?;
 
-    let now = inner.clock.now();
     let keep_until = meta.expires_at().max(now).plus_millis(DEDUPE_MARGIN_MILLIS);
     let (front, uuid) = (info.bid, meta.uuid);
-    if !inner.store.claim_direct(front, uuid, keep_until)? {
+    if !inner.store.claim_direct(front, uuid, keep_until, now).await? {
         return Ok(Json(true));
     }
     if event.meta.encrypted == Some(true) {
         match open_data(&info.peer, &event.data) {
             Ok(data) => event.data = data,
             Err(e) => {
-                inner.store.release_direct(front, uuid)?;
+                inner.store.release_direct(front, uuid).await?;
                 return Err(e);
             }
         }
     }
     if let Err(e) = handler.call(event, events.hub()).await {
-        inner.store.release_direct(front, uuid)?;
+        inner.store.release_direct(front, uuid).await?;
         return Err(EventError::Internal(e.context(format!("direct event handler {name:?}"))));
     }
     Ok(Json(true))

@@ -1,8 +1,8 @@
 //! The publishing handle for the application that runs the server: events to one session
 //! (browser tab), to every session of a front, or to every front.
 //!
-//! Every event is stored before it is handed to live streams, under one lock per publish, so
-//! each front's events carry increasing ids and reach every stream in id order. A stream that
+//! Every event is stored before it is handed to live streams; the store gives it its id and
+//! hands it to every instance's streams in id order (see `store/mod.rs`). A stream that
 //! is down, or too slow, gets the events it missed from the store when it comes back.
 
 use std::fmt;
@@ -10,12 +10,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use protocol::event::DEFAULT_TTL_MILLIS;
-use protocol::{EventMeta, EventUuid, FrontUuid, ReverseEvent, SessionUuid, StreamUuid};
+use protocol::{EventMeta, EventUuid, FrontUuid, ReverseEvent, SessionUuid};
 use serde_json::Value;
 
 use super::Inner;
-use super::registry::{Frame, FrameTx, FrontInfo};
-use super::store::{self, NewEvent};
+use super::registry::{Frame, FrontInfo};
+use super::store::{NewEvent, PublishRefusal, StoreError, StoredEvent};
 use super::stream::event_frame;
 
 /// How an event is published.
@@ -52,8 +52,8 @@ pub enum PublishError {
     #[error("not supported: {0}")]
     Unsupported(&'static str),
     /// The store failed.
-    #[error("the event store failed: {0}")]
-    Store(#[from] rusqlite::Error),
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 /// A cheap, cloneable handle to publish events.
@@ -79,7 +79,7 @@ impl Hub {
         data: Value,
         options: PublishOptions,
     ) -> Result<Published, PublishError> {
-        self.inner.publish(front, Some(session), name, data, &options)
+        self.inner.publish(front, Some(session), name, data, &options).await
     }
 
     /// Publishes to every session of a front, the ones that connect later included (until the
@@ -91,21 +91,20 @@ impl Hub {
         data: Value,
         options: PublishOptions,
     ) -> Result<Published, PublishError> {
-        self.inner.publish(front, None, name, data, &options)
+        self.inner.publish(front, None, name, data, &options).await
     }
 
     /// Publishes one event to every front: to every active stream now, and to every stream
     /// that resumes with a `Last-Event-ID` before it, until it expires. The event is stored
     /// once and encoded once, so its `meta` names no front and carries no stamp (both differ
-    /// per front), and it cannot be sealed (`encrypted` is refused). Returns how many streams
-    /// it was handed to live.
+    /// per front), and it cannot be sealed (`encrypted` is refused).
     pub async fn publish_to_all(
         &self,
         name: &str,
         data: Value,
         options: PublishOptions,
-    ) -> Result<usize, PublishError> {
-        self.inner.publish_to_all(name, data, &options)
+    ) -> Result<Published, PublishError> {
+        self.inner.publish_to_all(name, data, &options).await
     }
 }
 
@@ -146,7 +145,7 @@ impl Inner {
         (meta, body)
     }
 
-    fn publish(
+    async fn publish(
         &self,
         front: FrontUuid,
         session: Option<SessionUuid>,
@@ -154,73 +153,64 @@ impl Inner {
         data: Value,
         options: &PublishOptions,
     ) -> Result<Published, PublishError> {
-        let info = self.front_info(front)?.ok_or(PublishError::FrontNotRegistered(front))?;
+        let info = self.front_info(front).await?.ok_or(PublishError::FrontNotRegistered(front))?;
         let (meta, body) = self.prepare(&info, session, name, data, options);
-        let id = self.store.db().with(|conn| {
-            let tx = conn.transaction()?;
-            if let Some(session) = session
-                && !store::session_known(&tx, info.bid, session)?
-            {
-                // A session no stream of its own ever served may still be a tab that another
-                // tab's front-scoped stream serves: it becomes known.
-                if !self.registry.front_scoped(info.bid) {
-                    return Err(PublishError::SessionNotFound(session));
-                }
-                store::session_seen(&tx, info.bid, session, self.clock.now())?;
-            }
-            let mut targets = Vec::new();
-            self.registry.targets(info.bid, session, &mut targets);
-            // "Delivered" means handed to a stream. If that stream then drops the frame (too
-            // slow), its client still gets it by reconnecting with `Last-Event-ID`.
-            let event = NewEvent {
-                front: Some(info.bid),
-                session,
-                expires_at: meta.expires_at(),
-                delivered: !targets.is_empty(),
-                body: &body,
-            };
-            let id = store::insert_event(&tx, &event)?;
-            tx.commit()?;
-            self.hand_over(id, &body, &targets);
-            Ok(id)
-        })?;
-        Ok(Published { id, uuid: meta.uuid })
+        let event = NewEvent {
+            front: Some(info.bid),
+            session,
+            expires_at: meta.expires_at(),
+            body,
+            now: self.clock.now(),
+        };
+        match self.store.publish(event).await? {
+            Ok(id) => Ok(Published { id, uuid: meta.uuid }),
+            Err(PublishRefusal::SessionNotFound) => Err(match session {
+                Some(session) => PublishError::SessionNotFound(session),
+                None => PublishError::Unsupported("a front's event refused for a session"),
+            }),
+        }
     }
 
-    fn publish_to_all(
+    async fn publish_to_all(
         &self,
         name: &str,
         data: Value,
         options: &PublishOptions,
-    ) -> Result<usize, PublishError> {
+    ) -> Result<Published, PublishError> {
         if options.encrypted {
             return Err(PublishError::Unsupported("sealing an event for every front"));
         }
         let meta = self.meta(name, options);
-        let expires_at = meta.expires_at();
-        let body = encode(data, meta);
-        self.store.db().with(|conn| {
-            let tx = conn.transaction()?;
-            let mut targets = Vec::new();
-            self.registry.all_targets(&mut targets);
-            let event =
-                NewEvent { front: None, session: None, expires_at, delivered: true, body: &body };
-            let id = store::insert_event(&tx, &event)?;
-            tx.commit()?;
-            Ok(self.hand_over(id, &body, &targets))
-        })
+        let event = NewEvent {
+            front: None,
+            session: None,
+            expires_at: meta.expires_at(),
+            body: encode(data, meta.clone()),
+            now: self.clock.now(),
+        };
+        match self.store.publish(event).await? {
+            Ok(id) => Ok(Published { id, uuid: meta.uuid }),
+            Err(PublishRefusal::SessionNotFound) => {
+                Err(PublishError::Unsupported("an event for every front has no session"))
+            }
+        }
     }
 
-    /// Hands a committed event to its live streams; returns how many took it. Runs under the
-    /// database lock, so that the next event cannot overtake it.
-    fn hand_over(&self, id: i64, body: &str, targets: &[(StreamUuid, FrameTx)]) -> usize {
+    /// Hands a committed event to this instance's live streams of its target; returns how
+    /// many took it. Called by the store's feed, in id order.
+    pub(super) fn hand_over(&self, event: &StoredEvent) -> usize {
+        let mut targets = Vec::new();
+        match event.front {
+            Some(front) => self.registry.targets(front, event.session, &mut targets),
+            None => self.registry.all_targets(&mut targets),
+        }
         if targets.is_empty() {
             return 0;
         }
-        let mut frame = String::with_capacity(body.len() + 32);
-        event_frame(id, body, &mut frame);
-        let frame = Arc::new(Frame::Event { id, bytes: frame.into() });
-        self.registry.send(targets, &frame)
+        let mut frame = String::with_capacity(event.body.len() + 32);
+        event_frame(event.id, &event.body, &mut frame);
+        let frame = Arc::new(Frame::Event { id: event.id, bytes: frame.into() });
+        self.registry.send(&targets, &frame)
     }
 }
 

@@ -44,21 +44,21 @@ async fn expiry(inner: Weak<Inner>, period: Duration) {
     loop {
         ticks.tick().await;
         let Some(inner) = inner.upgrade() else { return };
-        inner.sweep();
+        inner.sweep().await;
     }
 }
 
 impl Inner {
     /// Removes what expired by now: see "Session expiry" in ARCHITECTURE.md.
-    pub(super) fn sweep(&self) {
+    pub(super) async fn sweep(&self) {
         let now = self.clock.now();
         let ttl = i64::try_from(self.config.session_ttl.as_millis()).unwrap_or(i64::MAX);
-        match self.store.sweep(now, now.plus_millis(-ttl)) {
+        match self.store.sweep(now, now.plus_millis(-ttl)).await {
             Ok(swept) if swept.events + swept.sessions > 0 => {
                 tracing::debug!(events = swept.events, sessions = swept.sessions, "expired");
             }
             Ok(_) => {}
-            Err(e) => tracing::error!(error = %e, "could not remove expired events"),
+            Err(e) => tracing::warn!(error = %e, "could not remove expired events"),
         }
     }
 }

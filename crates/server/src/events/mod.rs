@@ -3,8 +3,10 @@
 //!
 //! - `config.rs`: [`EventsConfig`] and its flags [`EventsArgs`].
 //! - `identity.rs`: the back's own UUID and key pair, kept in the store.
-//! - `store.rs`: fronts, sessions, kept events and handled direct events, in SQLite.
-//! - `registry.rs`: open streams in memory, by stream, front and session.
+//! - `store/`: [`store::EventStore`], the interface to everything instances share (fronts,
+//!   streams and their activation, sessions, kept events, handled direct events), and its two
+//!   engines, embedded SQLite and Redis.
+//! - `registry.rs`: the streams this instance holds, by stream, front and session.
 //! - `stream.rs`: one stream's body (challenge, replay, live events, heartbeats).
 //! - `hub.rs`: [`Hub`], how the application publishes events.
 //! - `direct.rs`: [`DirectHandler`] and the built-in `echo` and `broadcast`.
@@ -12,7 +14,8 @@
 //! - `maintenance.rs`: heartbeats and expiry, in the background.
 //!
 //! Delivery: every event gets an id (the SSE `id:`) from one increasing sequence, so each
-//! front's ids increase. An event is stored before it is sent; a stream that (re)connects with
+//! front's ids increase. An event is stored before it is sent, and the store hands it to the
+//! streams of every instance in id order; a stream that (re)connects with
 //! `Last-Event-ID` (header, or `lastEventId` query parameter) gets every kept event after that
 //! id once it is activated, then live ones, in order and without duplicates. A stream that
 //! connects without it gets what no stream of its front was given yet.
@@ -26,18 +29,18 @@ mod hub;
 mod identity;
 mod maintenance;
 mod registry;
-mod store;
+pub mod store;
 mod stream;
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 
 use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use protocol::messages::FrontBid;
-use protocol::{BackUuid, ErrorCode, FrontUuid, Peer, PublicKey};
+use protocol::{BackUuid, ErrorCode, FrontUuid, Peer, PublicKey, StreamUuid};
 use tokio::task::JoinHandle;
 
 pub use self::config::{EventsArgs, EventsConfig};
@@ -48,9 +51,8 @@ pub use self::hub::{Hub, PublishError, PublishOptions, Published};
 use self::clock::Clock;
 use self::identity::BackIdentity;
 use self::registry::{FrontInfo, Registry};
-use self::store::Store;
+use self::store::{Activation, EventStore, Feed, NodeId, StoreError, StoredEvent};
 use crate::config::Config;
-use crate::db::Db;
 use crate::error::error_response;
 
 /// The event service; cheap to clone.
@@ -63,7 +65,9 @@ pub struct Events {
 pub(crate) struct Inner {
     config: EventsConfig,
     identity: BackIdentity,
-    store: Store,
+    store: Arc<dyn EventStore>,
+    /// This instance's name in the store (which instance holds which stream).
+    node: NodeId,
     registry: Registry,
     clock: Clock,
     /// Read on every direct event, written when the application adds a handler: a
@@ -83,22 +87,25 @@ impl fmt::Debug for Inner {
 }
 
 impl Events {
-    /// Opens the service on the shared store: creates its tables and the back's identity on
-    /// first start, registers the built-in `echo` and `broadcast` handlers, and starts the
-    /// heartbeat and expiry tasks.
-    pub async fn open(config: &Config, db: Db) -> anyhow::Result<Self> {
+    /// Opens the service on `store`: creates the back's identity on first start, registers
+    /// the built-in `echo` and `broadcast` handlers, starts the store's feed and the heartbeat
+    /// and expiry tasks.
+    pub async fn open(config: &Config, store: Arc<dyn EventStore>) -> anyhow::Result<Self> {
         let clock = Clock::start();
-        let identity = BackIdentity::load_or_create(&db)?;
-        let store = Store::open(db, clock.now())?;
+        let identity = BackIdentity::load_or_create(store.as_ref()).await?;
+        let node = node_id()?;
         let inner = Arc::new(Inner {
             config: config.events.clone(),
             identity,
             store,
+            node: node.clone(),
             registry: Registry::new(config.events.stream_buffer),
             clock,
             handlers: RwLock::new(HashMap::new()),
             tasks: Mutex::new(Vec::new()),
         });
+        let feed = Arc::new(LocalFeed { inner: Arc::downgrade(&inner) });
+        inner.store.start(feed, node).await?;
         let events = Self { inner };
         events.handle("echo", echo);
         events.handle("broadcast", broadcast);
@@ -135,23 +142,32 @@ impl Events {
     }
 
     /// Ends every open stream and refuses new ones (graceful shutdown); stops the background
-    /// tasks. Events published afterwards are still stored for later delivery.
-    pub fn shutdown(&self) {
+    /// tasks and the store's subscriptions. Events published afterwards are still stored for
+    /// later delivery.
+    pub async fn shutdown(&self) {
         self.inner.registry.shutdown();
         let tasks =
             std::mem::take(&mut *self.inner.tasks.lock().unwrap_or_else(|p| p.into_inner()));
         tasks.iter().for_each(JoinHandle::abort);
+        if let Err(e) = self.inner.store.stop().await {
+            tracing::warn!(error = %e, "the event store did not stop cleanly");
+        }
+    }
+
+    /// Whether the event store answers (readiness).
+    pub async fn ready(&self) -> Result<(), StoreError> {
+        self.inner.store.ping().await
     }
 }
 
 impl Inner {
     /// A registered front with its shared key: from the registry while it has streams or was
     /// seen recently, else from the store (and one X25519 for the shared key).
-    fn front_info(&self, uuid: FrontUuid) -> rusqlite::Result<Option<Arc<FrontInfo>>> {
+    async fn front_info(&self, uuid: FrontUuid) -> Result<Option<Arc<FrontInfo>>, StoreError> {
         if let Some(info) = self.registry.cached_front(uuid) {
             return Ok(Some(info));
         }
-        let Some(row) = self.store.front(uuid)? else { return Ok(None) };
+        let Some(row) = self.store.front(uuid).await? else { return Ok(None) };
         let info = Arc::new(self.front(row.bid, uuid, row.key));
         self.registry.remember(info.clone());
         Ok(Some(info))
@@ -160,6 +176,41 @@ impl Inner {
     /// A front's info, with its shared key computed (one X25519).
     fn front(&self, bid: FrontBid, uuid: FrontUuid, key: PublicKey) -> FrontInfo {
         FrontInfo { bid, uuid, key, peer: Peer::new(&key, &self.identity.keys.secret) }
+    }
+}
+
+/// A random name for this instance, unique among those sharing a store.
+fn node_id() -> anyhow::Result<NodeId> {
+    let mut bytes = [0u8; 8];
+    getrandom::getrandom(&mut bytes)?;
+    Ok(Arc::from(bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()))
+}
+
+/// What the store tells this instance: committed events and activations of its streams. It
+/// holds the service weakly, so the store (which the service owns) does not keep it alive.
+struct LocalFeed {
+    inner: Weak<Inner>,
+}
+
+impl Feed for LocalFeed {
+    fn event(&self, event: &StoredEvent) -> usize {
+        self.inner.upgrade().map_or(0, |inner| inner.hand_over(event))
+    }
+
+    fn activated(&self, activation: &Activation) {
+        if let Some(inner) = self.inner.upgrade() {
+            inner.registry.activate(activation.stream);
+        }
+    }
+
+    fn replaced(&self, stream: StreamUuid) {
+        if let Some(inner) = self.inner.upgrade() {
+            inner.registry.end(stream);
+        }
+    }
+
+    fn local_fronts(&self) -> Vec<FrontBid> {
+        self.inner.upgrade().map(|inner| inner.registry.fronts()).unwrap_or_default()
     }
 }
 

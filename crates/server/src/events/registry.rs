@@ -7,8 +7,13 @@
 //! body removes its own entry when it is dropped (see `stream.rs`), so the registry never
 //! keeps a stream that hyper no longer writes.
 //!
-//! Lock order: the database lock may be held while this registry's lock is taken (publishing
-//! does that, to keep each front's events in id order), never the other way round.
+//! The registry is this instance's only state: which streams it holds and how to reach them.
+//! Whether a stream is active, which stream is a session's current one, and whether a session
+//! is known is the store's to say (see `store/mod.rs`); the store's feed tells the registry.
+//!
+//! Lock order: a store engine may hold its own lock while this registry's lock is taken (the
+//! feed runs under the SQLite engine's lock, to keep each front's events in id order), never
+//! the other way round.
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -19,8 +24,6 @@ use protocol::messages::FrontBid;
 use protocol::{FrontUuid, Peer, PublicKey, SessionUuid, StreamUuid};
 use tokio::sync::mpsc;
 
-use super::stream::FirstPage;
-
 /// Fronts remembered after registration or lookup, so that the stream open that follows
 /// neither reads the store nor computes the shared key again. Bounded, oldest out first.
 const RECENT_FRONTS: usize = 4096;
@@ -28,8 +31,8 @@ const RECENT_FRONTS: usize = 4096;
 /// What a stream's body receives.
 #[derive(Debug)]
 pub(crate) enum Frame {
-    /// The stream was activated: here is the first page of its replay.
-    Activated(FirstPage),
+    /// The stream was activated: replay what it missed, then go live.
+    Activated,
     /// An encoded `id:`/`data:` frame.
     Event { id: i64, bytes: Bytes },
     /// Time for a heartbeat comment.
@@ -53,43 +56,17 @@ pub(crate) struct FrontInfo {
     pub(crate) peer: Peer,
 }
 
-/// Why an activation was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum ActivateError {
-    /// The front has no open stream at all (it may not even be registered).
-    NoStreams,
-    /// No open stream of that front has that UUID.
-    NotFound,
-    /// The stream was activated before.
-    AlreadyActive,
-}
-
-/// A stream that was activated; it waits for its first page.
-#[derive(Debug)]
-pub(crate) struct Activated {
-    pub(crate) front: FrontBid,
-    pub(crate) session: SessionUuid,
-    /// What the client said it saw last when it opened the stream.
-    pub(crate) last_event_id: Option<i64>,
-    /// It carries every event of the front (`?scope=front`), not only its session's.
-    pub(crate) front_scope: bool,
-    pub(crate) tx: FrameTx,
-}
-
 /// A stream that ended, as the registry knew it.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Ended {
     pub(crate) front: FrontBid,
     pub(crate) session: SessionUuid,
-    /// It was its session's active stream (not replaced, not pending): the session is idle now.
-    pub(crate) was_current: bool,
 }
 
 #[derive(Debug)]
 struct Slot {
     front: FrontBid,
     session: SessionUuid,
-    last_event_id: Option<i64>,
     front_scope: bool,
     /// `None` once the stream is told to end; the entry stays until its body is dropped.
     tx: Option<FrameTx>,
@@ -172,7 +149,6 @@ impl Registry {
         &self,
         info: Arc<FrontInfo>,
         session: SessionUuid,
-        last_event_id: Option<i64>,
         front_scope: bool,
     ) -> Option<(StreamUuid, FrameRx, Arc<FrontInfo>)> {
         let (tx, rx) = mpsc::channel(self.buffer);
@@ -194,39 +170,24 @@ impl Registry {
         entry.streams += 1;
         let info = entry.info.clone();
         state.by_uuid.insert(info.uuid, bid);
-        let slot =
-            Slot { front: bid, session, last_event_id, front_scope, tx: Some(tx), active: false };
+        let slot = Slot { front: bid, session, front_scope, tx: Some(tx), active: false };
         state.streams.insert(stream, slot);
         Some((stream, rx, info))
     }
 
-    /// Activates `stream` if it is an open, pending stream of `front`; it replaces the
-    /// session's previous active stream, which ends. The caller holds the database lock until
-    /// it has sent the stream its first page (see `handlers::activate`), so that no event is
-    /// published in between.
-    pub(crate) fn activate(
-        &self,
-        front: FrontUuid,
-        stream: StreamUuid,
-    ) -> Result<Activated, ActivateError> {
+    /// Makes a stream this instance holds active, as the store decided: it gets its session's
+    /// events from now on (and its front's, if front-scoped) and is told to replay what it
+    /// missed. A previous stream of its session held here ends. `false` if the stream is gone.
+    pub(crate) fn activate(&self, stream: StreamUuid) -> bool {
         let mut state = self.state();
         let state = &mut *state;
-        let bid = *state.by_uuid.get(&front).ok_or(ActivateError::NoStreams)?;
-        let slot = state.streams.get_mut(&stream).ok_or(ActivateError::NotFound)?;
-        // A stream of another front answers exactly like a guessed UUID.
-        if slot.front != bid {
-            return Err(ActivateError::NotFound);
-        }
+        let Some(slot) = state.streams.get_mut(&stream) else { return false };
+        let Some(tx) = slot.tx.clone() else { return false };
         if slot.active {
-            return Err(ActivateError::AlreadyActive);
+            return true;
         }
-        let Some(tx) = slot.tx.clone() else {
-            // Told to end (timed out, or shutdown) but not dropped yet.
-            return Err(ActivateError::NotFound);
-        };
         slot.active = true;
-        let (session, last_event_id, front_scope) =
-            (slot.session, slot.last_event_id, slot.front_scope);
+        let (bid, session, front_scope) = (slot.front, slot.session, slot.front_scope);
         let previous = state.fronts.get_mut(&bid).and_then(|entry| {
             if front_scope {
                 entry.front_scoped.insert(stream);
@@ -236,20 +197,22 @@ impl Registry {
         if let Some(previous) = previous.filter(|p| *p != stream) {
             state.end(previous);
         }
-        Ok(Activated { front: bid, session, last_event_id, front_scope, tx })
+        if tx.try_send(Arc::new(Frame::Activated)).is_err() {
+            // Its client is gone already, or it is flooded with heartbeats: end it.
+            state.end(stream);
+        }
+        true
     }
 
     /// Forgets a stream whose body was dropped.
     pub(crate) fn remove(&self, stream: StreamUuid) -> Option<Ended> {
         let mut state = self.state();
         let slot = state.streams.remove(&stream)?;
-        let mut was_current = false;
         if let Entry::Occupied(mut entry) = state.fronts.entry(slot.front) {
             let front = entry.get_mut();
             front.front_scoped.remove(&stream);
             if front.sessions.get(&slot.session) == Some(&stream) {
                 front.sessions.remove(&slot.session);
-                was_current = true;
             }
             front.streams = front.streams.saturating_sub(1);
             if front.streams == 0 {
@@ -257,26 +220,12 @@ impl Registry {
                 state.by_uuid.remove(&uuid);
             }
         }
-        Some(Ended { front: slot.front, session: slot.session, was_current })
+        Some(Ended { front: slot.front, session: slot.session })
     }
 
-    /// The front's info if `session` is served: it has an active stream of its own, or the
-    /// front has an active front-scoped stream (held by another tab for it). The flag says
-    /// which: `true` for a stream of its own.
-    pub(crate) fn active_session(
-        &self,
-        front: FrontUuid,
-        session: SessionUuid,
-    ) -> Option<(Arc<FrontInfo>, bool)> {
-        let state = self.state();
-        let entry = state.fronts.get(state.by_uuid.get(&front)?)?;
-        let own = entry.sessions.contains_key(&session);
-        (own || !entry.front_scoped.is_empty()).then(|| (entry.info.clone(), own))
-    }
-
-    /// Whether the front has an active front-scoped stream.
-    pub(crate) fn front_scoped(&self, front: FrontBid) -> bool {
-        self.state().fronts.get(&front).is_some_and(|entry| !entry.front_scoped.is_empty())
+    /// The fronts that have streams here.
+    pub(crate) fn fronts(&self) -> Vec<FrontBid> {
+        self.state().fronts.keys().copied().collect()
     }
 
     /// Appends the senders of the front's active streams (or of `session`'s and of the front's

@@ -3,10 +3,14 @@
 //!
 //! The body is a hand-written `http_body::Body` rather than a task per stream: an idle stream
 //! is just this struct, its channel and its registry entry, which keeps memory per stream low.
+//! Once activated it reads the kept events it missed a page at a time (bounded in count and
+//! bytes), the next page only when hyper asks for more, so a slow reader holds one page at most.
+//! Live events queued meanwhile follow; those the replay carried already are skipped by id.
 //! Dropping the body (the client went away, or hyper is done) removes the stream from the
-//! registry and, if it was its session's active stream, starts the session's idle time.
+//! registry and tells the store, which starts its session's idle time if it was current.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -14,16 +18,15 @@ use std::task::{Context, Poll};
 use axum::body::Bytes;
 use protocol::messages::FrontBid;
 use protocol::sse::{self, SseEvent};
-use protocol::{SessionUuid, StreamUuid, Timestamp};
+use protocol::{SessionUuid, StreamUuid};
 use tokio::time::Sleep;
-
-use rusqlite::Connection;
 
 use super::Inner;
 use super::registry::{Frame, FrameRx};
-use super::store::{self, Since};
+use super::store::{ReplayPage, ReplayRequest, Since, StoreError};
 
-/// Kept events read from the store per query while replaying.
+/// Kept events read from the store per page while replaying (the page's bytes are capped by
+/// `EventsConfig::replay_page_bytes`).
 const REPLAY_PAGE: usize = 256;
 /// Frames joined into one chunk while draining the queue, to save writes.
 const MAX_CHUNK: usize = 32 * 1024;
@@ -37,74 +40,49 @@ pub(crate) fn event_frame(id: i64, body: &str, out: &mut String) {
 
 /// Where a stream's replay stands.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Cursor {
+struct Cursor {
     since: Since,
     /// The highest event id written: live events at or below it came in the replay already.
     last_sent: i64,
-    /// Replay the events of every session of the front (a `?scope=front` stream).
-    front_scope: bool,
 }
 
 impl Cursor {
-    /// A replay after `last_event_id`, or of what was never delivered if there is none; of
-    /// every session's events if `front_scope`.
-    pub(crate) fn new(last_event_id: Option<i64>, front_scope: bool) -> Self {
+    /// A replay after `last_event_id`, or of what was never delivered if there is none.
+    fn new(last_event_id: Option<i64>) -> Self {
         let since = last_event_id.map_or(Since::Undelivered(0), Since::Id);
-        Self { since, last_sent: last_event_id.unwrap_or(0), front_scope }
+        Self { since, last_sent: last_event_id.unwrap_or(0) }
     }
 
-    /// Reads and encodes the next page of kept events; `true` once the replay is complete.
-    /// Run it under the database lock.
-    pub(crate) fn next_page(
-        &mut self,
-        conn: &Connection,
-        front: FrontBid,
-        session: SessionUuid,
-        now: Timestamp,
-    ) -> rusqlite::Result<(Option<Bytes>, bool)> {
-        let asked = self.since;
-        let session = (!self.front_scope).then_some(session);
-        let events = store::backlog(conn, front, session, &mut self.since, now, REPLAY_PAGE)?;
-        if self.since != asked {
+    /// Takes a page read from the store; returns its encoded events.
+    fn advance(&mut self, page: &ReplayPage) -> Option<Bytes> {
+        if page.reset {
             // The client's id was not from this store's sequence: nothing was seen yet.
             self.last_sent = 0;
         }
-        let done = events.len() < REPLAY_PAGE;
-        let Some(last) = events.last().map(|e| e.id) else { return Ok((None, done)) };
+        self.since = page.next;
+        let last = page.events.last()?.id;
         let mut out = String::new();
-        for event in &events {
+        for event in &page.events {
             event_frame(event.id, &event.body, &mut out);
         }
-        self.since = match self.since {
-            Since::Id(_) => Since::Id(last),
-            Since::Undelivered(_) => Since::Undelivered(last),
-        };
         self.last_sent = self.last_sent.max(last);
-        Ok((Some(Bytes::from(out)), done))
+        Some(Bytes::from(out))
     }
-}
-
-/// The first page of a replay, read by the activation under the same lock that made the stream
-/// active, and handed to the stream as its activation.
-#[derive(Debug)]
-pub(crate) struct FirstPage {
-    pub(crate) chunk: Option<Bytes>,
-    pub(crate) cursor: Cursor,
-    pub(crate) done: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     /// Waiting for the activation; ends at the deadline.
     Pending,
-    /// Sending kept events from the store, a page per poll (after the first).
+    /// Sending kept events from the store, a page at a time.
     Replay,
     /// Sending what the channel brings.
     Live,
     Done,
 }
 
-/// Removes the stream from the registry when the body ends or is dropped, whichever is first.
+/// Removes the stream from the registry and the store when the body ends or is dropped,
+/// whichever is first.
 #[derive(Debug)]
 struct Guard {
     inner: Arc<Inner>,
@@ -118,13 +96,18 @@ impl Guard {
             return;
         }
         let Some(ended) = self.inner.registry.remove(self.stream) else { return };
-        if ended.was_current {
-            let now = self.inner.clock.now();
-            if let Err(e) =
-                self.inner.store.session_idle(ended.front, ended.session, self.stream, now)
-            {
-                tracing::error!(error = %e, "could not record the end of a stream");
-            }
+        let (inner, stream) = (self.inner.clone(), self.stream);
+        // The body is dropped by hyper on a runtime thread; without a runtime (the process is
+        // ending) the store learns of it at its next start.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let now = inner.clock.now();
+                if let Err(e) =
+                    inner.store.close_stream(ended.front, ended.session, stream, now).await
+                {
+                    tracing::warn!(error = %e, "could not record the end of a stream");
+                }
+            });
         }
     }
 }
@@ -135,8 +118,9 @@ impl Drop for Guard {
     }
 }
 
+type ReplayFuture = Pin<Box<dyn Future<Output = Result<ReplayPage, StoreError>> + Send>>;
+
 /// One reverse stream's response body.
-#[derive(Debug)]
 pub(crate) struct SseBody {
     phase: Phase,
     hello: Option<Bytes>,
@@ -144,46 +128,79 @@ pub(crate) struct SseBody {
     /// The activation deadline; dropped once activated, so that idle streams hold no timer.
     deadline: Option<Pin<Box<Sleep>>>,
     front: FrontBid,
-    session: SessionUuid,
-    /// Where the replay stands; set by the activation.
+    /// Its session; `None` for a front-scoped stream, which replays every session's events.
+    session: Option<SessionUuid>,
     cursor: Cursor,
+    /// The page being read while replaying.
+    replay: Option<ReplayFuture>,
     guard: Guard,
 }
 
+impl std::fmt::Debug for SseBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SseBody").field("phase", &self.phase).finish_non_exhaustive()
+    }
+}
+
+/// What a stream was opened with.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct StreamSpec {
+    pub(crate) stream: StreamUuid,
+    pub(crate) front: FrontBid,
+    pub(crate) session: SessionUuid,
+    pub(crate) last_event_id: Option<i64>,
+    pub(crate) front_scope: bool,
+}
+
 impl SseBody {
-    /// A body that first sends `hello` (the `authenticate` frame).
-    pub(crate) fn new(
-        inner: Arc<Inner>,
-        stream: StreamUuid,
-        front: FrontBid,
-        session: SessionUuid,
-        rx: FrameRx,
-        hello: Bytes,
-    ) -> Self {
+    /// The body of a stream just opened; its first frame is set with [`Self::with_hello`].
+    pub(crate) fn new(inner: Arc<Inner>, spec: StreamSpec, rx: FrameRx) -> Self {
         let deadline = Box::pin(tokio::time::sleep(inner.config.activation_timeout));
         Self {
             phase: Phase::Pending,
-            hello: Some(hello),
+            hello: None,
             rx,
             deadline: Some(deadline),
-            front,
-            session,
-            cursor: Cursor::new(None, false),
-            guard: Guard { inner, stream, released: false },
+            front: spec.front,
+            session: (!spec.front_scope).then_some(spec.session),
+            cursor: Cursor::new(spec.last_event_id),
+            replay: None,
+            guard: Guard { inner, stream: spec.stream, released: false },
         }
     }
 
-    /// Reads the next page of kept events; `None` once the replay is complete.
-    fn replay_page(&mut self) -> Result<Option<Bytes>, rusqlite::Error> {
+    /// Sends `hello` (the `authenticate` frame) first.
+    pub(crate) fn with_hello(mut self, hello: Bytes) -> Self {
+        self.hello = Some(hello);
+        self
+    }
+
+    /// Polls the read of the next page of kept events; `Ready(None)` once the replay is
+    /// complete.
+    fn poll_replay(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>, StoreError>> {
         let inner = &self.guard.inner;
-        let now = inner.clock.now();
-        let (front, session, cursor) = (self.front, self.session, &mut self.cursor);
-        let (chunk, done) =
-            inner.store.db().with(|conn| cursor.next_page(conn, front, session, now))?;
-        if done {
+        let future = self.replay.get_or_insert_with(|| {
+            let request = ReplayRequest {
+                front: self.front,
+                session: self.session,
+                since: self.cursor.since,
+                now: inner.clock.now(),
+                max_events: REPLAY_PAGE,
+                max_bytes: inner.config.replay_page_bytes,
+            };
+            let store = inner.store.clone();
+            Box::pin(async move { store.replay(request).await })
+        });
+        let page = match future.as_mut().poll(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(page) => page,
+        };
+        self.replay = None;
+        let page = page?;
+        if page.done {
             self.phase = Phase::Live;
         }
-        Ok(chunk)
+        Poll::Ready(Ok(self.cursor.advance(&page)))
     }
 
     /// Drains what the channel holds into one chunk.
@@ -197,7 +214,7 @@ impl SseBody {
                         chunk.push(bytes.clone());
                     }
                     Frame::Heartbeat => chunk.push(Bytes::from_static(HEARTBEAT)),
-                    Frame::Event { .. } | Frame::Activated(_) => {}
+                    Frame::Event { .. } | Frame::Activated => {}
                 },
                 Poll::Ready(None) => {
                     self.phase = Phase::Done;
@@ -272,13 +289,9 @@ impl http_body::Body for SseBody {
                 }
                 Phase::Pending => match this.rx.poll_recv(cx) {
                     Poll::Ready(Some(frame)) => match &*frame {
-                        Frame::Activated(first) => {
+                        Frame::Activated => {
                             this.deadline = None;
-                            this.cursor = first.cursor;
-                            this.phase = if first.done { Phase::Live } else { Phase::Replay };
-                            if let Some(chunk) = &first.chunk {
-                                return data(chunk.clone());
-                            }
+                            this.phase = Phase::Replay;
                         }
                         Frame::Heartbeat => return data(Bytes::from_static(HEARTBEAT)),
                         // Events go to active streams, after their activation.
@@ -295,13 +308,19 @@ impl http_body::Body for SseBody {
                         this.phase = Phase::Done;
                     }
                 },
-                Phase::Replay => match this.replay_page() {
-                    Ok(Some(bytes)) => return data(bytes),
-                    Ok(None) => {}
-                    Err(e) => {
-                        tracing::error!(error = %e, "could not read kept events; ending the stream");
+                // Replaced or shut down meanwhile: no use reading more.
+                Phase::Replay if this.replay.is_none() && this.rx.is_closed() => {
+                    this.phase = Phase::Done;
+                }
+                Phase::Replay => match this.poll_replay(cx) {
+                    Poll::Ready(Ok(Some(bytes))) => return data(bytes),
+                    Poll::Ready(Ok(None)) => {}
+                    Poll::Ready(Err(e)) => {
+                        // Its client reconnects with `Last-Event-ID` and loses nothing.
+                        tracing::warn!(error = %e, "could not read kept events; ending the stream");
                         this.phase = Phase::Done;
                     }
+                    Poll::Pending => return Poll::Pending,
                 },
                 Phase::Live => match this.poll_live(cx) {
                     Poll::Ready(Some(bytes)) => return data(bytes),

@@ -168,9 +168,6 @@ pub struct TokensArgs {
     /// that, it revokes the session.
     #[arg(long, default_value_t = 10, value_name = "SECS")]
     pub refresh_grace_secs: u64,
-    /// Keep sessions in this Redis instead of the embedded store.
-    #[arg(long, env = "SESSION_REDIS_URL", value_name = "URL")]
-    pub redis_url: Option<String>,
     /// Read one-time tokens from this (enterprise) Redis instead of the embedded store.
     #[arg(long, env = "ENTERPRISE_REDIS_URL", value_name = "URL", global = true)]
     pub enterprise_redis_url: Option<String>,
@@ -195,10 +192,6 @@ impl From<TokensArgs> for TokensConfig {
             (None, Some(path)) => VenueKeySource::File(path),
             (None, None) => VenueKeySource::None,
         };
-        let session_store = match args.redis_url {
-            Some(url) => SessionStoreConfig::Redis { url },
-            None => SessionStoreConfig::Embedded,
-        };
         let enterprise_store = match args.enterprise_redis_url {
             Some(url) => {
                 EnterpriseStoreConfig::Redis { url, key_prefix: args.enterprise_key_prefix }
@@ -216,7 +209,7 @@ impl From<TokensArgs> for TokensConfig {
             signing_key_file: args.eid_key_file,
             access_ttl: Duration::from_secs(args.access_ttl_secs),
             refresh_grace: Duration::from_secs(args.refresh_grace_secs),
-            session_store,
+            session_store: SessionStoreConfig::Embedded,
             enterprise_store,
             refresh_token_in_body: args.refresh_token_in_body,
             trusted_origins: Vec::new(),

@@ -67,9 +67,7 @@ impl SigningKey {
             Err(err) => return Err(io(err)),
         }
         let secret = random_secret()?;
-        let pem = KeypairBytes { secret_key: secret, public_key: None }
-            .to_pkcs8_pem(LineEnding::LF)
-            .map_err(|err| KeyError::Key(err.to_string()))?;
+        let pem = pem_of(secret)?;
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             fs::create_dir_all(dir).map_err(io)?;
         }
@@ -99,7 +97,13 @@ impl SigningKey {
         Self::from_secret(random_secret()?)
     }
 
-    fn from_pem(pem: &str, path: &str) -> Result<Self, KeyError> {
+    /// A new key as PKCS#8 PEM, for keeping it elsewhere than in a file (a shared store).
+    pub(crate) fn new_pem() -> Result<String, KeyError> {
+        pem_of(random_secret()?)
+    }
+
+    /// The key in `pem`; `origin` names where it came from, for errors.
+    pub(crate) fn from_pem(pem: &str, path: &str) -> Result<Self, KeyError> {
         let pair = KeypairBytes::from_pkcs8_pem(pem)
             .map_err(|err| KeyError::Format { path: path.to_owned(), reason: err.to_string() })?;
         Self::from_secret(pair.secret_key)
@@ -147,6 +151,13 @@ impl SigningKey {
         jsonwebtoken::encode(&header, claims, &self.encoding)
             .map_err(|err| TokenError::Internal(format!("signing a JWT: {err}")))
     }
+}
+
+fn pem_of(secret: [u8; 32]) -> Result<String, KeyError> {
+    let pem = KeypairBytes { secret_key: secret, public_key: None }
+        .to_pkcs8_pem(LineEnding::LF)
+        .map_err(|err| KeyError::Key(err.to_string()))?;
+    Ok(pem.to_string())
 }
 
 fn random_secret() -> Result<[u8; 32], KeyError> {

@@ -81,6 +81,43 @@ struct Inner {
     enterprise: Arc<dyn OneTimeTokenStore>,
     /// Origins besides our own that may refresh and log out (the CORS origins).
     allowed_origins: Vec<OriginPattern>,
+    /// Background tasks, aborted at shutdown or when the services are dropped.
+    tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let tasks = self.tasks.get_mut().unwrap_or_else(|p| p.into_inner());
+        tasks.iter().for_each(tokio::task::JoinHandle::abort);
+    }
+}
+
+/// The Redis key of a cluster's signing key (PKCS#8 PEM), made by the first instance to start.
+const SHARED_KEY: &str = "websession:signing-key";
+
+/// The signing key every instance on the Redis at `url` shares: the first one to start makes it
+/// (`SET NX`), every one reads it, so tokens signed anywhere verify everywhere.
+async fn shared_signing_key(url: &str) -> anyhow::Result<SigningKey> {
+    let shown = crate::config::redacted_url(url);
+    let client = ::redis::Client::open(url).map_err(|e| anyhow::anyhow!("Redis {shown}: {e}"))?;
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .map_err(|e| anyhow::anyhow!("Redis {shown}: {e}"))?;
+    let fresh = SigningKey::new_pem()?;
+    let _: Option<String> = ::redis::cmd("SET")
+        .arg(SHARED_KEY)
+        .arg(&fresh)
+        .arg("NX")
+        .query_async(&mut conn)
+        .await
+        .map_err(|e| anyhow::anyhow!("Redis {shown}: {e}"))?;
+    let pem: String = ::redis::cmd("GET")
+        .arg(SHARED_KEY)
+        .query_async(&mut conn)
+        .await
+        .map_err(|e| anyhow::anyhow!("Redis {shown}: {e}"))?;
+    Ok(SigningKey::from_pem(&pem, &format!("{shown} key {SHARED_KEY}"))?)
 }
 
 impl Tokens {
@@ -89,11 +126,11 @@ impl Tokens {
     /// not answer or a key file is wrong, so a misconfigured server does not start.
     pub async fn open(config: &Config, db: Db) -> anyhow::Result<Self> {
         let tokens = &config.tokens;
-        let key_file = match &tokens.signing_key_file {
-            Some(path) => path.clone(),
-            None => config.data_dir.join(DEFAULT_KEY_FILE),
+        let key = match (&tokens.signing_key_file, &config.redis_url) {
+            (Some(path), _) => SigningKey::load_or_create(path)?,
+            (None, Some(url)) => shared_signing_key(url).await?,
+            (None, None) => SigningKey::load_or_create(&config.data_dir.join(DEFAULT_KEY_FILE))?,
         };
-        let key = SigningKey::load_or_create(&key_file)?;
         let mut embedded = None;
         let mut embedded_store = || -> anyhow::Result<SqliteStore> {
             if embedded.is_none() {
@@ -117,10 +154,19 @@ impl Tokens {
                     .map_err(|err| anyhow::anyhow!("enterprise Redis {url}: {err}"))?,
             ),
         };
+        let services = Self::with_stores(config, key, sessions, enterprise)?;
         if let Some(store) = embedded {
-            spawn_sweeper(store, tokens.clock.clone());
+            let sweeper = spawn_sweeper(store, tokens.clock.clone());
+            services.inner.tasks.lock().unwrap_or_else(|p| p.into_inner()).push(sweeper);
         }
-        Self::with_stores(config, key, sessions, enterprise)
+        Ok(services)
+    }
+
+    /// Stops the background tasks (they also stop when the last handle is dropped).
+    pub fn shutdown(&self) {
+        let tasks =
+            std::mem::take(&mut *self.inner.tasks.lock().unwrap_or_else(|p| p.into_inner()));
+        tasks.iter().for_each(tokio::task::JoinHandle::abort);
     }
 
     /// The services on stores and a key of the caller's choosing (tests, benchmarks,
@@ -144,6 +190,7 @@ impl Tokens {
             venue_keys,
             sessions,
             enterprise,
+            tasks: std::sync::Mutex::new(Vec::new()),
             allowed_origins: config
                 .cors_origins
                 .iter()
@@ -175,8 +222,8 @@ impl Tokens {
     }
 }
 
-/// Deletes expired rows of the embedded store every [`SWEEP_EVERY`], until the runtime stops.
-fn spawn_sweeper(store: SqliteStore, clock: Arc<dyn Clock>) {
+/// Deletes expired rows of the embedded store every [`SWEEP_EVERY`], until it is aborted.
+fn spawn_sweeper(store: SqliteStore, clock: Arc<dyn Clock>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut every = tokio::time::interval(SWEEP_EVERY);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -188,7 +235,7 @@ fn spawn_sweeper(store: SqliteStore, clock: Arc<dyn Clock>) {
                 Err(err) => tracing::warn!(error = %err, "sweeping expired token rows failed"),
             }
         }
-    });
+    })
 }
 
 /// The token endpoints, and the demo routes behind the permission guard.

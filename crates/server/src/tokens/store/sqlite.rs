@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use protocol::Timestamp;
 use protocol::tokens::OneTimeTokenClaims;
-use rusqlite::{Connection, OptionalExtension as _, Transaction, params};
+use rusqlite::{Connection, OptionalExtension as _, Transaction, TransactionBehavior, params};
 
 use super::claims_from_json;
 use super::{
@@ -70,7 +70,7 @@ CREATE INDEX IF NOT EXISTS token_one_time_expires_at ON token_one_time (expires_
 
 /// Opens the token tables, remaking them if they are of another version.
 fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
-    let tx = conn.transaction()?;
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     tx.execute_batch("CREATE TABLE IF NOT EXISTS token_schema (version INTEGER NOT NULL)")?;
     let version: Option<i64> =
         tx.query_row("SELECT max(version) FROM token_schema", [], |r| r.get(0))?;
@@ -199,7 +199,9 @@ fn serve(db: &Db, queue: &mpsc::Receiver<Job>) {
         let outcome = db.with(|conn| {
             // If not even a transaction can be begun, the jobs are dropped unrun, and their
             // callers hear that the operation was dropped.
-            let mut tx = conn.transaction().map_err(|err| err.to_string())?;
+            let mut tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(|err| err.to_string())?;
             let replies: Vec<Reply> = batch.drain(..).map(|job| job(&mut tx)).collect();
             let committed = tx.commit().map_err(|err| err.to_string());
             Ok::<_, String>((replies, committed))

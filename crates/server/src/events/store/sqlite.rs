@@ -1,0 +1,568 @@
+//! The embedded engine: the event store in SQLite, for one instance.
+//!
+//! The engine has a connection of its own (the token service has another), and every
+//! operation runs on Tokio's blocking pool (`spawn_blocking`), never on an async worker: a
+//! slow statement or an fsync then holds up only the requests that wait for this store, not
+//! the runtime. The connection sits behind a `std::sync::Mutex`, held for one operation, so
+//! operations are whole transactions and publishing hands each event to the feed under the same
+//! lock that gave it its id: every stream sees its front's events in id order.
+//!
+//! Open streams live in memory beside the connection (one instance holds them all); sessions,
+//! fronts, events and direct-event claims live in the database and survive a restart.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use protocol::messages::FrontBid;
+use protocol::{BackUuid, EventUuid, FrontUuid, PublicKey, SessionUuid, StreamUuid, Timestamp};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+
+use super::{
+    ActivateRefusal, Activation, BackRecord, EventStore, Feed, FrontRow, NewEvent, NodeId,
+    OpenStream, PublishRefusal, Registration, ReplayPage, ReplayRequest, Served, Since, StoreError,
+    StoreFuture, StoredEvent, Swept, cap_page,
+};
+use crate::db::Db;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS ev_identity (
+    id          INTEGER PRIMARY KEY CHECK (id = 1),
+    back_uuid   TEXT NOT NULL,
+    secret_key  BLOB NOT NULL
+);
+-- `bid` is the frontBid: AUTOINCREMENT so that a number is never given to two fronts.
+CREATE TABLE IF NOT EXISTS ev_fronts (
+    bid            INTEGER PRIMARY KEY AUTOINCREMENT,
+    uuid           TEXT NOT NULL UNIQUE,
+    public_key     BLOB NOT NULL,
+    registered_at  INTEGER NOT NULL
+);
+-- A session is known from its first activation. `idle_since` is NULL while `active_stream`
+-- is open; the session is forgotten once it has been idle for the session TTL.
+CREATE TABLE IF NOT EXISTS ev_sessions (
+    front_bid      INTEGER NOT NULL REFERENCES ev_fronts(bid),
+    session_uuid   TEXT NOT NULL,
+    active_stream  TEXT,
+    idle_since     INTEGER,
+    PRIMARY KEY (front_bid, session_uuid)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS ev_sessions_idle ON ev_sessions (idle_since)
+    WHERE idle_since IS NOT NULL;
+-- Events kept for replay. `id`: the SSE id, AUTOINCREMENT so that it never goes back, even
+-- after the newest events were deleted. `front_bid` 0: for every front. `session_uuid` NULL:
+-- for every session of the front. `body`: the JSON of the `{data, meta}` envelope as sent.
+-- `delivered`: handed to at least one stream.
+CREATE TABLE IF NOT EXISTS ev_events (
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,
+    front_bid     INTEGER NOT NULL,
+    session_uuid  TEXT,
+    expires_at    INTEGER NOT NULL,
+    delivered     INTEGER NOT NULL DEFAULT 0,
+    body          TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS ev_events_front ON ev_events (front_bid, id);
+CREATE INDEX IF NOT EXISTS ev_events_expiry ON ev_events (expires_at);
+-- Direct events already handled, so a resent one is not handled twice.
+CREATE TABLE IF NOT EXISTS ev_direct_seen (
+    front_bid   INTEGER NOT NULL,
+    event_uuid  TEXT NOT NULL,
+    keep_until  INTEGER NOT NULL,
+    PRIMARY KEY (front_bid, event_uuid)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS ev_direct_seen_expiry ON ev_direct_seen (keep_until);
+";
+
+/// A stream this instance holds, as the store knows it.
+#[derive(Debug, Clone)]
+struct StreamRec {
+    front: FrontBid,
+    session: SessionUuid,
+    front_scope: bool,
+    active: bool,
+}
+
+/// Open streams, beside the connection and under the same lock.
+#[derive(Default)]
+struct Streams {
+    open: HashMap<StreamUuid, StreamRec>,
+    /// The active stream of each session.
+    active: HashMap<(FrontBid, SessionUuid), StreamUuid>,
+    /// The active front-scoped streams of each front.
+    front_scoped: HashMap<FrontBid, HashSet<StreamUuid>>,
+    feed: Option<Arc<dyn Feed>>,
+    node: Option<NodeId>,
+}
+
+struct Shared {
+    db: Db,
+    streams: Mutex<Streams>,
+}
+
+impl Shared {
+    fn streams(&self) -> MutexGuard<'_, Streams> {
+        // Plain maps changed in single steps: a panic elsewhere cannot leave them half-changed.
+        self.streams.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The embedded engine; cheap to clone.
+#[derive(Clone)]
+pub struct SqliteEngine {
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for SqliteEngine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SqliteEngine(..)")
+    }
+}
+
+impl SqliteEngine {
+    /// Opens (or creates) the store in the database file at `path`, on a connection of its own.
+    /// Every session that was streaming when the server stopped starts its idle time at `now`.
+    pub fn open(path: &Path, now: Timestamp) -> Result<Self, StoreError> {
+        Self::on(Db::open(path)?, now)
+    }
+
+    /// A private in-memory store (tests).
+    pub fn in_memory(now: Timestamp) -> Result<Self, StoreError> {
+        Self::on(Db::in_memory()?, now)
+    }
+
+    fn on(db: Db, now: Timestamp) -> Result<Self, StoreError> {
+        db.with(|conn| {
+            conn.set_prepared_statement_cache_capacity(64);
+            conn.execute_batch(SCHEMA)?;
+            conn.execute(
+                "UPDATE ev_sessions SET idle_since = ?1, active_stream = NULL
+                 WHERE idle_since IS NULL",
+                [now.millis()],
+            )
+        })?;
+        Ok(Self { shared: Arc::new(Shared { db, streams: Mutex::new(Streams::default()) }) })
+    }
+
+    /// Runs `f` on the blocking pool with the connection and the open streams.
+    fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection, &mut Streams) -> Result<T, StoreError> + Send + 'static,
+    ) -> StoreFuture<'_, T> {
+        let shared = self.shared.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || {
+                shared.db.with(|conn| {
+                    let mut streams = shared.streams();
+                    f(conn, &mut streams)
+                })
+            })
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("the store's thread failed: {e}")))?
+        })
+    }
+}
+
+impl EventStore for SqliteEngine {
+    fn start(&self, feed: Arc<dyn Feed>, node: NodeId) -> StoreFuture<'_, ()> {
+        let mut streams = self.shared.streams();
+        streams.feed = Some(feed);
+        streams.node = Some(node);
+        Box::pin(async { Ok(()) })
+    }
+
+    fn stop(&self) -> StoreFuture<'_, ()> {
+        self.shared.streams().feed = None;
+        Box::pin(async { Ok(()) })
+    }
+
+    fn back_identity(&self, fresh: BackRecord) -> StoreFuture<'_, BackRecord> {
+        self.run(move |conn, _| {
+            // INSERT OR IGNORE, then read: whoever wrote first wins, and everyone reads it.
+            conn.execute(
+                "INSERT OR IGNORE INTO ev_identity (id, back_uuid, secret_key) VALUES (1, ?1, ?2)",
+                params![fresh.uuid.to_string(), fresh.secret.as_slice()],
+            )?;
+            let (uuid, secret) = conn.query_row(
+                "SELECT back_uuid, secret_key FROM ev_identity WHERE id = 1",
+                [],
+                |r| Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?)),
+            )?;
+            let uuid: BackUuid =
+                uuid.parse().map_err(|_| StoreError::Corrupt("ev_identity.back_uuid".into()))?;
+            let secret = <[u8; 32]>::try_from(secret.as_slice())
+                .map_err(|_| StoreError::Corrupt("ev_identity.secret_key".into()))?;
+            Ok(BackRecord { uuid, secret })
+        })
+    }
+
+    fn register(
+        &self,
+        uuid: FrontUuid,
+        key: PublicKey,
+        now: Timestamp,
+    ) -> StoreFuture<'_, Registration> {
+        self.run(move |conn, _| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let outcome = match front(&tx, uuid)? {
+                Some(row) if row.key == key => Registration::Registered(row.bid),
+                Some(_) => Registration::Conflict,
+                None => {
+                    tx.prepare_cached(
+                        "INSERT INTO ev_fronts (uuid, public_key, registered_at) VALUES (?1, ?2, ?3)",
+                    )?
+                    .execute(params![uuid.to_string(), key.as_bytes().as_slice(), now.millis()])?;
+                    Registration::Registered(FrontBid(tx.last_insert_rowid()))
+                }
+            };
+            tx.commit()?;
+            Ok(outcome)
+        })
+    }
+
+    fn front(&self, uuid: FrontUuid) -> StoreFuture<'_, Option<FrontRow>> {
+        self.run(move |conn, _| front(conn, uuid))
+    }
+
+    fn open_stream(&self, stream: OpenStream) -> StoreFuture<'_, ()> {
+        self.run(move |_, streams| {
+            let rec = StreamRec {
+                front: stream.front.bid,
+                session: stream.session,
+                front_scope: stream.front_scope,
+                active: false,
+            };
+            streams.open.insert(stream.stream, rec);
+            Ok(())
+        })
+    }
+
+    fn activate_stream(
+        &self,
+        front_uuid: FrontUuid,
+        stream: StreamUuid,
+    ) -> StoreFuture<'_, Result<Activation, ActivateRefusal>> {
+        self.run(move |conn, streams| {
+            let Some(row) = front(conn, front_uuid)? else {
+                return Ok(Err(ActivateRefusal::FrontNotRegistered));
+            };
+            let node = streams.node.clone().unwrap_or_else(|| Arc::from("local"));
+            let Some(rec) = streams.open.get_mut(&stream).filter(|rec| rec.front == row.bid) else {
+                return Ok(Err(ActivateRefusal::NotFound));
+            };
+            if rec.active {
+                return Ok(Err(ActivateRefusal::AlreadyActive));
+            }
+            session_activated(conn, row.bid, rec.session, stream)?;
+            rec.active = true;
+            let (session, front_scope) = (rec.session, rec.front_scope);
+            if front_scope {
+                streams.front_scoped.entry(row.bid).or_default().insert(stream);
+            }
+            let replaced = streams.active.insert((row.bid, session), stream);
+            let activation = Activation {
+                front: row.bid,
+                session,
+                stream,
+                node: node.clone(),
+                replaced: replaced.filter(|old| *old != stream).map(|old| (old, node)),
+            };
+            if let Some(feed) = &streams.feed {
+                feed.activated(&activation);
+                if let Some((old, _)) = activation.replaced {
+                    feed.replaced(old);
+                }
+            }
+            Ok(Ok(activation))
+        })
+    }
+
+    fn close_stream(
+        &self,
+        front: FrontBid,
+        session: SessionUuid,
+        stream: StreamUuid,
+        now: Timestamp,
+    ) -> StoreFuture<'_, ()> {
+        self.run(move |conn, streams| {
+            streams.open.remove(&stream);
+            if let Some(scoped) = streams.front_scoped.get_mut(&front) {
+                scoped.remove(&stream);
+                if scoped.is_empty() {
+                    streams.front_scoped.remove(&front);
+                }
+            }
+            if streams.active.get(&(front, session)) == Some(&stream) {
+                streams.active.remove(&(front, session));
+                conn.prepare_cached(
+                    "UPDATE ev_sessions SET active_stream = NULL, idle_since = ?4
+                     WHERE front_bid = ?1 AND session_uuid = ?2 AND active_stream = ?3",
+                )?
+                .execute(params![
+                    front.0,
+                    session.to_string(),
+                    stream.to_string(),
+                    now.millis()
+                ])?;
+            }
+            Ok(())
+        })
+    }
+
+    fn served(
+        &self,
+        front_uuid: FrontUuid,
+        session: SessionUuid,
+        now: Timestamp,
+    ) -> StoreFuture<'_, Served> {
+        self.run(move |conn, streams| {
+            let Some(row) = front(conn, front_uuid)? else {
+                return Ok(Served::FrontNotRegistered);
+            };
+            if streams.active.contains_key(&(row.bid, session)) {
+                return Ok(Served::Own(row));
+            }
+            if streams.front_scoped.contains_key(&row.bid) {
+                session_seen(conn, row.bid, session, now)?;
+                return Ok(Served::Shared(row));
+            }
+            Ok(Served::Inactive)
+        })
+    }
+
+    fn publish(&self, event: NewEvent) -> StoreFuture<'_, Result<i64, PublishRefusal>> {
+        self.run(move |conn, streams| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            if let (Some(front), Some(session)) = (event.front, event.session)
+                && !session_known(&tx, front, session)?
+            {
+                // A session no stream of its own ever served may still be a tab that another
+                // tab's front-scoped stream serves: it becomes known.
+                if !streams.front_scoped.contains_key(&front) {
+                    return Ok(Err(PublishRefusal::SessionNotFound));
+                }
+                session_seen(&tx, front, session, event.now)?;
+            }
+            tx.prepare_cached(
+                "INSERT INTO ev_events (front_bid, session_uuid, expires_at, delivered, body)
+                 VALUES (?1, ?2, ?3, 0, ?4)",
+            )?
+            .execute(params![
+                event.front.map_or(0, |f| f.0),
+                event.session.map(|s| s.to_string()),
+                event.expires_at.millis(),
+                event.body
+            ])?;
+            let id = tx.last_insert_rowid();
+            tx.commit()?;
+            let stored = StoredEvent {
+                id,
+                front: event.front,
+                session: event.session,
+                body: event.body.into(),
+            };
+            // Handed over under the lock that gave the id, so the next event cannot overtake it.
+            let taken = streams.feed.as_ref().map_or(0, |feed| feed.event(&stored));
+            if taken > 0 {
+                // "Delivered" means handed to a stream. If that stream then drops the frame (too
+                // slow), its client still gets it by reconnecting with `Last-Event-ID`.
+                conn.prepare_cached("UPDATE ev_events SET delivered = 1 WHERE id = ?1")?
+                    .execute([id])?;
+            }
+            Ok(Ok(id))
+        })
+    }
+
+    fn replay(&self, request: ReplayRequest) -> StoreFuture<'_, ReplayPage> {
+        self.run(move |conn, _| replay(conn, &request))
+    }
+
+    fn claim_direct(
+        &self,
+        front: FrontBid,
+        event: EventUuid,
+        keep_until: Timestamp,
+        _now: Timestamp,
+    ) -> StoreFuture<'_, bool> {
+        self.run(move |conn, _| {
+            let inserted = conn
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO ev_direct_seen (front_bid, event_uuid, keep_until)
+                     VALUES (?1, ?2, ?3)",
+                )?
+                .execute(params![front.0, event.to_string(), keep_until.millis()])?;
+            Ok(inserted == 1)
+        })
+    }
+
+    fn release_direct(&self, front: FrontBid, event: EventUuid) -> StoreFuture<'_, ()> {
+        self.run(move |conn, _| {
+            conn.execute(
+                "DELETE FROM ev_direct_seen WHERE front_bid = ?1 AND event_uuid = ?2",
+                params![front.0, event.to_string()],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn sweep(&self, now: Timestamp, idle_cutoff: Timestamp) -> StoreFuture<'_, Swept> {
+        self.run(move |conn, _| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let mut events =
+                tx.execute("DELETE FROM ev_events WHERE expires_at <= ?1", [now.millis()])?;
+            events += tx.execute(
+                "DELETE FROM ev_events WHERE session_uuid IS NOT NULL AND EXISTS (
+                     SELECT 1 FROM ev_sessions s
+                     WHERE s.front_bid = ev_events.front_bid
+                       AND s.session_uuid = ev_events.session_uuid
+                       AND s.idle_since IS NOT NULL AND s.idle_since <= ?1)",
+                [idle_cutoff.millis()],
+            )?;
+            let sessions = tx.execute(
+                "DELETE FROM ev_sessions WHERE idle_since IS NOT NULL AND idle_since <= ?1",
+                [idle_cutoff.millis()],
+            )?;
+            tx.execute("DELETE FROM ev_direct_seen WHERE keep_until <= ?1", [now.millis()])?;
+            tx.commit()?;
+            Ok(Swept { events, sessions })
+        })
+    }
+
+    fn ping(&self) -> StoreFuture<'_, ()> {
+        self.run(|conn, _| {
+            conn.query_row("SELECT 1", [], |_| Ok(()))?;
+            Ok(())
+        })
+    }
+}
+
+/// A registered front by UUID.
+fn front(conn: &Connection, uuid: FrontUuid) -> Result<Option<FrontRow>, StoreError> {
+    let row = conn
+        .prepare_cached("SELECT bid, public_key FROM ev_fronts WHERE uuid = ?1")?
+        .query_row([uuid.to_string()], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?)))
+        .optional()?;
+    row.map(|(bid, key)| {
+        let key = <[u8; 32]>::try_from(key.as_slice())
+            .map_err(|_| StoreError::Corrupt(format!("ev_fronts.public_key of front {bid}")))?;
+        Ok(FrontRow { bid: FrontBid(bid), key: PublicKey::from_bytes(key) })
+    })
+    .transpose()
+}
+
+/// Records that a session without a stream of its own is served by its front's front-scoped
+/// stream (another tab holds it): the session is known from now on and idle since `now`, so it
+/// is forgotten a session TTL after the last time it was seen this way.
+fn session_seen(
+    conn: &Connection,
+    front: FrontBid,
+    session: SessionUuid,
+    now: Timestamp,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO ev_sessions (front_bid, session_uuid, active_stream, idle_since)
+         VALUES (?1, ?2, NULL, ?3)
+         ON CONFLICT (front_bid, session_uuid)
+         DO UPDATE SET idle_since = excluded.idle_since WHERE active_stream IS NULL",
+    )?
+    .execute(params![front.0, session.to_string(), now.millis()])
+    .map(drop)
+}
+
+/// Records that `stream` is now the session's active stream (creating the session).
+fn session_activated(
+    conn: &Connection,
+    front: FrontBid,
+    session: SessionUuid,
+    stream: StreamUuid,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO ev_sessions (front_bid, session_uuid, active_stream, idle_since)
+         VALUES (?1, ?2, ?3, NULL)
+         ON CONFLICT (front_bid, session_uuid)
+         DO UPDATE SET active_stream = excluded.active_stream, idle_since = NULL",
+    )?
+    .execute(params![front.0, session.to_string(), stream.to_string()])
+    .map(drop)
+}
+
+/// Whether the session is known (activated once, or seen, and not forgotten).
+fn session_known(
+    conn: &Connection,
+    front: FrontBid,
+    session: SessionUuid,
+) -> rusqlite::Result<bool> {
+    conn.prepare_cached("SELECT 1 FROM ev_sessions WHERE front_bid = ?1 AND session_uuid = ?2")?
+        .query_row(params![front.0, session.to_string()], |_| Ok(()))
+        .optional()
+        .map(|found| found.is_some())
+}
+
+/// The last event id ever given (0 before the first event).
+fn last_event_id(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.prepare_cached("SELECT seq FROM sqlite_sequence WHERE name = 'ev_events'")?
+        .query_row([], |r| r.get(0))
+        .optional()
+        .map(Option::unwrap_or_default)
+}
+
+/// One replay page. Events for every front are replayed to streams that resume after a
+/// `Last-Event-ID` only: they carry no delivery mark per front.
+fn replay(conn: &Connection, request: &ReplayRequest) -> Result<ReplayPage, StoreError> {
+    let mut since = request.since;
+    let mut reset = false;
+    if let Since::Id(seen) = since
+        && seen > last_event_id(conn)?
+    {
+        since = Since::Undelivered(0);
+        reset = true;
+    }
+    let session = request.session.map(|s| s.to_string());
+    let limit = i64::try_from(request.max_events).unwrap_or(i64::MAX);
+    let (sql, after) = match since {
+        Since::Id(id) => (
+            "SELECT id, front_bid, session_uuid, body FROM ev_events
+             WHERE front_bid IN (0, ?1) AND id > ?2 AND expires_at > ?3
+               AND (?4 IS NULL OR session_uuid IS NULL OR session_uuid = ?4)
+             ORDER BY id LIMIT ?5",
+            id,
+        ),
+        Since::Undelivered(id) => (
+            "SELECT id, front_bid, session_uuid, body FROM ev_events
+             WHERE front_bid = ?1 AND id > ?2 AND expires_at > ?3
+               AND (?4 IS NULL OR session_uuid IS NULL OR session_uuid = ?4) AND delivered = 0
+             ORDER BY id LIMIT ?5",
+            id,
+        ),
+    };
+    let mut events = conn
+        .prepare_cached(sql)?
+        .query_map(params![request.front.0, after, request.now.millis(), session, limit], |r| {
+            let front: i64 = r.get(1)?;
+            let session: Option<String> = r.get(2)?;
+            Ok(StoredEvent {
+                id: r.get(0)?,
+                front: (front != 0).then_some(FrontBid(front)),
+                session: session.and_then(|s| s.parse().ok()),
+                body: Arc::from(r.get::<_, String>(3)?),
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let full = events.len() >= request.max_events;
+    let cut = cap_page(&mut events, request.max_bytes);
+    if let (Since::Undelivered(_), Some(first), Some(last)) = (since, events.first(), events.last())
+    {
+        conn.prepare_cached(
+            "UPDATE ev_events SET delivered = 1
+             WHERE front_bid = ?1 AND id BETWEEN ?2 AND ?3 AND delivered = 0
+               AND (?4 IS NULL OR session_uuid IS NULL OR session_uuid = ?4)",
+        )?
+        .execute(params![request.front.0, first.id, last.id, session])?;
+    }
+    let next = match (since, events.last()) {
+        (Since::Id(_), Some(last)) => Since::Id(last.id),
+        (Since::Undelivered(_), Some(last)) => Since::Undelivered(last.id),
+        (since, None) => since,
+    };
+    Ok(ReplayPage { events, next, done: !full && !cut, reset })
+}
