@@ -37,10 +37,7 @@ impl AppState {
     pub async fn open(config: Config) -> anyhow::Result<Self> {
         std::fs::create_dir_all(&config.data_dir)?;
         let store: Arc<dyn EventStore> = match &config.redis_url {
-            Some(url) => {
-                RedisEngine::connect(url).await?;
-                anyhow::bail!("x")
-            }
+            Some(url) => Arc::new(RedisEngine::connect(url).await?),
             None => Arc::new(SqliteEngine::open(&config.db_path(), Timestamp::now())?),
         };
         let events = events::Events::open(&config, store).await?;

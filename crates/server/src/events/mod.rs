@@ -51,7 +51,7 @@ pub use self::hub::{Hub, PublishError, PublishOptions, Published};
 use self::clock::Clock;
 use self::identity::BackIdentity;
 use self::registry::{FrontInfo, Registry};
-use self::store::{Activation, EventStore, Feed, NodeId, StoreError, StoredEvent};
+use self::store::{EventStore, Feed, NodeId, StoreError, StoredEvent};
 use crate::config::Config;
 use crate::error::error_response;
 
@@ -197,9 +197,9 @@ impl Feed for LocalFeed {
         self.inner.upgrade().map_or(0, |inner| inner.hand_over(event))
     }
 
-    fn activated(&self, activation: &Activation) {
+    fn activated(&self, stream: StreamUuid) {
         if let Some(inner) = self.inner.upgrade() {
-            inner.registry.activate(activation.stream);
+            inner.registry.activate(stream);
         }
     }
 

@@ -3,10 +3,12 @@
 //! real HTTP on `127.0.0.1:0` with the Rust client of `loadgen`, except the timing tests, which
 //! drive the router in process under paused Tokio time.
 
+mod cluster;
 mod delivery;
 mod errors;
 mod handshake;
 mod restart;
+mod store;
 mod timing;
 
 use std::time::Duration;

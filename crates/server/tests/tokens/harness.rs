@@ -25,41 +25,89 @@ use venue_standin::VenueStandin;
 
 use crate::util::TestServer;
 
-/// A `redis-server` on a free port, without persistence, killed when dropped.
+/// A `redis-server` on a free port, killed when dropped; without persistence unless it was
+/// started with [`RedisServer::start_persistent`].
 pub(crate) struct RedisServer {
-    child: Child,
+    child: Option<Child>,
     /// `redis://127.0.0.1:PORT`.
     pub(crate) url: String,
+    port: u16,
+    /// Where a persistent server keeps its append-only file.
+    dir: Option<tempfile::TempDir>,
 }
 
 impl RedisServer {
     pub(crate) async fn start() -> Self {
+        Self::start_in(None).await
+    }
+
+    /// A server that keeps what it was given across [`RedisServer::stop`] and
+    /// [`RedisServer::restart`], as production Redis does (append-only file, fsync always).
+    pub(crate) async fn start_persistent() -> Self {
+        Self::start_in(Some(tempfile::tempdir().unwrap())).await
+    }
+
+    async fn start_in(mut dir: Option<tempfile::TempDir>) -> Self {
         // The port is free when we look; another process may take it before redis binds it,
         // so a redis that exits at once is retried on another port.
         for _ in 0..20 {
             let port =
                 std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-            let mut child = Command::new("redis-server")
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-                .args(["--save", "", "--appendonly", "no"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("redis-server must be on PATH");
             let url = format!("redis://127.0.0.1:{port}");
-            for _ in 0..250 {
-                if child.try_wait().unwrap().is_some() {
-                    break;
-                }
-                if ping(&url).await {
-                    return Self { child, url };
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
+            let mut server = Self { child: None, url, port, dir };
+            if server.spawn().await {
+                return server;
             }
+            dir = server.dir.take();
+        }
+        panic!("could not start redis-server");
+    }
+
+    /// Starts the process on this server's port; `false` if it did not come up.
+    async fn spawn(&mut self) -> bool {
+        let mut command = Command::new("redis-server");
+        command.args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", ""]);
+        match &self.dir {
+            Some(dir) => command.args(["--dir", &dir.path().display().to_string()]).args([
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+            ]),
+            None => command.args(["--appendonly", "no"]),
+        };
+        let mut child = command
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server must be on PATH");
+        for _ in 0..250 {
+            if child.try_wait().unwrap().is_some() {
+                break;
+            }
+            if ping(&self.url).await {
+                self.child = Some(child);
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        false
+    }
+
+    /// Kills the process (as a crash would).
+    pub(crate) fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
         }
-        panic!("could not start redis-server");
+    }
+
+    /// Starts it again on the same port (and, if persistent, with what it kept).
+    pub(crate) async fn restart(&mut self) {
+        self.stop();
+        assert!(self.spawn().await, "redis-server did not come back on port {}", self.port);
     }
 
     /// A connection for looking at what the server stored.
@@ -80,8 +128,7 @@ async fn ping(url: &str) -> bool {
 
 impl Drop for RedisServer {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
     }
 }
 

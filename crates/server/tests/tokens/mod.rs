@@ -5,7 +5,7 @@
 //! Time is a [`server::tokens::ManualClock`] injected into the server: tests move it by minutes
 //! or hours without sleeping.
 
-mod harness;
+pub(crate) mod harness;
 
 mod forged;
 mod guard;

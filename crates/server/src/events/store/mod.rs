@@ -252,7 +252,7 @@ pub trait Feed: Send + Sync {
     /// A committed event. Returns how many local streams took it.
     fn event(&self, event: &StoredEvent) -> usize;
     /// A stream this instance holds was activated.
-    fn activated(&self, activation: &Activation);
+    fn activated(&self, stream: StreamUuid);
     /// A stream this instance holds was replaced by a newer one of its session.
     fn replaced(&self, stream: StreamUuid);
     /// The fronts with streams on this instance (for catching up after a gap).

@@ -268,7 +268,7 @@ impl EventStore for SqliteEngine {
                 replaced: replaced.filter(|old| *old != stream).map(|old| (old, node)),
             };
             if let Some(feed) = &streams.feed {
-                feed.activated(&activation);
+                feed.activated(stream);
                 if let Some((old, _)) = activation.replaced {
                     feed.replaced(old);
                 }

@@ -1,0 +1,171 @@
+//! Several instances on one real `redis-server` act as one backend: any instance serves any
+//! request, a tab resumes exactly on another instance after the one holding its stream is
+//! killed, and a Redis outage is a clear 503 that heals by itself.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use loadgen::{Client, ClientError, Front};
+use protocol::{ErrorCode, SessionUuid, paths};
+use serde_json::json;
+use tokio::io::{AsyncBufReadExt as _, BufReader};
+
+use super::{long_lived, next};
+use crate::tokens::harness::RedisServer;
+use crate::util::{TestServer, within};
+
+/// An instance of the `server` binary, as operators run it, killed with SIGKILL when asked or
+/// dropped.
+struct Process {
+    child: Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Process {
+    async fn start(redis_url: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_server"))
+            .args(["--listen", "127.0.0.1:0", "--redis-url", redis_url])
+            .arg("--data-dir")
+            .arg(dir.path())
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the server binary starts");
+        let stdout = tokio::process::ChildStdout::from_std(child.stdout.take().unwrap()).unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let url = within(async {
+            loop {
+                let line = lines.next_line().await.unwrap().expect("the server printed its URL");
+                if let Some(url) = line.strip_prefix("server: listening on ") {
+                    return url.to_owned();
+                }
+            }
+        })
+        .await;
+        Self { child, url, _dir: dir }
+    }
+
+    /// `kill -9`: no graceful shutdown, nothing cleaned up in Redis.
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+async fn on_redis(redis: &RedisServer) -> TestServer {
+    let url = redis.url.clone();
+    TestServer::start_with(|config| *config = config.clone().with_redis(url)).await
+}
+
+/// The error code of a failed request.
+fn code(result: &Result<impl std::fmt::Debug, ClientError>) -> Option<ErrorCode> {
+    result.as_ref().err().and_then(ClientError::code)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_instances_on_one_redis_act_as_one_backend() {
+    let mut redis = RedisServer::start_persistent().await;
+    let a = on_redis(&redis).await;
+    let mut b = Process::start(&redis.url).await;
+    let c = on_redis(&redis).await;
+    let (on_a, on_b, on_c) = (a.client(), Client::new(&b.url), c.client());
+
+    // One back: the same identity and the same signing key everywhere.
+    assert_eq!(a.state.events.back_uuid(), c.state.events.back_uuid());
+    assert_eq!(a.state.events.back_key(), c.state.events.back_key());
+    let jwks = |client: &Client| {
+        let url = client.url(paths::JWKS);
+        async move { reqwest::get(url).await.unwrap().text().await.unwrap() }
+    };
+    assert_eq!(jwks(&on_a).await, jwks(&on_b).await, "one signing key");
+
+    // Register on A; the same front on C is the same frontBid.
+    let mut front = Front::generate(&on_a);
+    let bid = front.register().await.unwrap();
+    let (uuid, keys) = (front.uuid(), front.keys().clone());
+    assert_eq!(Front::from_parts(&on_c, uuid, keys.clone()).register().await.unwrap(), bid);
+
+    // Open on B, activate through C.
+    let session = SessionUuid::new_v4();
+    let pending = Front::from_parts(&on_b, uuid, keys.clone()).open(session, None).await.unwrap();
+    on_c.activate(uuid, pending.stream_uuid()).await.unwrap();
+    let mut tab = pending.into_stream();
+
+    // A direct event sent through C is answered on the stream B holds.
+    let echo = tab.direct_event("echo", json!({"n": 1}), false).unwrap();
+    let path = format!("{}/echo", paths::DIRECT);
+    assert!(on_c.post_json::<_, bool>(&path, &echo).await.unwrap());
+    let got = next(&mut tab).await;
+    assert_eq!(got.event.meta.request_uuid, Some(echo.meta.uuid), "the echo, through B");
+
+    // A second tab on A; a broadcast sent through B reaches both.
+    let other = SessionUuid::new_v4();
+    let mut tab_a =
+        Front::from_parts(&on_a, uuid, keys.clone()).connect(other, None).await.unwrap();
+    let broadcast = tab_a.direct_event("broadcast", json!("all"), false).unwrap();
+    let path = format!("{}/broadcast", paths::DIRECT);
+    assert!(on_b.post_json::<_, bool>(&path, &broadcast).await.unwrap());
+    let (x, y) = (next(&mut tab).await, next(&mut tab_a).await);
+    assert_eq!((x.id, x.event.meta.name.as_str()), (y.id, "broadcast"), "one event, both tabs");
+    let last_event_id = tab.last_event_id().to_owned();
+
+    // B dies without a word; events go on being published meanwhile.
+    b.kill();
+    let mut published = Vec::new();
+    for n in 0..5 {
+        let hub = a.hub();
+        let event = if n % 2 == 0 {
+            hub.publish_to_session(uuid, session, "meanwhile", json!(n), long_lived()).await
+        } else {
+            hub.publish_to_front(uuid, "meanwhile", json!(n), long_lived()).await
+        };
+        published.push(event.unwrap());
+    }
+    drop(tab);
+
+    // The tab comes back on C: every event published meanwhile, once, in order.
+    let mut tab = Front::from_parts(&on_c, uuid, keys.clone())
+        .connect(session, Some(&last_event_id))
+        .await
+        .unwrap();
+    for expected in &published {
+        let got = next(&mut tab).await;
+        assert_eq!((got.id, got.event.meta.uuid), (Some(expected.id), expected.uuid));
+    }
+    let marker = a.hub().publish_to_front(uuid, "marker", json!(null), long_lived()).await;
+    let marker = marker.unwrap();
+    assert_eq!(next(&mut tab).await.id, Some(marker.id), "nothing twice, then live");
+
+    // Redis goes down: a request that needs it is a clear 503, not a hang.
+    redis.stop();
+    let started = Instant::now();
+    let down = Front::generate(&on_a).register().await;
+    eprintln!("redis down: answered in {:?}", started.elapsed());
+    assert_eq!(code(&down), Some(ErrorCode::StoreUnavailable), "{down:?}");
+    assert_eq!(down.as_ref().err().and_then(ClientError::status), Some(503));
+
+    // Redis comes back: service resumes by itself.
+    redis.restart().await;
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(30);
+    loop {
+        match Front::generate(&on_c).register().await {
+            Ok(_) => break,
+            Err(e) => assert!(Instant::now() < deadline, "not back after 30 s: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!("redis back: serving again after {:?}", started.elapsed());
+    let after = a.hub().publish_to_front(uuid, "after", json!(null), long_lived()).await.unwrap();
+    let got = next(&mut tab).await;
+    assert_eq!(got.id, Some(after.id), "the stream on C outlived the outage");
+}

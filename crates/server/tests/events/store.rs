@@ -1,0 +1,447 @@
+//! The event store's contract, run against both engines: the embedded SQLite engine and the
+//! Redis engine on a `redis-server` of the test's own. Every behaviour the service relies on
+//! is asserted here through the `EventStore` trait, so a third engine would run the same suite.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use protocol::messages::FrontBid;
+use protocol::{BackUuid, EventUuid, FrontUuid, KeyPair, SessionUuid, StreamUuid, Timestamp};
+use server::events::store::{
+    ActivateRefusal, BackRecord, EventStore, Feed, FrontRow, NewEvent, NodeId, OpenStream,
+    PublishRefusal, RedisEngine, Registration, ReplayRequest, Served, Since, SqliteEngine,
+    StoredEvent,
+};
+
+use crate::tokens::harness::RedisServer;
+use crate::util::within;
+
+/// Runs each named contract test against both engines.
+macro_rules! both_engines {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    let engine = super::Engine::sqlite().await;
+                    super::$name(&engine).await;
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn redis() {
+                    let engine = super::Engine::redis().await;
+                    super::$name(&engine).await;
+                }
+            }
+        )*
+    };
+}
+
+both_engines!(
+    the_back_identity_is_made_once_and_kept,
+    registration_keeps_one_bid_per_uuid_and_refuses_another_key,
+    ids_increase_and_every_instance_feed_gets_each_event_in_order,
+    activation_refuses_unknown_pending_twice_and_reports_the_replaced_stream,
+    a_session_is_served_by_its_own_stream_or_by_a_front_scoped_one,
+    a_replay_after_an_id_gets_its_sessions_and_its_fronts_events_in_pages,
+    a_replay_without_an_id_gets_only_undelivered_events_once,
+    an_id_beyond_the_store_is_a_reset,
+    a_closed_streams_session_is_forgotten_after_the_cutoff_with_its_events,
+    a_direct_event_is_claimed_once_until_released,
+);
+
+/// What a test feed was told.
+#[derive(Default)]
+struct Told {
+    events: Vec<StoredEvent>,
+    activated: Vec<StreamUuid>,
+    replaced: Vec<StreamUuid>,
+    /// How many streams "took" each event: 1 for fronts in `local`.
+    local: Vec<FrontBid>,
+}
+
+#[derive(Clone, Default)]
+struct TestFeed(Arc<Mutex<Told>>);
+
+impl Feed for TestFeed {
+    fn event(&self, event: &StoredEvent) -> usize {
+        let mut told = self.0.lock().unwrap();
+        told.events.push(event.clone());
+        usize::from(event.front.is_some_and(|f| told.local.contains(&f)))
+    }
+    fn activated(&self, stream: StreamUuid) {
+        self.0.lock().unwrap().activated.push(stream);
+    }
+    fn replaced(&self, stream: StreamUuid) {
+        self.0.lock().unwrap().replaced.push(stream);
+    }
+    fn local_fronts(&self) -> Vec<FrontBid> {
+        self.0.lock().unwrap().local.clone()
+    }
+}
+
+impl TestFeed {
+    /// Waits until `check` holds for what the feed was told (the Redis feed is asynchronous).
+    async fn until(&self, mut check: impl FnMut(&Told) -> bool) {
+        within(async {
+            while !check(&self.0.lock().unwrap()) {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await;
+    }
+}
+
+/// One engine, started with a test feed as instance `node`.
+struct Engine {
+    store: Arc<dyn EventStore>,
+    feed: TestFeed,
+    node: NodeId,
+    _redis: Option<RedisServer>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Engine {
+    async fn sqlite() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteEngine::open(&dir.path().join("db.sqlite3"), Timestamp::now()).unwrap();
+        Self::start(Arc::new(store), None, Some(dir)).await
+    }
+
+    async fn redis() -> Self {
+        let redis = RedisServer::start().await;
+        let store = RedisEngine::connect(&redis.url).await.unwrap();
+        Self::start(Arc::new(store), Some(redis), None).await
+    }
+
+    async fn start(
+        store: Arc<dyn EventStore>,
+        redis: Option<RedisServer>,
+        dir: Option<tempfile::TempDir>,
+    ) -> Self {
+        let feed = TestFeed::default();
+        let node: NodeId = Arc::from("node-a");
+        store.start(Arc::new(feed.clone()), node.clone()).await.unwrap();
+        Self { store, feed, node, _redis: redis, _dir: dir }
+    }
+
+    async fn front(&self) -> (FrontUuid, FrontRow) {
+        let (uuid, key) = (FrontUuid::new_v4(), KeyPair::generate().public);
+        let Registration::Registered(bid) = self.store.register(uuid, key, now()).await.unwrap()
+        else {
+            panic!("a new front is registered");
+        };
+        (uuid, FrontRow { bid, key })
+    }
+
+    /// Opens and activates a stream of `session`.
+    async fn stream(
+        &self,
+        (uuid, row): (FrontUuid, FrontRow),
+        session: SessionUuid,
+        front_scope: bool,
+    ) -> StreamUuid {
+        let stream = StreamUuid::new_v4();
+        self.store.open_stream(self.open(uuid, row, session, stream, front_scope)).await.unwrap();
+        self.store.activate_stream(uuid, stream).await.unwrap().unwrap();
+        stream
+    }
+
+    fn open(
+        &self,
+        front_uuid: FrontUuid,
+        front: FrontRow,
+        session: SessionUuid,
+        stream: StreamUuid,
+        front_scope: bool,
+    ) -> OpenStream {
+        OpenStream {
+            front,
+            front_uuid,
+            session,
+            stream,
+            last_event_id: None,
+            front_scope,
+            node: self.node.clone(),
+            activation_timeout_ms: 10_000,
+        }
+    }
+
+    async fn publish(
+        &self,
+        front: Option<FrontBid>,
+        session: Option<SessionUuid>,
+        body: &str,
+    ) -> Result<i64, PublishRefusal> {
+        let event = NewEvent {
+            front,
+            session,
+            expires_at: now().plus_millis(3_600_000),
+            body: body.to_owned(),
+            now: now(),
+        };
+        self.store.publish(event).await.unwrap()
+    }
+
+    async fn replay(
+        &self,
+        front: FrontBid,
+        session: Option<SessionUuid>,
+        since: Since,
+    ) -> Vec<String> {
+        let request = ReplayRequest {
+            front,
+            session,
+            since,
+            now: now(),
+            max_events: 1000,
+            max_bytes: 1 << 20,
+        };
+        let page = self.store.replay(request).await.unwrap();
+        assert!(page.done);
+        page.events.iter().map(|e| e.body.to_string()).collect()
+    }
+}
+
+fn now() -> Timestamp {
+    Timestamp::now()
+}
+
+async fn the_back_identity_is_made_once_and_kept(engine: &Engine) {
+    let first = BackRecord { uuid: BackUuid::new_v4(), secret: [7; 32] };
+    let second = BackRecord { uuid: BackUuid::new_v4(), secret: [9; 32] };
+    assert_eq!(engine.store.back_identity(first.clone()).await.unwrap(), first);
+    assert_eq!(engine.store.back_identity(second).await.unwrap(), first, "the first one stays");
+}
+
+async fn registration_keeps_one_bid_per_uuid_and_refuses_another_key(engine: &Engine) {
+    let (uuid, key) = (FrontUuid::new_v4(), KeyPair::generate().public);
+    let first = engine.store.register(uuid, key, now()).await.unwrap();
+    assert_eq!(engine.store.register(uuid, key, now()).await.unwrap(), first);
+    let other = KeyPair::generate().public;
+    assert_eq!(engine.store.register(uuid, other, now()).await.unwrap(), Registration::Conflict);
+    let Registration::Registered(bid) = first else { panic!("{first:?}") };
+    assert_eq!(engine.store.front(uuid).await.unwrap(), Some(FrontRow { bid, key }));
+    assert_eq!(engine.store.front(FrontUuid::new_v4()).await.unwrap(), None);
+    let (_, second) = engine.front().await;
+    assert_ne!(second.bid, bid, "another front gets another bid");
+}
+
+async fn ids_increase_and_every_instance_feed_gets_each_event_in_order(engine: &Engine) {
+    let (a, b) = (engine.front().await, engine.front().await);
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        let front = if i % 2 == 0 { a.1.bid } else { b.1.bid };
+        ids.push(engine.publish(Some(front), None, &format!("e{i}")).await.unwrap());
+    }
+    ids.push(engine.publish(None, None, "to-all").await.unwrap());
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+    engine.feed.until(|told| told.events.len() >= ids.len()).await;
+    let told = engine.feed.0.lock().unwrap();
+    let fed: Vec<i64> = told.events.iter().map(|e| e.id).collect();
+    assert_eq!(fed, ids, "each event once, in id order");
+    assert_eq!(told.events[20].front, None, "the event for every front");
+    assert_eq!(&*told.events[3].body, "e3");
+}
+
+async fn activation_refuses_unknown_pending_twice_and_reports_the_replaced_stream(engine: &Engine) {
+    let (uuid, row) = engine.front().await;
+    let session = SessionUuid::new_v4();
+    let unknown = engine.store.activate_stream(uuid, StreamUuid::new_v4()).await.unwrap();
+    assert_eq!(unknown.unwrap_err(), ActivateRefusal::NotFound);
+    let unregistered =
+        engine.store.activate_stream(FrontUuid::new_v4(), StreamUuid::new_v4()).await.unwrap();
+    assert_eq!(unregistered.unwrap_err(), ActivateRefusal::FrontNotRegistered);
+
+    let first = engine.stream((uuid, row), session, false).await;
+    let again = engine.store.activate_stream(uuid, first).await.unwrap();
+    assert_eq!(again.unwrap_err(), ActivateRefusal::AlreadyActive);
+    // A stream of another front answers like a guessed UUID.
+    let (other_uuid, _) = engine.front().await;
+    let foreign = engine.store.activate_stream(other_uuid, first).await.unwrap();
+    assert_eq!(foreign.unwrap_err(), ActivateRefusal::NotFound);
+
+    let second = StreamUuid::new_v4();
+    engine.store.open_stream(engine.open(uuid, row, session, second, false)).await.unwrap();
+    let activation = engine.store.activate_stream(uuid, second).await.unwrap().unwrap();
+    assert_eq!(activation.session, session);
+    assert_eq!(activation.replaced.as_ref().map(|(s, _)| *s), Some(first));
+    engine
+        .feed
+        .until(|told| {
+            told.activated.contains(&first)
+                && told.activated.contains(&second)
+                && told.replaced.contains(&first)
+        })
+        .await;
+}
+
+async fn a_session_is_served_by_its_own_stream_or_by_a_front_scoped_one(engine: &Engine) {
+    let front = engine.front().await;
+    let (own, other) = (SessionUuid::new_v4(), SessionUuid::new_v4());
+    assert_eq!(engine.store.served(front.0, own, now()).await.unwrap(), Served::Inactive);
+    assert_eq!(
+        engine.store.served(FrontUuid::new_v4(), own, now()).await.unwrap(),
+        Served::FrontNotRegistered
+    );
+    assert_eq!(
+        engine.publish(Some(front.1.bid), Some(other), "x").await,
+        Err(PublishRefusal::SessionNotFound),
+        "a session never activated is unknown"
+    );
+    let stream = engine.stream(front, own, true).await;
+    assert_eq!(engine.store.served(front.0, own, now()).await.unwrap(), Served::Own(front.1));
+    assert_eq!(engine.store.served(front.0, other, now()).await.unwrap(), Served::Shared(front.1));
+    assert!(engine.publish(Some(front.1.bid), Some(other), "x").await.is_ok(), "known now");
+
+    engine.store.close_stream(front.1.bid, own, stream, now()).await.unwrap();
+    assert_eq!(engine.store.served(front.0, own, now()).await.unwrap(), Served::Inactive);
+}
+
+async fn a_replay_after_an_id_gets_its_sessions_and_its_fronts_events_in_pages(engine: &Engine) {
+    let front = engine.front().await;
+    let (mine, theirs) = (SessionUuid::new_v4(), SessionUuid::new_v4());
+    engine.stream(front, mine, false).await;
+    engine.stream(front, theirs, false).await;
+    let bid = front.1.bid;
+    let before = engine.publish(Some(bid), Some(mine), "old").await.unwrap();
+    engine.publish(Some(bid), Some(mine), "a").await.unwrap();
+    engine.publish(Some(bid), Some(theirs), "not-mine").await.unwrap();
+    engine.publish(None, None, "to-all").await.unwrap();
+    engine.publish(Some(bid), None, "to-front").await.unwrap();
+    let other = engine.front().await;
+    engine.publish(Some(other.1.bid), None, "another-front").await.unwrap();
+    let expired = NewEvent {
+        front: Some(bid),
+        session: None,
+        expires_at: now().plus_millis(-1),
+        body: "expired".into(),
+        now: now(),
+    };
+    engine.store.publish(expired).await.unwrap().unwrap();
+    engine.publish(Some(bid), Some(mine), "b").await.unwrap();
+
+    let got = engine.replay(bid, Some(mine), Since::Id(before)).await;
+    assert_eq!(got, ["a", "to-all", "to-front", "b"]);
+    let all = engine.replay(bid, None, Since::Id(before)).await;
+    assert_eq!(all, ["a", "not-mine", "to-all", "to-front", "b"], "a front-scoped replay");
+
+    // In pages: two events at a time, then by bytes (one event at least).
+    let mut since = Since::Id(before);
+    let mut pages = Vec::new();
+    loop {
+        let request = ReplayRequest {
+            front: bid,
+            session: Some(mine),
+            since,
+            now: now(),
+            max_events: 2,
+            max_bytes: 1,
+        };
+        let page = engine.store.replay(request).await.unwrap();
+        pages.push(page.events.iter().map(|e| e.body.to_string()).collect::<Vec<_>>());
+        since = page.next;
+        if page.done {
+            break;
+        }
+        assert!(pages.len() < 20, "the replay ends");
+    }
+    let flat: Vec<String> = pages.iter().flatten().cloned().collect();
+    assert_eq!(flat, ["a", "to-all", "to-front", "b"], "pages: {pages:?}");
+    assert!(pages.iter().all(|page| page.len() <= 1), "one event per page at 1 byte: {pages:?}");
+}
+
+async fn a_replay_without_an_id_gets_only_undelivered_events_once(engine: &Engine) {
+    let front = engine.front().await;
+    let bid = front.1.bid;
+    let session = SessionUuid::new_v4();
+    engine.stream(front, session, false).await;
+    let waiting = engine.publish(Some(bid), None, "waiting").await.unwrap();
+    engine.feed.until(|told| told.events.iter().any(|e| e.id == waiting)).await;
+    // From now on the feed takes this front's events: they count as delivered.
+    engine.feed.0.lock().unwrap().local.push(bid);
+    let live = engine.publish(Some(bid), None, "live").await.unwrap();
+    engine.feed.until(|told| told.events.iter().any(|e| e.id == live)).await;
+    engine.publish(None, None, "to-all").await.unwrap();
+
+    // Marking a live delivery may be asynchronous (Redis): wait until it shows.
+    within(async {
+        loop {
+            let request = ReplayRequest {
+                front: bid,
+                session: None,
+                since: Since::Undelivered(live - 1),
+                now: now(),
+                max_events: 10,
+                max_bytes: 1 << 20,
+            };
+            // Reads from after `waiting`, so nothing is marked by this probe.
+            if engine.store.replay(request).await.unwrap().events.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    let got = engine.replay(bid, Some(session), Since::Undelivered(0)).await;
+    assert_eq!(got, ["waiting"], "not the delivered one, not the event for every front");
+    let again = engine.replay(bid, Some(session), Since::Undelivered(0)).await;
+    assert!(again.is_empty(), "delivered by the first replay: {again:?}");
+}
+
+async fn an_id_beyond_the_store_is_a_reset(engine: &Engine) {
+    let front = engine.front().await;
+    let bid = front.1.bid;
+    engine.publish(Some(bid), None, "kept").await.unwrap();
+    let request = ReplayRequest {
+        front: bid,
+        session: None,
+        since: Since::Id(1_000_000),
+        now: now(),
+        max_events: 10,
+        max_bytes: 1 << 20,
+    };
+    let page = engine.store.replay(request).await.unwrap();
+    assert!(page.reset, "the client's id is not from this store");
+    let got: Vec<&str> = page.events.iter().map(|e| &*e.body).collect();
+    assert_eq!(got, ["kept"], "it starts over from what was never delivered");
+}
+
+async fn a_closed_streams_session_is_forgotten_after_the_cutoff_with_its_events(engine: &Engine) {
+    let front = engine.front().await;
+    let bid = front.1.bid;
+    let (gone, stays) = (SessionUuid::new_v4(), SessionUuid::new_v4());
+    let stream = engine.stream(front, gone, false).await;
+    engine.stream(front, stays, false).await;
+    let for_tab = engine.publish(Some(bid), Some(gone), "for-tab").await.unwrap();
+    engine.publish(Some(bid), None, "for-front").await.unwrap();
+    let closed_at = now();
+    engine.store.close_stream(bid, gone, stream, closed_at).await.unwrap();
+
+    let early = engine.store.sweep(now(), closed_at.plus_millis(-1)).await.unwrap();
+    assert_eq!(early.sessions, 0, "idle for less than the TTL");
+    assert!(engine.publish(Some(bid), Some(gone), "still").await.is_ok());
+
+    let swept = engine.store.sweep(now(), now().plus_millis(1)).await.unwrap();
+    assert_eq!(swept.sessions, 1, "the idle one only: {swept:?}");
+    assert!(swept.events >= 2, "its two waiting events: {swept:?}");
+    assert_eq!(
+        engine.publish(Some(bid), Some(gone), "late").await,
+        Err(PublishRefusal::SessionNotFound)
+    );
+    assert!(engine.publish(Some(bid), Some(stays), "active").await.is_ok(), "active stays");
+    let left = engine.replay(bid, None, Since::Id(for_tab - 1)).await;
+    assert_eq!(left, ["for-front", "active"], "the tab's events went with it");
+}
+
+async fn a_direct_event_is_claimed_once_until_released(engine: &Engine) {
+    let (_, row) = engine.front().await;
+    let event = EventUuid::new_v4();
+    let keep = now().plus_millis(60_000);
+    assert!(engine.store.claim_direct(row.bid, event, keep, now()).await.unwrap());
+    assert!(!engine.store.claim_direct(row.bid, event, keep, now()).await.unwrap());
+    engine.store.release_direct(row.bid, event).await.unwrap();
+    assert!(engine.store.claim_direct(row.bid, event, keep, now()).await.unwrap());
+    let (_, other) = engine.front().await;
+    assert!(engine.store.claim_direct(other.bid, event, keep, now()).await.unwrap(), "per front");
+}
