@@ -53,9 +53,22 @@ impl InProcess {
 
     /// Opens a stream and reads its challenge.
     async fn open_stream(&self, front: FrontUuid, keys: &KeyPair, session: SessionUuid) -> Tab {
-        let request = Request::get(format!("{}/{front}/{session}", paths::STREAM_OPEN))
-            .body(Body::empty())
-            .unwrap();
+        self.open_stream_after(front, keys, session, None).await
+    }
+
+    /// Opens a stream that saw every event up to `last_event_id`, and reads its challenge.
+    async fn open_stream_after(
+        &self,
+        front: FrontUuid,
+        keys: &KeyPair,
+        session: SessionUuid,
+        last_event_id: Option<i64>,
+    ) -> Tab {
+        let mut request = Request::get(format!("{}/{front}/{session}", paths::STREAM_OPEN));
+        if let Some(id) = last_event_id {
+            request = request.header("last-event-id", id.to_string());
+        }
+        let request = request.body(Body::empty()).unwrap();
         let response = self.app().oneshot(request).await.unwrap();
         assert_eq!(response.status(), StatusCode::OK);
         let mut tab =
@@ -93,6 +106,12 @@ impl Tab {
                 SseItem::Comment(_) => {}
             }
         }
+    }
+
+    /// The next frame of the body as written, unparsed; `None` when the body ends.
+    async fn next_frame(&mut self) -> Option<Bytes> {
+        let frame = std::future::poll_fn(|cx| Pin::new(&mut self.body).poll_frame(cx)).await;
+        Some(frame?.unwrap().into_data().unwrap())
     }
 
     /// The next item, or `None` when the body ends.
@@ -197,4 +216,44 @@ async fn events_expire_at_their_expired_time() {
     service.activate(front, &mut tab).await;
     let Some(event) = tab.next_event().await else { panic!("no event") };
     assert_eq!(event.id, Some(long.id.to_string()), "the 5-second event is gone after 6");
+}
+
+/// Regression: 256 kept events of 63 KiB replayed to a stream opened with `Last-Event-ID: 0`
+/// were one 16 MiB chunk, built while holding the lock every request needed (an unrelated
+/// registration waited 4 s, and ten streams that never read pinned 222 MiB). The replay now
+/// comes in pages of at most `--replay-page-bytes` (one event at least), the next one only
+/// when the stream is read on, and other requests are served in between.
+#[tokio::test(start_paused = true)]
+async fn a_large_backlog_is_replayed_in_capped_pages_while_other_requests_are_served() {
+    let service = InProcess::open().await;
+    let hub = service.state.events.hub();
+    let (front, keys) = service.register().await;
+    let big = "x".repeat(63 * 1024);
+    let hours =
+        PublishOptions { expires_in: Some(Duration::from_secs(4 * 3600)), ..Default::default() };
+    let mut last = 0;
+    for _ in 0..64 {
+        let published = hub.publish_to_front(front, "big", json!(big), hours.clone()).await;
+        last = published.unwrap().id;
+    }
+    let cap = service.state.config.events.replay_page_bytes + 64 * 1024;
+    let mut tab = service.open_stream_after(front, &keys, SessionUuid::new_v4(), Some(0)).await;
+    service.activate(front, &mut tab).await;
+    let first = tab.next_frame().await.expect("the first page");
+    assert!(first.len() <= cap, "the first page is {} bytes", first.len());
+
+    // The stream is in the middle of its replay, its reader not asking for more: another
+    // front registers now, and the replay goes on afterwards.
+    service.register().await;
+    let marker = format!("id: {last}\n");
+    let mut pages = 1;
+    loop {
+        let page = tab.next_frame().await.expect("the replay goes on");
+        assert!(page.len() <= cap, "page {pages} is {} bytes", page.len());
+        pages += 1;
+        if String::from_utf8_lossy(&page).contains(&marker) {
+            break;
+        }
+    }
+    assert!(pages >= 8, "4 MiB in pages of 256 KiB: {pages} pages");
 }
