@@ -8,7 +8,8 @@ use std::collections::VecDeque;
 use std::fmt;
 
 use protocol::messages::{
-    AUTHENTICATE_EVENT, ActivateRequest, AuthenticateChallenge, FrontBid, RegisterRequest,
+    AUTHENTICATE_EVENT, ActivateRequest, AuthenticateChallenge, EVENTS_LOST_EVENT, FrontBid,
+    RegisterRequest,
 };
 use protocol::sse::{SseItem, SseParser};
 use protocol::{
@@ -268,6 +269,7 @@ impl Front {
             parser: SseParser::new(),
             queue: VecDeque::new(),
             heartbeats: 0,
+            events_lost: 0,
         };
         let first = match stream.next_item().await? {
             Some(SseItem::Event(event)) => event,
@@ -352,6 +354,7 @@ pub struct Stream {
     parser: SseParser,
     queue: VecDeque<SseItem>,
     heartbeats: u64,
+    events_lost: u64,
 }
 
 impl fmt::Debug for Stream {
@@ -411,7 +414,13 @@ impl Stream {
         }
     }
 
-    /// The next event, skipping heartbeats; `None` when the server ended the stream.
+    /// How many `events_lost` notices the stream gave (it could not resume exactly).
+    pub fn events_lost(&self) -> u64 {
+        self.events_lost
+    }
+
+    /// The next event, skipping heartbeats and `events_lost` notices (counted, see
+    /// [`Stream::events_lost`]); `None` when the server ended the stream.
     pub async fn next_event(&mut self) -> Result<Option<Received>, ClientError> {
         loop {
             let event = match self.next_item().await? {
@@ -419,6 +428,10 @@ impl Stream {
                 Some(SseItem::Comment(_)) => continue,
                 Some(SseItem::Event(event)) => event,
             };
+            if event.event.as_deref() == Some(EVENTS_LOST_EVENT) {
+                self.events_lost += 1;
+                continue;
+            }
             let mut parsed: ReverseEvent = serde_json::from_str(&event.data)
                 .map_err(|e| ClientError::Protocol(format!("event data: {e}")))?;
             if parsed.meta.encrypted == Some(true) {

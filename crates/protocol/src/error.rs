@@ -94,13 +94,15 @@ pub enum ErrorCode {
     NotFound,
     /// The server's store does not answer (Redis down): try again shortly.
     StoreUnavailable,
+    /// A stream could not resume exactly: events sent before may be lost.
+    EventsLost,
     /// The server failed; details are in its log.
     Internal,
 }
 
 impl ErrorCode {
     /// Every code, in declaration order (for documentation and tests).
-    pub const ALL: [Self; 24] = [
+    pub const ALL: [Self; 25] = [
         Self::InvalidUuid,
         Self::InvalidKey,
         Self::InvalidJson,
@@ -124,6 +126,7 @@ impl ErrorCode {
         Self::InvalidRequest,
         Self::NotFound,
         Self::StoreUnavailable,
+        Self::EventsLost,
         Self::Internal,
     ];
 
@@ -153,6 +156,7 @@ impl ErrorCode {
             Self::InvalidRequest => "invalid_request",
             Self::NotFound => "not_found",
             Self::StoreUnavailable => "store_unavailable",
+            Self::EventsLost => "events_lost",
             Self::Internal => "internal",
         }
     }

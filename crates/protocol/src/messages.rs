@@ -9,6 +9,12 @@ use crate::sealed::Sealed;
 /// The SSE `event:` name of the first frame of a reverse stream.
 pub const AUTHENTICATE_EVENT: &str = "authenticate";
 
+/// The name of the frame a stream sends when it cannot resume exactly: the client's
+/// `Last-Event-ID` is not from this backend's store (it was reset), so events sent before may
+/// be lost. Its data is an [`crate::ErrorBody`] with the code `events_lost`; the stream goes on
+/// with what the store has.
+pub const EVENTS_LOST_EVENT: &str = "events_lost";
+
 /// `POST /web-event-front-reg/{frontUuid}` body.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

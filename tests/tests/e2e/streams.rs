@@ -124,6 +124,20 @@ async fn two_tabs(server: &Server, app: &App) -> anyhow::Result<()> {
         app.switch(&tab.window, &tab.label).await?;
         ensure!(app.read("#front-uuid").await? == a.front, "{} shows another front", tab.label);
     }
+    // The stream resumed after an id the wiped store never gave: no silent gap, the tab that
+    // holds the shared stream is told.
+    let mut told = false;
+    for _ in 0..50 {
+        for tab in tabs {
+            app.switch(&tab.window, &tab.label).await?;
+            told |= app.read("#timeline").await?.contains("events_lost");
+        }
+        if told {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    ensure!(told, "no tab's timeline shows events_lost after the wiped store");
     app.switch(&b.window, &b.label).await?;
     app.fill("#direct-text", "echo after the wipe").await?;
     app.click("#echo-button").await?;

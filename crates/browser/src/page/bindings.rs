@@ -91,7 +91,7 @@ export type ChainStage = "xsrf" | "authorize" | "vtx";
 /** Every promise of the package rejects with this. Branch on `code`, not on `message`. */
 export interface WebSessionError extends Error {
   name: "WebSessionError";
-  /** The backend's stable code (`front_key_conflict`, `access_denied`, `not_provisioned`…) or the client's own: `network_error`, `bad_response`, `timeout`, `closed`, `identity_error`, `storage_error`, `invalid_argument`, `protocol_error`, `not_logged_in`, `no_service_worker`, `unsupported`. */
+  /** The backend's stable code (`front_key_conflict`, `access_denied`, `not_provisioned`…) or the client's own: `network_error`, `bad_response`, `timeout`, `closed`, `identity_error`, `events_lost`, `storage_error`, `invalid_argument`, `protocol_error`, `not_logged_in`, `no_service_worker`, `unsupported`. */
   code: string;
   /** The HTTP status, when the backend answered with an error. */
   status?: number;

@@ -49,6 +49,10 @@ pub enum PageError {
     /// The front identity could not be read, created or registered.
     #[error("front identity: {0}")]
     Identity(String),
+    /// The backend could not resume the stream exactly (its store was reset): events sent
+    /// before may be lost. The stream goes on.
+    #[error("events may be lost: {0}")]
+    EventsLost(String),
     /// IndexedDB (the offline queue) failed.
     #[error("storage: {0}")]
     Storage(String),
@@ -76,6 +80,7 @@ pub enum PageError {
 impl PageError {
     /// The stable code: the server's code for [`PageError::Http`] and [`PageError::Session`],
     /// else one of `network_error`, `bad_response`, `timeout`, `closed`, `identity_error`,
+    /// `events_lost`,
     /// `storage_error`, `invalid_argument`, `protocol_error`, `not_logged_in`,
     /// `no_service_worker`, `unsupported`.
     pub fn code(&self) -> &str {
@@ -86,6 +91,7 @@ impl PageError {
             Self::Timeout(_) => "timeout",
             Self::Closed => "closed",
             Self::Identity(_) => "identity_error",
+            Self::EventsLost(_) => "events_lost",
             Self::Storage(_) => "storage_error",
             Self::InvalidArgument(_) => "invalid_argument",
             Self::Protocol(_) => "protocol_error",

@@ -16,9 +16,10 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use axum::body::Bytes;
+use protocol::messages::EVENTS_LOST_EVENT;
 use protocol::messages::FrontBid;
 use protocol::sse::{self, SseEvent};
-use protocol::{SessionUuid, StreamUuid};
+use protocol::{ErrorBody, ErrorCode, SessionUuid, StreamUuid};
 use tokio::time::Sleep;
 
 use super::Inner;
@@ -55,13 +56,23 @@ impl Cursor {
 
     /// Takes a page read from the store; returns its encoded events.
     fn advance(&mut self, page: &ReplayPage) -> Option<Bytes> {
+        let mut out = String::new();
         if page.reset {
-            // The client's id was not from this store's sequence: nothing was seen yet.
+            // The client's id was not from this store's sequence (the store was reset): it
+            // starts over from what was never delivered, and is told that events may be lost.
             self.last_sent = 0;
+            let notice = ErrorBody::new(
+                ErrorCode::EventsLost,
+                "the store does not know this Last-Event-ID (it was reset): events sent before \
+                 may be lost; the stream goes on with what was never delivered",
+            );
+            let notice = serde_json::to_string(&notice).unwrap_or_default();
+            sse::encode_into(&SseEvent::data(notice).with_event(EVENTS_LOST_EVENT), &mut out);
         }
         self.since = page.next;
-        let last = page.events.last()?.id;
-        let mut out = String::new();
+        let Some(last) = page.events.last().map(|e| e.id) else {
+            return (!out.is_empty()).then(|| Bytes::from(out));
+        };
         for event in &page.events {
             event_frame(event.id, &event.body, &mut out);
         }

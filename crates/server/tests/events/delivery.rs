@@ -126,8 +126,10 @@ async fn a_last_event_id_beyond_the_front_sequence_is_not_trusted() {
         hub.publish_to_front(front.uuid(), "queued", json!(1), long_lived()).await.unwrap();
     let mut tab = front.connect(session, Some("9000")).await.unwrap();
     assert_eq!(next(&mut tab).await.id, Some(queued.id));
+    assert_eq!(tab.events_lost(), 1, "the stream says it could not resume exactly");
     let live = hub.publish_to_front(front.uuid(), "live", json!(2), long_lived()).await.unwrap();
     assert_eq!(next(&mut tab).await.id, Some(live.id));
+    assert_eq!(tab.events_lost(), 1, "once");
 }
 
 #[tokio::test]

@@ -3,8 +3,11 @@
 
 use std::rc::Rc;
 
+use protocol::ErrorBody;
 use protocol::event::ReverseEvent;
-use protocol::messages::{AUTHENTICATE_EVENT, ActivateRequest, AuthenticateChallenge};
+use protocol::messages::{
+    AUTHENTICATE_EVENT, ActivateRequest, AuthenticateChallenge, EVENTS_LOST_EVENT,
+};
 use protocol::paths;
 use protocol::sse::{SseEvent, SseItem};
 use protocol::{ErrorCode, Sealed, StreamUuid};
@@ -171,6 +174,13 @@ impl Inner {
     }
 
     pub(super) fn on_frame(self: &Rc<Self>, frame: SseEvent) {
+        if frame.event.as_deref() == Some(EVENTS_LOST_EVENT) {
+            // The backend could not resume exactly (its store was reset): say so, not a gap.
+            let message = serde_json::from_str::<ErrorBody>(&frame.data)
+                .map_or_else(|_| frame.data.clone(), |body| body.message);
+            self.report(&PageError::EventsLost(message));
+            return;
+        }
         // Named frames other than the default are not events of this protocol.
         if frame.event.as_deref().is_some_and(|name| name != "message") {
             return;
