@@ -1,20 +1,29 @@
-// websession service worker shim, served as /sw.js and registered as a module worker:
+// websession service worker, shipped in the npm package as `sw.js` next to `websession.js`.
+// A site serves it as /sw.js and registers it as a module worker:
 //
 //   navigator.serviceWorker.register('/sw.js?venueUrl=…', { type: 'module' })
+//
+// either as a copy at the site's root next to the two files it loads (`websession.js`,
+// `websession_bg.wasm`), or through a one-line `/sw.js` that imports it where the package is
+// served (`import './websession/sw.js';`): a static import runs before the worker's first
+// script evaluation ends, so the listeners below still count as added at once. See the package
+// README.
 //
 // It adds the four listeners synchronously (a worker that adds them after an await gets no
 // events), starts the wasm initialisation at top level (a worker restarted after idling gets no
 // `install` event, so waiting for one would leave it uninitialised), decides synchronously which
 // requests are the worker's, and hands everything else to the Rust package. Settings are the
-// registration URL's query parameters; see the package README.
+// registration URL's query parameters (`self.location`, which is the registered `/sw.js` however
+// this file is reached).
 //
-// Only `GET /uc/session/vtx` on this origin is answered. Every other request, the reverse
+// Only `GET /uc/session/vtx` on this origin, fetched by a script, is answered. Every other request, the reverse
 // stream (`/web-event-stream-open/…`) and every `/web-event-*` path included, goes to the network
 // untouched: no `respondWith`, no cache.
 //
-// The import is static: module service workers may not use `import()`. A site that serves the
-// package elsewhere than `./pkg/` edits this one line.
-import init, * as wasm from './pkg/websession.js';
+// The import is static and relative (module service workers may not use `import()`): it
+// resolves to the package's own `websession.js`, which fetches `websession_bg.wasm` next to
+// itself.
+import init, * as wasm from './websession.js';
 
 const startedAt = performance.now();
 const SESSION_PATH = '/uc/session/vtx';
@@ -33,7 +42,10 @@ self.addEventListener('activate', (event) => {
 
 self.addEventListener('fetch', (event) => {
   const request = event.request;
-  if (request.method === 'GET') {
+  // Only a script's `fetch` (destination '') from a page of this origin gets the tokens: a
+  // navigation (a link, a typed address, an iframe) or a subresource (<img>, <script>) to the
+  // session path goes to the network like any other request.
+  if (request.method === 'GET' && request.mode !== 'navigate' && request.destination === '') {
     const url = new URL(request.url);
     if (url.origin === self.location.origin && url.pathname === SESSION_PATH) {
       event.respondWith(ready.then(() => wasm.swSession(request)));

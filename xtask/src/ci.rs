@@ -4,7 +4,7 @@ use std::process::Command;
 
 use crate::sh::{cmd, run, which};
 use crate::testbed::Testbed;
-use crate::{demo, install};
+use crate::{consumer, demo, install, wasm};
 
 /// Crates that compile to wasm32, linted for that target too.
 const WASM_CRATES: &[&str] = &["protocol", "browser"];
@@ -33,7 +33,12 @@ pub(crate) fn all() -> Result<(), String> {
     // Built once (wasm-pack), then used by the host tests that drive Chromium through `/sw.js`
     // (crates/devserver/tests) and served by the test bed of the wasm suites.
     let site = demo::assemble_site()?;
-    run(cmd("cargo", &["test", "--workspace", "--locked"]).env("WEBSESSION_SITE_DIR", &site))?;
+    // The packed package in a fresh npm project: tsc --strict and a Vite build here, the built
+    // app in Chromium in the end-to-end suite (its `consumer` scenario).
+    let consumer = consumer::build(&wasm::Settings::load()?.out_dir())?;
+    run(cmd("cargo", &["test", "--workspace", "--locked"])
+        .env("WEBSESSION_SITE_DIR", &site)
+        .env("WEBSESSION_CONSUMER_DIR", &consumer))?;
     let testbed = Testbed::start(&site)?;
     for (krate, place) in WASM_SUITES {
         run(&mut wasm_test(krate, place, &testbed)?)?;

@@ -37,8 +37,8 @@ pub(crate) fn run_demo(args: &[String]) -> Result<(), String> {
     .env("RUST_LOG", "info,tower_http=warn"))
 }
 
-/// `target/site/`: the web app (`www/`), the service worker shim (`sw/`) at the root, and the
-/// browser package under `pkg/`.
+/// `target/site/`: the web app (`www/`, with its one-line `/sw.js` that imports `./pkg/sw.js`)
+/// and the browser package under `pkg/`, as a site without a bundler serves them.
 pub(crate) fn assemble_site() -> Result<std::path::PathBuf, String> {
     let pkg = wasm::build()?;
     let site = root().join("target/site");
@@ -47,9 +47,17 @@ pub(crate) fn assemble_site() -> Result<std::path::PathBuf, String> {
             .map_err(|e| format!("cannot clear {}: {e}", site.display()))?;
     }
     copy_dir(&root().join("www"), &site)?;
-    copy_dir(&root().join("sw"), &site)?;
     copy_dir(&pkg, &site.join("pkg"))?;
     Ok(site)
+}
+
+/// Copies a file or a directory tree.
+pub(crate) fn copy_path(from: &Path, to: &Path) -> Result<(), String> {
+    if from.is_dir() {
+        copy_dir(from, to)
+    } else {
+        std::fs::copy(from, to).map(drop).map_err(|e| format!("copying {}: {e}", from.display()))
+    }
 }
 
 fn copy_dir(from: &Path, to: &Path) -> Result<(), String> {

@@ -16,6 +16,7 @@ pub(crate) fn ensure_all() -> Result<(), String> {
     ensure_wasm_bindgen()?;
     ensure_wasm_pack()?;
     ensure_apt()?;
+    ensure_node()?;
     Ok(())
 }
 
@@ -74,6 +75,11 @@ fn ensure_apt() -> Result<(), String> {
         println!("ok: apt packages {}", names(APT_PACKAGES));
         return Ok(());
     }
+    apt_install(&missing)
+}
+
+/// `apt-get update` and `apt-get install` of `packages` (with sudo unless root).
+fn apt_install(packages: &[&str]) -> Result<(), String> {
     let sudo = if is_root() { vec![] } else { vec!["sudo"] };
     let apt = |args: &[&str]| {
         let mut all: Vec<&str> = sudo.clone();
@@ -85,8 +91,22 @@ fn ensure_apt() -> Result<(), String> {
     };
     apt(&["update", "-qq"])?;
     let mut args = vec!["install", "-y", "-qq", "--no-install-recommends"];
-    args.extend(&missing);
+    args.extend(packages);
     apt(&args)
+}
+
+/// Node and npm, for the consumer test (`npm pack`, TypeScript and Vite from npm). Whatever
+/// `node` is on `PATH` is used; Debian's packages are installed only when there is none.
+fn ensure_node() -> Result<(), String> {
+    for (program, package) in [("node", "nodejs"), ("npm", "npm")] {
+        if which(program).is_none() {
+            apt_install(&[package])?;
+        }
+    }
+    let node = output(&mut cmd("node", &["--version"])).unwrap_or_default();
+    let npm = output(&mut cmd("npm", &["--version"])).unwrap_or_default();
+    println!("ok: node {}, npm {}", node.trim(), npm.trim());
+    Ok(())
 }
 
 fn names(pkgs: &[(&str, &str)]) -> String {

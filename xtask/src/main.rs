@@ -4,6 +4,7 @@
 //! passes as well.
 
 mod ci;
+mod consumer;
 mod demo;
 mod install;
 mod sh;
@@ -15,10 +16,15 @@ use std::process::ExitCode;
 const HELP: &str = "\
 cargo xtask <command>
 
-  ci        install what is missing, then fmt, clippy (host + wasm32), host tests, wasm tests in headless Chromium
+  ci        install what is missing, then fmt, clippy (host + wasm32), the consumer build, host tests
+            (the e2e suite among them), wasm tests in headless Chromium
+  consumer  build the browser package, install its packed tarball in a fresh npm project outside
+            the workspace, type-check (tsc --strict) and build (Vite) the app in tests/consumer/,
+            and load it in headless Chromium against the development server (e2e consumer::)
   demo      build the browser package with wasm-pack (wasm-pack.toml), assemble the site and start the
             development server (backend + venue stand-in on one origin); prints the URL
-  install   only install what is missing (wasm32 target, wasm-bindgen-cli, wasm-pack, apt packages)
+  install   only install what is missing (wasm32 target, wasm-bindgen-cli, wasm-pack, node and npm,
+            apt packages)
   wasm      only build the browser package (wasm-pack, settings from wasm-pack.toml)
 ";
 
@@ -26,6 +32,7 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("ci") => ci::all(),
+        Some("consumer") => consumer::run_consumer(),
         Some("demo") => demo::run_demo(&args[1..]),
         Some("install") => install::ensure_all(),
         Some("wasm") => wasm::build().map(|_| ()),

@@ -1,6 +1,6 @@
 //! Builds the browser package with wasm-pack, with the settings in `wasm-pack.toml`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
@@ -59,8 +59,107 @@ pub(crate) fn build() -> Result<PathBuf, String> {
     if s.profile == "release" {
         strip_name_section(&out.join(format!("{}_bg.wasm", s.out_name)))?;
     }
+    copy_worker(&out)?;
     write_package_json(&root().join(&s.crate_dir), &out)?;
+    check_package(&out)?;
     Ok(out)
+}
+
+/// Puts the service worker script (`sw/sw.js`) into the package, next to the module it imports.
+fn copy_worker(out: &Path) -> Result<(), String> {
+    let (from, to) = (root().join("sw/sw.js"), out.join("sw.js"));
+    std::fs::copy(&from, &to)
+        .map(drop)
+        .map_err(|e| format!("cannot copy {} to {}: {e}", from.display(), to.display()))
+}
+
+/// Checks that the package is whole, as `npm pack` will see it: every name in `files`, every
+/// target in `exports` and `types` exists, every export and every relative import of its
+/// JavaScript is among `files`, so no user gets a broken import (npm packs only what `files`
+/// lists *and* exists). The consumer test (`cargo xtask consumer`) then proves the tarball.
+fn check_package(out: &Path) -> Result<(), String> {
+    let path = out.join("package.json");
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let json: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    let err = |what: String| format!("the package in {} is incomplete: {what}", out.display());
+    let files: Vec<&str> = json["files"]
+        .as_array()
+        .map(|a| a.iter().filter_map(serde_json::Value::as_str).collect())
+        .ok_or_else(|| err("package.json has no `files` list".to_owned()))?;
+    for file in &files {
+        if !out.join(file).is_file() {
+            return Err(err(format!("`files` lists {file}, which the build did not write")));
+        }
+    }
+    // npm always packs package.json; everything else must be listed.
+    let packed = |name: &str| name == "package.json" || files.contains(&name);
+    let mut targets = Vec::new();
+    collect_strings(&json["exports"], &mut targets);
+    targets.extend(json["types"].as_str());
+    for target in targets {
+        let name = target.strip_prefix("./").unwrap_or(target);
+        if !packed(name) {
+            return Err(err(format!("{target} (in `exports` or `types`) is not in `files`")));
+        }
+    }
+    for file in files.iter().filter(|f| f.ends_with(".js")) {
+        let source = std::fs::read_to_string(out.join(file))
+            .map_err(|e| err(format!("cannot read {file}: {e}")))?;
+        for import in relative_imports(&source) {
+            let name = import.strip_prefix("./").unwrap_or(import);
+            if import.starts_with("../") || !packed(name) {
+                return Err(err(format!("{file} imports {import}, which is not in the package")));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The string literal `text` starts with (after spaces), if it starts with one.
+fn quoted(text: &str) -> Option<&str> {
+    let rest = text.trim_start();
+    let quote = rest.chars().next().filter(|c| matches!(c, '\'' | '"'))?;
+    let rest = &rest[1..];
+    rest.find(quote).map(|end| &rest[..end])
+}
+
+/// Every string anywhere in a JSON value (the targets of a nested `exports` map).
+fn collect_strings<'a>(value: &'a serde_json::Value, into: &mut Vec<&'a str>) {
+    match value {
+        serde_json::Value::String(s) => into.push(s),
+        serde_json::Value::Array(a) => a.iter().for_each(|v| collect_strings(v, into)),
+        serde_json::Value::Object(o) => o.values().for_each(|v| collect_strings(v, into)),
+        _ => {}
+    }
+}
+
+/// The relative specifiers a module loads: `from './x'`, `import './x'`, and the
+/// `new URL('x', import.meta.url)` with which wasm-bindgen finds the `.wasm` file.
+fn relative_imports(source: &str) -> Vec<&str> {
+    let mut found = Vec::new();
+    for line in source.lines().map(str::trim) {
+        if line.starts_with("//") || line.starts_with('*') {
+            continue;
+        }
+        let mut specifiers = Vec::new();
+        if let Some(at) = line.find(" from ") {
+            specifiers.extend(quoted(&line[at + 6..]));
+        }
+        if let Some(rest) = line.strip_prefix("import ") {
+            specifiers.extend(quoted(rest));
+        }
+        if let Some(at) = line.find("new URL(")
+            && line[at..].contains("import.meta.url")
+        {
+            specifiers.extend(quoted(&line[at + 8..]));
+        }
+        found.extend(specifiers.into_iter().filter(|s| {
+            !s.contains(':') && !s.starts_with('/') && (s.starts_with('.') || !s.contains('/'))
+        }));
+    }
+    found
 }
 
 /// Replaces the `package.json` wasm-pack wrote with the crate's own (name, `exports`, `files`),
@@ -134,4 +233,88 @@ fn leb128(bytes: &[u8], mut at: usize) -> Option<(usize, usize)> {
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    // A failed setup step should stop the test where it happened.
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// A package folder under the system's temp dir with `files` written into it.
+    fn package(name: &str, files: &[(&str, &str)]) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("xtask-check-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        for (file, text) in files {
+            std::fs::write(dir.join(file), text).unwrap();
+        }
+        dir
+    }
+
+    const PACKAGE_JSON: &str = r#"{"name": "p", "types": "./p.d.ts",
+        "exports": {".": {"types": "./p.d.ts", "default": "./p.js"}, "./sw.js": "./sw.js"},
+        "files": ["p.js", "p.d.ts", "p_bg.wasm", "sw.js"]}"#;
+    const P_JS: &str = "const u = new URL('p_bg.wasm', import.meta.url);\nexport default 1;\n";
+
+    #[test]
+    fn a_whole_package_passes() {
+        let dir = package(
+            "whole",
+            &[
+                ("package.json", PACKAGE_JSON),
+                ("p.js", P_JS),
+                ("p.d.ts", ""),
+                ("p_bg.wasm", ""),
+                ("sw.js", "// import './elsewhere.js' in a comment\nimport init from './p.js';\n"),
+            ],
+        );
+        assert_eq!(check_package(&dir), Ok(()));
+    }
+
+    /// The issue's tarball: `files` and `exports` named `sw.js`, which was never copied in.
+    #[test]
+    fn files_naming_a_sw_js_that_was_not_built_is_refused() {
+        let dir = package(
+            "no-sw",
+            &[("package.json", PACKAGE_JSON), ("p.js", P_JS), ("p.d.ts", ""), ("p_bg.wasm", "")],
+        );
+        let err = check_package(&dir).unwrap_err();
+        assert!(err.contains("`files` lists sw.js"), "{err}");
+    }
+
+    /// The issue's `sw.js` importing `./pkg/websession.js`, which is not in the package.
+    #[test]
+    fn a_worker_importing_outside_the_package_is_refused() {
+        let dir = package(
+            "bad-import",
+            &[
+                ("package.json", PACKAGE_JSON),
+                ("p.js", P_JS),
+                ("p.d.ts", ""),
+                ("p_bg.wasm", ""),
+                ("sw.js", "import init, * as wasm from './pkg/websession.js';\n"),
+            ],
+        );
+        let err = check_package(&dir).unwrap_err();
+        assert!(err.contains("sw.js imports ./pkg/websession.js"), "{err}");
+    }
+
+    #[test]
+    fn an_export_not_in_files_is_refused() {
+        let json = PACKAGE_JSON.replace(r#""./sw.js": "./sw.js""#, r#""./x.js": "./x.js""#);
+        let dir = package(
+            "export",
+            &[
+                ("package.json", &json),
+                ("p.js", P_JS),
+                ("p.d.ts", ""),
+                ("p_bg.wasm", ""),
+                ("sw.js", ""),
+                ("x.js", ""),
+            ],
+        );
+        let err = check_package(&dir).unwrap_err();
+        assert!(err.contains("./x.js (in `exports` or `types`) is not in `files`"), "{err}");
+    }
 }

@@ -49,8 +49,8 @@ impl Case {
 
 impl Vectors {
     fn load() -> Self {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../../shared/fixtures/tweetnacl-box-vectors.json");
+        let path =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tweetnacl-box-vectors.json");
         let text = std::fs::read_to_string(&path)
             .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
         serde_json::from_str(&text).expect("fixture JSON parses into our key types")

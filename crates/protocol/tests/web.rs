@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use wasm_bindgen_test::*;
 
-const VECTORS: &str = include_str!("../../../../shared/fixtures/tweetnacl-box-vectors.json");
+const VECTORS: &str = include_str!("fixtures/tweetnacl-box-vectors.json");
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -54,6 +54,28 @@ pub(crate) fn site_dir() -> anyhow::Result<PathBuf> {
     Ok(dir)
 }
 
+/// The consumer app built by `cargo xtask consumer` (the packed package installed from npm's
+/// point of view, built with Vite, the package's worker as `/sw.js`), from
+/// `WEBSESSION_CONSUMER_DIR`; an error that says how to get it otherwise.
+pub(crate) fn consumer_dir() -> anyhow::Result<PathBuf> {
+    let Some(dir) = std::env::var_os("WEBSESSION_CONSUMER_DIR").map(PathBuf::from) else {
+        bail!(
+            "WEBSESSION_CONSUMER_DIR is not set: the consumer scenario serves the app built from \
+             the packed npm package. Run it through `cargo xtask consumer` or `cargo xtask ci` \
+             (which build it and set the variable)"
+        );
+    };
+    for file in ["index.html", "sw.js", "websession.js", "websession_bg.wasm"] {
+        if !dir.join(file).is_file() {
+            bail!(
+                "WEBSESSION_CONSUMER_DIR={} has no {file}: build it with `cargo xtask consumer`",
+                dir.display()
+            );
+        }
+    }
+    Ok(dir)
+}
+
 /// The workspace's target directory (`CARGO_TARGET_DIR` if set).
 fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
@@ -124,7 +146,15 @@ impl Server {
         name: &str,
         configure: impl FnOnce(&mut Config),
     ) -> anyhow::Result<Self> {
-        let site = site_dir()?;
+        Self::start_serving(name, site_dir()?, configure).await
+    }
+
+    /// [`Server::start`] with `site` as the static files instead of the assembled demo.
+    pub(crate) async fn start_serving(
+        name: &str,
+        site: PathBuf,
+        configure: impl FnOnce(&mut Config),
+    ) -> anyhow::Result<Self> {
         let data = fresh_dir(&format!("data/{name}"))?;
         let mut config = Config::new(&data).with_static_dir(site);
         config.test_controls = true;

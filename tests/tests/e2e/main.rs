@@ -11,13 +11,17 @@
 //! - `streams`: seeds 001/003, tabs sharing one front, offline, restarts, a wiped store, eight
 //!   tabs;
 //! - `login`: seed 002, the one-time-token login on the embedded store and on Redis;
-//! - `bad_input`: a tampered login token, a corrupted identity, a forged stamp.
+//! - `bad_input`: a tampered login token, a corrupted identity, a forged stamp;
+//! - `consumer`: not the demo but an app built with Vite from the packed npm package, with the
+//!   package's worker as `/sw.js`.
 //!
-//! Needs the assembled site in `WEBSESSION_SITE_DIR` (`cargo xtask ci` sets it), `chromedriver`
+//! Needs the assembled site in `WEBSESSION_SITE_DIR` and the consumer app in
+//! `WEBSESSION_CONSUMER_DIR` (`cargo xtask ci` sets both), `chromedriver`
 //! with Debian's Chromium, and `redis-server`. Screenshots of key states go to `target/e2e/`.
 //! Browser scenarios take turns (two cores): each holds [`harness::serial`] while it runs.
 
 mod bad_input;
+mod consumer;
 mod harness;
 mod login;
 mod streams;

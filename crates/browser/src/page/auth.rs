@@ -55,6 +55,10 @@ pub struct AuthOptions {
     /// `refresh_reused`, `invalid_token`, `logout` from another tab...). Default: go to
     /// `login_path`.
     pub on_expired: Option<ExpiredFn>,
+    /// Origins besides the backend's (`base`, or the page's) to which [`Auth::fetch`] sends the
+    /// bearer. A request to any other origin is a plain fetch: the access token never leaves
+    /// for a third party because a URL was built wrong. Default none.
+    pub bearer_origins: Vec<String>,
 }
 
 impl std::fmt::Debug for AuthOptions {
@@ -66,6 +70,7 @@ impl std::fmt::Debug for AuthOptions {
             .field("login_path", &self.login_path)
             .field("refresh_margin_ms", &self.refresh_margin_ms)
             .field("auto_refresh", &self.auto_refresh)
+            .field("bearer_origins", &self.bearer_origins)
             .finish_non_exhaustive()
     }
 }
@@ -80,6 +85,7 @@ impl Default for AuthOptions {
             refresh_margin_ms: 60_000.0,
             auto_refresh: true,
             on_expired: None,
+            bearer_origins: Vec::new(),
         }
     }
 }
@@ -328,8 +334,12 @@ impl Auth {
 
     /// Sends `request` with `Authorization: Bearer <access token>`. On `401` refreshes once
     /// and sends it again; if the refresh is refused, the session is over (`on_expired`) and
-    /// the `401` answer is returned.
+    /// the `401` answer is returned. A request to an origin other than the backend's and
+    /// [`AuthOptions::bearer_origins`] is sent as it is: no bearer, no refresh on `401`.
     pub async fn fetch(&self, request: Request) -> Result<Response, PageError> {
+        if !self.inner.sends_bearer_to(&request.url()) {
+            return http::fetch(&request).await;
+        }
         let retry = request.clone().map_err(|e| PageError::InvalidArgument(js::describe(&e)))?;
         let seen = self.access_token();
         if let Some(token) = &seen {
@@ -400,7 +410,23 @@ fn set_bearer(request: &Request, token: &str) -> Result<(), PageError> {
         .map_err(|e| PageError::InvalidArgument(js::describe(&e)))
 }
 
+/// The origin of `url`, resolved against the page's address (`None` for a URL that does not
+/// parse; `"null"` for opaque ones such as `data:`, which match no backend).
+fn origin_of(url: &str) -> Option<String> {
+    let href = js::get_string(&js::get(&js::global(), "location"), "href")?;
+    web_sys::Url::new_with_base(url, &href).ok().map(|u| u.origin())
+}
+
 impl Inner {
+    /// Whether [`Auth::fetch`] may send the bearer to `url`: the backend's origin (`base`, or
+    /// the page's own) or one of `bearer_origins`.
+    fn sends_bearer_to(&self, url: &str) -> bool {
+        let Some(target) = origin_of(url).filter(|o| o != "null") else { return false };
+        let backend = origin_of(&http::join(&self.options.base, "/"));
+        backend.as_deref() == Some(target.as_str())
+            || self.options.bearer_origins.iter().any(|o| origin_of(o).as_deref() == Some(&target))
+    }
+
     fn post(&self, message: &AuthRelay) {
         if let Some(channel) = self.channel.borrow().as_ref() {
             channel.post(&http::to_json(message));

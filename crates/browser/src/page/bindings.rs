@@ -168,6 +168,8 @@ export interface AuthOptions {
   autoRefresh?: boolean;
   /** Called when the login session ends. Default: go to `loginPath`. */
   onExpired?: (reason: ExpiryReason) => void;
+  /** Origins besides the backend's (`base`, or this page's) to which `auth.fetch` sends the bearer, e.g. `["https://files.example.com"]`. A request to any other origin is a plain `fetch`: no token, no refresh on 401. Default none. */
+  bearerOrigins?: string[];
 }
 "#;
 
@@ -462,6 +464,25 @@ fn auth_options(value: &JsValue) -> Result<AuthOptions, PageError> {
     if let Some(auto) = js::get_bool(value, "autoRefresh") {
         o.auto_refresh = auto;
     }
+    let origins = js::get(value, "bearerOrigins");
+    if !origins.is_undefined() && !origins.is_null() {
+        let bad = || PageError::InvalidArgument("bearerOrigins must be an array of origins".into());
+        if !js_sys::Array::is_array(&origins) {
+            return Err(bad());
+        }
+        for origin in js_sys::Array::from(&origins).iter() {
+            let origin = origin.as_string().ok_or_else(bad)?;
+            let parsed = web_sys::Url::new(&origin).map_err(|_| {
+                PageError::InvalidArgument(format!("bearerOrigins: {origin:?} is not an origin"))
+            })?;
+            if parsed.origin() == "null" {
+                return Err(PageError::InvalidArgument(format!(
+                    "bearerOrigins: {origin:?} has no origin"
+                )));
+            }
+            o.bearer_origins.push(origin);
+        }
+    }
     if let Some(f) = js::get_function(value, "onExpired") {
         o.on_expired =
             Some(Rc::new(move |reason: &str| js::call_listener(&f, &[JsValue::from_str(reason)])));
@@ -514,7 +535,8 @@ impl JsAuth {
         self.auth.error().map(|e| e.to_js()).unwrap_or(JsValue::UNDEFINED)
     }
 
-    /// `fetch` with `Authorization: Bearer <access token>`; on `401` refreshes once and retries.
+    /// `fetch` with `Authorization: Bearer <access token>` for the backend's origin and
+    /// `bearerOrigins`; on `401` refreshes once and retries. Other origins get a plain `fetch`.
     #[wasm_bindgen(unchecked_return_type = "Promise<Response>")]
     pub fn fetch(
         &self,

@@ -141,3 +141,32 @@ async fn tabs_share_one_access_token_one_refresh_and_the_logout() {
     assert!(util::wait_for(2_000, || !b.logged_in()).await);
     assert_eq!(*expired_b.borrow(), vec!["logout".to_owned()]);
 }
+
+/// `auth.fetch` sends the bearer only to the backend's origin and the listed ones: the same
+/// server under another origin (`localhost` for `127.0.0.1`) gets a plain request, answers
+/// `401`, and that `401` neither refreshes nor ends the session.
+#[wasm_bindgen_test]
+async fn the_bearer_goes_only_to_the_backend_and_the_listed_origins() {
+    let base = server!();
+    let elsewhere = base.replacen("127.0.0.1", "localhost", 1);
+    assert_ne!(elsewhere, base, "the test bed listens on 127.0.0.1: {base}");
+    let token = util::mint(base, "alice", &["CanAccessDashboard"], 3_600).await;
+    let (options, expired) = options(base, Some(token));
+    let auth = util::start(options).await;
+    assert!(auth.logged_in(), "login failed: {:?}", auth.error());
+    let first = auth.access_token();
+    assert_eq!(status(&auth, &format!("{base}/api/dashboard")).await, 200);
+    assert_eq!(status(&auth, &format!("{elsewhere}/api/dashboard")).await, 401, "a bearer leaked");
+    assert_eq!(auth.access_token(), first, "a 401 from another origin refreshes nothing");
+    assert!(auth.logged_in() && expired.borrow().is_empty(), "nor ends the session");
+
+    // Listed, the other origin gets it (this tab takes the login of the first).
+    let (mut listed, _) = self::options(base, None);
+    listed.bearer_origins = vec![elsewhere.clone()];
+    let tab = util::start(listed).await;
+    assert!(tab.logged_in(), "{:?}", tab.error());
+    assert_eq!(status(&tab, &format!("{elsewhere}/api/dashboard")).await, 200);
+    tab.close();
+    auth.logout().await.expect("logs out");
+    auth.close();
+}

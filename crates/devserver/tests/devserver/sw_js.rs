@@ -132,6 +132,34 @@ async fn sw_js_answers_cold_then_warm_and_leaves_other_requests_alone() {
     page.close().await;
 }
 
+/// The tokens are for the scripts of the origin's pages: opening `/uc/session/vtx` as a page (a
+/// link, a typed address) or loading it as an image goes to the network, and the worker runs
+/// no chain for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn navigations_and_subresources_to_the_session_path_are_not_answered_by_the_worker() {
+    let page = Page::open().await;
+    page.login("alice").await;
+    page.server.dev.reset();
+
+    let image = "const img = new Image(); \
+                 const done = new Promise((r) => { img.onload = () => r('load'); img.onerror = () => r('error'); }); \
+                 img.src = '/uc/session/vtx?as=image'; return await done;";
+    assert_eq!(page.browser.run(image, &[]).await.unwrap(), "error");
+    assert_eq!(page.counters(), [0, 0, 0], "an <img> made the worker run the chain");
+
+    page.browser.goto(&format!("{}/uc/session/vtx", page.server.url)).await.unwrap();
+    let text = page.browser.run("return document.body ? document.body.innerText : '';", &[]);
+    let text = text.await.unwrap();
+    assert!(!text.as_str().unwrap_or_default().contains("eidJwt"), "the worker answered: {text}");
+    assert_eq!(page.counters(), [0, 0, 0], "a navigation made the worker run the chain");
+    // A script's fetch from a page of the origin is still answered.
+    page.browser.goto(&format!("{}/blank.html", page.server.url)).await.unwrap();
+    let answer = page.fetch("/uc/session/vtx").await;
+    assert_eq!(answer["status"], 200, "{answer}");
+    assert_eq!(page.counters(), [1, 1, 1]);
+    page.close().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_parallel_fetches_run_the_chain_once() {
     let page = Page::open().await;
