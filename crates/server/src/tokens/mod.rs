@@ -53,7 +53,10 @@ pub use self::keys::{ALGORITHM, KeyError, SigningKey};
 pub use self::login::Refreshed;
 pub use self::mint::{MintTokenArgs, MintedToken, mint_token, parse_duration};
 pub use self::origin::OriginPattern;
-pub use self::venue_keys::{MAX_AGE as VENUE_JWKS_MAX_AGE, MIN_REFETCH as VENUE_JWKS_MIN_REFETCH};
+pub use self::venue_keys::{
+    MAX_AGE as VENUE_JWKS_MAX_AGE, MAX_STALE as VENUE_JWKS_MAX_STALE,
+    MIN_REFETCH as VENUE_JWKS_MIN_REFETCH,
+};
 pub use self::vtx::EID_TOKEN_TYPE;
 
 use self::store::{OneTimeTokenStore, RedisStore, SessionStore, SqliteStore};
