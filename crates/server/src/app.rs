@@ -2,10 +2,10 @@
 
 use std::future::Future;
 
-use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::IntoResponse;
+use axum::{Router, middleware};
 use protocol::ErrorCode;
 use tokio::net::TcpListener;
 use tower_http::cors::{AllowOrigin, CorsLayer};
@@ -13,9 +13,8 @@ use tower_http::services::ServeDir;
 use tower_http::trace::TraceLayer;
 
 use crate::config::Config;
-use crate::db::Db;
 use crate::error::{MAX_BODY_BYTES, error_response};
-use crate::{events, tokens};
+use crate::{events, http, tokens};
 
 /// Shared state of all handlers; cheap to clone.
 #[derive(Clone, Debug)]
@@ -31,8 +30,7 @@ pub struct AppState {
 impl AppState {
     /// Opens the store in `config.data_dir` and starts the services' background tasks.
     pub async fn open(config: Config) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(&config.data_dir)?;
-        let db = Db::open(&config.db_path())?;
+        let db = config.open_db()?;
         let events = events::Events::open(&config, db.clone()).await?;
         let tokens = tokens::Tokens::open(&config, db).await?;
         Ok(Self { events, tokens, config })
@@ -44,6 +42,9 @@ pub fn app(state: AppState) -> Router {
     let mut router = Router::new()
         .merge(events::router(state.events.clone()))
         .merge(tokens::router(state.tokens.clone()))
+        // Here, once, after every route: axum applies it only to the routes added before it,
+        // and a route without it answers a wrong method with an empty 405.
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
     router = match &state.config.static_dir {
         Some(dir) => {
@@ -54,11 +55,21 @@ pub fn app(state: AppState) -> Router {
     if !state.config.cors_origins.is_empty() {
         router = router.layer(cors(&state.config.cors_origins));
     }
-    router.layer(TraceLayer::new_for_http())
+    router
+        .layer(middleware::from_fn_with_state(state.config.body_read_timeout, http::limit_request))
+        .layer(TraceLayer::new_for_http())
 }
 
 async fn not_found() -> impl IntoResponse {
     error_response(StatusCode::NOT_FOUND, ErrorCode::NotFound, "nothing is at this path")
+}
+
+async fn method_not_allowed() -> impl IntoResponse {
+    error_response(
+        StatusCode::METHOD_NOT_ALLOWED,
+        ErrorCode::InvalidRequest,
+        "this endpoint does not take that method",
+    )
 }
 
 /// Allows the listed origins, with credentials (cookies), for the API's methods and headers.
@@ -99,9 +110,11 @@ pub async fn serve(
         shutdown.await;
         events.shutdown();
     };
-    // `into_make_service` builds the routes once; a bare `Router` is re-specialised for every
+    let header_read_timeout = state.config.header_read_timeout;
+    // `with_state(())` builds the routes once; a bare `Router` is re-specialised for every
     // connection, which costs each long-lived stream several KiB and the accept path CPU.
-    axum::serve(listener, app(state).into_make_service()).with_graceful_shutdown(shutdown).await?;
+    let router = app(state).with_state(());
+    http::serve(listener, router, header_read_timeout, shutdown).await;
     Ok(())
 }
 

@@ -2,7 +2,9 @@
 //! tests directly.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
+use crate::db::Db;
 use crate::{events, tokens};
 
 /// Everything the server needs to start.
@@ -14,6 +16,11 @@ pub struct Config {
     pub static_dir: Option<PathBuf>,
     /// Origins allowed to call the API cross-origin, with credentials. Empty: same origin only.
     pub cors_origins: Vec<String>,
+    /// How long a client may take to send a request header; also how long a keep-alive
+    /// connection may sit idle. Applies to [`crate::serve`] and [`crate::run`].
+    pub header_read_timeout: Duration,
+    /// How long a client may take to send a whole request body.
+    pub body_read_timeout: Duration,
     /// Reverse streams and direct events.
     pub events: events::EventsConfig,
     /// Token exchange and login.
@@ -27,6 +34,8 @@ impl Config {
             data_dir: data_dir.into(),
             static_dir: None,
             cors_origins: Vec::new(),
+            header_read_timeout: crate::DEFAULT_HEADER_READ_TIMEOUT,
+            body_read_timeout: crate::DEFAULT_BODY_READ_TIMEOUT,
             events: events::EventsConfig::default(),
             tokens: tokens::TokensConfig::default(),
         }
@@ -35,5 +44,30 @@ impl Config {
     /// The embedded store's database file in `data_dir` (the server and `mint-token` share it).
     pub fn db_path(&self) -> PathBuf {
         self.data_dir.join("server.sqlite3")
+    }
+
+    /// Makes `data_dir` and an empty database file, readable by this user only, and opens the
+    /// database.
+    ///
+    /// The directory holds secrets (the back's X25519 key in the database, the signing key), so
+    /// it is made with mode 0700, and the database file with 0600 before SQLite opens it:
+    /// SQLite gives its `-wal` and `-shm` files the mode of the database file. Directories and
+    /// files that exist already keep their mode (an operator may have chosen it).
+    pub fn open_db(&self) -> anyhow::Result<Db> {
+        let dir = &self.data_dir;
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        builder
+            .create(dir)
+            .map_err(|err| anyhow::anyhow!("data directory {}: {err}", dir.display()))?;
+        let path = self.db_path();
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(false);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        options.open(&path).map_err(|err| anyhow::anyhow!("{}: {err}", path.display()))?;
+        Db::open(&path).map_err(|err| anyhow::anyhow!("{}: {err}", path.display()))
     }
 }

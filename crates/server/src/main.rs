@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::Parser;
 use server::{Config, events, tokens};
@@ -27,6 +28,24 @@ struct Cli {
     /// Allow this origin to call the API cross-origin with credentials (repeatable).
     #[arg(long = "cors-origin", value_name = "ORIGIN")]
     cors_origins: Vec<String>,
+    /// Seconds a client may take to send a request's header; a connection that has not sent a
+    /// whole header by then (or sat idle between requests that long) is closed.
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value_t = server::DEFAULT_HEADER_READ_TIMEOUT.as_secs(),
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    header_read_timeout_secs: u64,
+    /// Seconds a client may take to send a whole request body (408 request_timeout after
+    /// that). Bodies are at most 64 KiB; a larger Content-Length is refused at once (413).
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value_t = server::DEFAULT_BODY_READ_TIMEOUT.as_secs(),
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    body_read_timeout_secs: u64,
     #[command(flatten)]
     events: events::EventsArgs,
     #[command(flatten)]
@@ -53,6 +72,8 @@ async fn main() -> anyhow::Result<()> {
         data_dir: cli.data_dir,
         static_dir: cli.static_dir,
         cors_origins: cli.cors_origins,
+        header_read_timeout: Duration::from_secs(cli.header_read_timeout_secs),
+        body_read_timeout: Duration::from_secs(cli.body_read_timeout_secs),
         events: cli.events.into(),
         tokens: cli.tokens.into(),
     };

@@ -45,7 +45,7 @@ pub use self::clock::{Clock, ManualClock, SystemClock};
 pub use self::config::{
     DEFAULT_EID_AUDIENCE, DEFAULT_ISSUER, DEFAULT_KEY_FILE, DEFAULT_VENUE_AUDIENCE,
     DEFAULT_VENUE_ISSUER, EnterpriseStoreConfig, SessionStoreConfig, TokensArgs, TokensConfig,
-    VenueKeySource,
+    VenueKeySource, redact_url,
 };
 pub use self::error::{OAuthError, TokenError};
 pub use self::guard::{RequirePermission, RequirePermissionService};
@@ -109,16 +109,16 @@ impl Tokens {
             SessionStoreConfig::Redis { url } => Arc::new(
                 RedisStore::connect(url, "")
                     .await
-                    .map_err(|err| anyhow::anyhow!("session Redis {url}: {err}"))?,
+                    .map_err(|err| anyhow::anyhow!("session Redis {}: {err}", redact_url(url)))?,
             ),
         };
         let enterprise: Arc<dyn OneTimeTokenStore> = match &tokens.enterprise_store {
             EnterpriseStoreConfig::Embedded => Arc::new(embedded_store()?),
-            EnterpriseStoreConfig::Redis { url, key_prefix } => Arc::new(
-                RedisStore::connect(url, key_prefix)
-                    .await
-                    .map_err(|err| anyhow::anyhow!("enterprise Redis {url}: {err}"))?,
-            ),
+            EnterpriseStoreConfig::Redis { url, key_prefix } => {
+                Arc::new(RedisStore::connect(url, key_prefix).await.map_err(|err| {
+                    anyhow::anyhow!("enterprise Redis {}: {err}", redact_url(url))
+                })?)
+            }
         };
         if let Some(store) = embedded {
             spawn_sweeper(store, tokens.clock.clone());
