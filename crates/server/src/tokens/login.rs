@@ -7,7 +7,8 @@
 //!   access JWT is issued. The token replaced last still refreshes within the grace window,
 //!   without being rotated again: a second tab that sent the same cookie at the same moment
 //!   gets an access token, and the cookie the first answer set stays. Any replaced token used
-//!   later revokes the session (`refresh_reused`).
+//!   later revokes the session (`refresh_reused`). Two `refreshToken` cookies are refused
+//!   (`ambiguous_cookie`) and nothing is rotated: a sibling subdomain may have planted one.
 //! - `POST /api/auth/logout`: the session of the cookie (or of the bearer's sponsor and
 //!   subscriber) is deleted and the cookie cleared. It always answers `200`, so that a client
 //!   can log out whatever state its tokens are in.
@@ -155,7 +156,9 @@ pub(crate) async fn refresh(
     headers: HeaderMap,
 ) -> Result<Response, TokenError> {
     origin::check(&headers, &uri, &tokens.inner.allowed_origins)?;
-    let token = cookie::get(&headers).ok_or(TokenError::NoRefreshCookie)?;
+    let token = cookie::get(&headers)
+        .map_err(|cookie::Ambiguous| TokenError::AmbiguousCookie)?
+        .ok_or(TokenError::NoRefreshCookie)?;
     let refreshed = tokens.refresh(token).await?;
     let expires = refreshed.response.session_expires_at;
     let mut response = axum::Json(refreshed.response).into_response();
@@ -174,7 +177,9 @@ pub(crate) async fn logout(
     headers: HeaderMap,
 ) -> Result<Response, TokenError> {
     origin::check(&headers, &uri, &tokens.inner.allowed_origins)?;
-    let deleted = tokens.logout(cookie::get(&headers), vtx::bearer(&headers)).await?;
+    // Ambiguous cookies name no session for sure: only the bearer's is ended then.
+    let refresh_token = cookie::get(&headers).unwrap_or(None);
+    let deleted = tokens.logout(refresh_token, vtx::bearer(&headers)).await?;
     tracing::info!(deleted, "logout");
     let body = MessageBody { message: "Logged out successfully".to_owned() };
     let mut response = axum::Json(body).into_response();
