@@ -23,7 +23,9 @@ use protocol::tokens::{AuthenticateRequest, LoginResponse, MessageBody, RefreshR
 
 use super::Tokens;
 use super::error::{TokenError, no_store};
-use super::secret::{MAX_TOKEN_CHARS, REFRESH_TOKEN_BYTES, TokenHash, random_token};
+use super::secret::{
+    MAX_TOKEN_CHARS, REFRESH_TOKEN_BYTES, TokenHash, is_one_time_token_shaped, random_token,
+};
 use super::store::{Refresh, SessionData};
 use super::{cookie, origin, vtx};
 use crate::error::{Json, RequestError};
@@ -40,15 +42,19 @@ pub struct Refreshed {
 impl Tokens {
     /// Takes the one-time `token` and starts a session: the answer body and the refresh token.
     pub async fn authenticate(&self, token: &str) -> Result<(LoginResponse, String), TokenError> {
-        if token.is_empty() || token.len() > MAX_TOKEN_CHARS {
-            return Err(TokenError::InvalidRequest(format!(
-                "token must be 1 to {MAX_TOKEN_CHARS} characters"
-            )));
+        let unknown = || {
+            TokenError::InvalidToken("the one-time token is unknown or was used already".to_owned())
+        };
+        if token.is_empty() {
+            return Err(TokenError::InvalidRequest("the token is empty".to_owned()));
+        }
+        // Checked before any store sees it: a token of another shape is no token we could
+        // have, and must not become part of a key in the enterprise Redis.
+        if !is_one_time_token_shaped(token) {
+            return Err(unknown());
         }
         let inner = &self.inner;
-        let claims = inner.enterprise.take(token).await?.ok_or_else(|| {
-            TokenError::InvalidToken("the one-time token is unknown or was used already".to_owned())
-        })?;
+        let claims = inner.enterprise.take(token).await?.ok_or_else(unknown)?;
         let now = inner.clock.now();
         if claims.valid_until <= now {
             return Err(TokenError::TokenExpired("The one-time token has expired"));
