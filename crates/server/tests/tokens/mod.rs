@@ -9,6 +9,7 @@ mod harness;
 
 mod forged;
 mod guard;
+mod hardening;
 mod jwks_cache;
 mod login;
 mod vtx;

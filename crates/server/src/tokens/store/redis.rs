@@ -26,8 +26,8 @@ use protocol::tokens::OneTimeTokenClaims;
 
 use super::claims_from_json;
 use super::{
-    EXPIRED_NOTICE, OneTimeTokenStore, Refresh, SessionData, SessionStore, StoreError, StoreFuture,
-    TokenHash, ttl_millis,
+    EXPIRED_NOTICE, OneTimeTokenStore, REFRESH_HISTORY, Refresh, SessionData, SessionStore,
+    StoreError, StoreFuture, TokenHash, ttl_millis,
 };
 use crate::tokens::clock::millis;
 
@@ -55,7 +55,7 @@ return 1
 ";
 
 /// KEYS: index key of the presented token, index key of the next token. ARGV: now, grace (ms),
-/// presented hash, next hash, index prefix, notice (ms).
+/// presented hash, next hash, index prefix, notice (ms), [`REFRESH_HISTORY`].
 const REFRESH: &str = r"
 local idx = redis.call('GET', KEYS[1])
 if not idx then return {'unknown'} end
@@ -74,8 +74,13 @@ if valid_until <= now then
   return {'expired'}
 end
 if s[2] == ARGV[3] then
+  local kept = {}
+  for h in string.gmatch(s[10] or '', '%S+') do kept[#kept + 1] = h end
+  kept[#kept + 1] = ARGV[4]
+  local drop = math.max(#kept - tonumber(ARGV[7]), 0)
+  for i = 1, drop do redis.call('DEL', ARGV[5] .. kept[i]) end
   redis.call('HSET', skey, 'prev', s[2], 'prevAt', ARGV[1], 'cur', ARGV[4],
-    'hashes', s[10] .. ' ' .. ARGV[4])
+    'hashes', table.concat(kept, ' ', drop + 1))
   redis.call('SET', KEYS[2], idx, 'PX', string.format('%d', valid_until - now + tonumber(ARGV[6])))
   return {'rotated', s[6], s[7], s[8], s[9], s[5]}
 end
@@ -254,6 +259,7 @@ impl RedisStore {
             .arg(next.to_hex())
             .arg(self.index_prefix())
             .arg(millis(EXPIRED_NOTICE))
+            .arg(REFRESH_HISTORY)
             .invoke_async(&mut conn)
             .await?;
         parse_refresh(reply)
