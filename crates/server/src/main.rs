@@ -12,7 +12,7 @@ use server::{Config, events, tokens};
 ///
 /// With no subcommand, it serves.
 #[derive(Debug, Parser)]
-#[command(version)]
+#[command(version, after_long_help = fixed_limits())]
 struct Cli {
     #[command(subcommand)]
     cmd: Option<Cmd>,
@@ -50,6 +50,27 @@ struct Cli {
     events: events::EventsArgs,
     #[command(flatten)]
     tokens: tokens::TokensArgs,
+}
+
+/// The limits that have no flag, for `--help` (from the constants that set them).
+fn fixed_limits() -> String {
+    use server::tokens::{VENUE_JWKS_MAX_AGE, VENUE_JWKS_MAX_STALE, VENUE_JWKS_MIN_REFETCH};
+    format!(
+        "Fixed limits:
+  - Request bodies: at most {body} KiB; a larger Content-Length is refused at once (413).
+  - One-time tokens: 16 to 512 characters of A-Z a-z 0-9 - _; anything else is refused
+    (401 invalid_token) before a store is asked.
+  - Refresh tokens: a session keeps its last {history} token hashes; two refreshToken cookies
+    on a refresh are refused (401 ambiguous_cookie).
+  - Venue JWKS: fresh for {fresh} s, fetched at most once per {refetch} s, keys distrusted
+    {stale} s after the last successful fetch.
+  - The data directory is created 0700, the files the server creates in it 0600.",
+        body = server::error::MAX_BODY_BYTES / 1024,
+        history = server::tokens::store::REFRESH_HISTORY,
+        fresh = VENUE_JWKS_MAX_AGE.as_secs(),
+        refetch = VENUE_JWKS_MIN_REFETCH.as_secs(),
+        stale = VENUE_JWKS_MAX_STALE.as_secs(),
+    )
 }
 
 #[derive(Debug, clap::Subcommand)]
