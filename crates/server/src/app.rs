@@ -52,12 +52,13 @@ pub fn app(state: AppState) -> Router {
         }
         None => router.fallback(not_found),
     };
+    // Inside CORS, so that a cross-origin page can read the 413 and 408 answers too.
+    router = router
+        .layer(middleware::from_fn_with_state(state.config.body_read_timeout, http::limit_request));
     if !state.config.cors_origins.is_empty() {
         router = router.layer(cors(&state.config.cors_origins));
     }
-    router
-        .layer(middleware::from_fn_with_state(state.config.body_read_timeout, http::limit_request))
-        .layer(TraceLayer::new_for_http())
+    router.layer(TraceLayer::new_for_http())
 }
 
 async fn not_found() -> impl IntoResponse {
