@@ -58,6 +58,8 @@ pub enum ErrorCode {
     UnsupportedMediaType,
     /// The body is larger than the endpoint accepts.
     BodyTooLarge,
+    /// The request's body did not arrive within the server's body read timeout.
+    RequestTimeout,
     /// The front is unknown (the backend's store was reset): register again.
     FrontNotRegistered,
     /// The front UUID is registered with another public key.
@@ -84,6 +86,9 @@ pub enum ErrorCode {
     SessionExpired,
     /// A superseded refresh token was used again: the session is revoked.
     RefreshReused,
+    /// More than one refresh-token cookie came with the request (one may have been planted by
+    /// a sibling domain): nothing was rotated.
+    AmbiguousCookie,
     /// The caller lacks the permission for the route.
     AccessDenied,
     /// A cross-site request to an endpoint that refuses them.
@@ -102,12 +107,13 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, in declaration order (for documentation and tests).
-    pub const ALL: [Self; 25] = [
+    pub const ALL: [Self; 27] = [
         Self::InvalidUuid,
         Self::InvalidKey,
         Self::InvalidJson,
         Self::UnsupportedMediaType,
         Self::BodyTooLarge,
+        Self::RequestTimeout,
         Self::FrontNotRegistered,
         Self::FrontKeyConflict,
         Self::StreamNotFound,
@@ -121,6 +127,7 @@ impl ErrorCode {
         Self::TokenExpired,
         Self::SessionExpired,
         Self::RefreshReused,
+        Self::AmbiguousCookie,
         Self::AccessDenied,
         Self::CrossSiteRequest,
         Self::InvalidRequest,
@@ -138,6 +145,7 @@ impl ErrorCode {
             Self::InvalidJson => "invalid_json",
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::BodyTooLarge => "body_too_large",
+            Self::RequestTimeout => "request_timeout",
             Self::FrontNotRegistered => "front_not_registered",
             Self::FrontKeyConflict => "front_key_conflict",
             Self::StreamNotFound => "stream_not_found",
@@ -151,6 +159,7 @@ impl ErrorCode {
             Self::TokenExpired => "token_expired",
             Self::SessionExpired => "session_expired",
             Self::RefreshReused => "refresh_reused",
+            Self::AmbiguousCookie => "ambiguous_cookie",
             Self::AccessDenied => "access_denied",
             Self::CrossSiteRequest => "cross_site_request",
             Self::InvalidRequest => "invalid_request",

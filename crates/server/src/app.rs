@@ -3,10 +3,10 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::IntoResponse;
+use axum::{Router, middleware};
 use protocol::{ErrorCode, Timestamp};
 use tokio::net::TcpListener;
 use tower_http::cors::{AllowOrigin, CorsLayer};
@@ -14,10 +14,9 @@ use tower_http::services::ServeDir;
 use tower_http::trace::TraceLayer;
 
 use crate::config::Config;
-use crate::db::Db;
 use crate::error::{MAX_BODY_BYTES, error_response};
 use crate::events::store::{EventStore, RedisEngine, SqliteEngine};
-use crate::{events, tokens};
+use crate::{events, http, tokens};
 
 /// Shared state of all handlers; cheap to clone.
 #[derive(Clone, Debug)]
@@ -35,13 +34,14 @@ impl AppState {
     /// `config.data_dir`) and starts the services' background tasks. Each service has its own
     /// connections.
     pub async fn open(config: Config) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(&config.data_dir)?;
+        // Made first: it creates the data directory and the database file with their modes.
+        let db = config.open_db()?;
         let store: Arc<dyn EventStore> = match &config.redis_url {
             Some(url) => Arc::new(RedisEngine::connect(url).await?),
             None => Arc::new(SqliteEngine::open(&config.db_path(), Timestamp::now())?),
         };
         let events = events::Events::open(&config, store).await?;
-        let tokens = tokens::Tokens::open(&config, Db::open(&config.db_path())?).await?;
+        let tokens = tokens::Tokens::open(&config, db).await?;
         Ok(Self { events, tokens, config })
     }
 
@@ -58,6 +58,9 @@ pub fn app(state: AppState) -> Router {
     let mut router = Router::new()
         .merge(events::router(state.events.clone()))
         .merge(tokens::router(state.tokens.clone()))
+        // Here, once, after every route: axum applies it only to the routes added before it,
+        // and a route without it answers a wrong method with an empty 405.
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
     router = match &state.config.static_dir {
         Some(dir) => {
@@ -65,6 +68,9 @@ pub fn app(state: AppState) -> Router {
         }
         None => router.fallback(not_found),
     };
+    // Inside CORS, so that a cross-origin page can read the 413 and 408 answers too.
+    router = router
+        .layer(middleware::from_fn_with_state(state.config.body_read_timeout, http::limit_request));
     if !state.config.cors_origins.is_empty() {
         router = router.layer(cors(&state.config.cors_origins));
     }
@@ -73,6 +79,14 @@ pub fn app(state: AppState) -> Router {
 
 async fn not_found() -> impl IntoResponse {
     error_response(StatusCode::NOT_FOUND, ErrorCode::NotFound, "nothing is at this path")
+}
+
+async fn method_not_allowed() -> impl IntoResponse {
+    error_response(
+        StatusCode::METHOD_NOT_ALLOWED,
+        ErrorCode::InvalidRequest,
+        "this endpoint does not take that method",
+    )
 }
 
 /// Allows the listed origins, with credentials (cookies), for the API's methods and headers.
@@ -113,9 +127,11 @@ pub async fn serve(
         shutdown.await;
         services.shutdown().await;
     };
-    // `into_make_service` builds the routes once; a bare `Router` is re-specialised for every
+    let header_read_timeout = state.config.header_read_timeout;
+    // `with_state(())` builds the routes once; a bare `Router` is re-specialised for every
     // connection, which costs each long-lived stream several KiB and the accept path CPU.
-    axum::serve(listener, app(state).into_make_service()).with_graceful_shutdown(shutdown).await?;
+    let router = app(state).with_state(());
+    http::serve(listener, router, header_read_timeout, shutdown).await;
     Ok(())
 }
 

@@ -2,7 +2,9 @@
 //! tests directly.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
+use crate::db::Db;
 use crate::{events, tokens};
 
 /// Everything the server needs to start.
@@ -19,6 +21,11 @@ pub struct Config {
     /// and events, the back's identity, login sessions and the signing key (unless a key file is
     /// given); nothing the cluster needs stays in the data directory. `None`: the embedded store.
     pub redis_url: Option<String>,
+    /// How long a client may take to send a request header; also how long a keep-alive
+    /// connection may sit idle. Applies to [`crate::serve`] and [`crate::run`].
+    pub header_read_timeout: Duration,
+    /// How long a client may take to send a whole request body.
+    pub body_read_timeout: Duration,
     /// Reverse streams and direct events.
     pub events: events::EventsConfig,
     /// Token exchange and login.
@@ -33,6 +40,8 @@ impl Config {
             static_dir: None,
             cors_origins: Vec::new(),
             redis_url: None,
+            header_read_timeout: crate::DEFAULT_HEADER_READ_TIMEOUT,
+            body_read_timeout: crate::DEFAULT_BODY_READ_TIMEOUT,
             events: events::EventsConfig::default(),
             tokens: tokens::TokensConfig::default(),
         }
@@ -50,31 +59,29 @@ impl Config {
     pub fn db_path(&self) -> PathBuf {
         self.data_dir.join("server.sqlite3")
     }
-}
 
-/// `url` with its password replaced by `***`, for logs and errors: a Redis URL may carry one.
-pub fn redacted_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
-    let (authority, path) = rest.split_once('/').map_or((rest, None), |(a, p)| (a, Some(p)));
-    let Some((userinfo, host)) = authority.rsplit_once('@') else { return url.to_owned() };
-    let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
-    let mut shown = format!("{scheme}://{user}:***@{host}");
-    if let Some(path) = path {
-        shown.push('/');
-        shown.push_str(path);
-    }
-    shown
-}
-
-#[cfg(test)]
-mod tests {
-    use super::redacted_url;
-
-    #[test]
-    fn passwords_in_redis_urls_never_reach_the_log() {
-        assert_eq!(redacted_url("redis://:s3cret@db:6379/2"), "redis://:***@db:6379/2");
-        assert_eq!(redacted_url("redis://app:s3cret@db"), "redis://app:***@db");
-        assert_eq!(redacted_url("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
-        assert_eq!(redacted_url("rediss://u:p@h:1/0?x=1"), "rediss://u:***@h:1/0?x=1");
+    /// Makes `data_dir` and an empty database file, readable by this user only, and opens the
+    /// database.
+    ///
+    /// The directory holds secrets (the back's X25519 key in the database, the signing key), so
+    /// it is made with mode 0700, and the database file with 0600 before SQLite opens it:
+    /// SQLite gives its `-wal` and `-shm` files the mode of the database file. Directories and
+    /// files that exist already keep their mode (an operator may have chosen it).
+    pub fn open_db(&self) -> anyhow::Result<Db> {
+        let dir = &self.data_dir;
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        builder
+            .create(dir)
+            .map_err(|err| anyhow::anyhow!("data directory {}: {err}", dir.display()))?;
+        let path = self.db_path();
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(false);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        options.open(&path).map_err(|err| anyhow::anyhow!("{}: {err}", path.display()))?;
+        Db::open(&path).map_err(|err| anyhow::anyhow!("{}: {err}", path.display()))
     }
 }

@@ -33,6 +33,9 @@ pub enum RequestError {
     /// The body is over [`MAX_BODY_BYTES`].
     #[error("request body is larger than {MAX_BODY_BYTES} bytes")]
     BodyTooLarge,
+    /// The body did not arrive within the body read timeout.
+    #[error("the request body did not arrive within the server's body read timeout")]
+    BodyReadTimeout,
     /// A UUID is malformed.
     #[error("{0}")]
     InvalidUuid(ParseError),
@@ -53,6 +56,7 @@ impl RequestError {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, ErrorCode::UnsupportedMediaType)
             }
             Self::BodyTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::BodyTooLarge),
+            Self::BodyReadTimeout => (StatusCode::REQUEST_TIMEOUT, ErrorCode::RequestTimeout),
             Self::InvalidUuid(_) => (StatusCode::BAD_REQUEST, ErrorCode::InvalidUuid),
             Self::InvalidKey(_) => (StatusCode::BAD_REQUEST, ErrorCode::InvalidKey),
             Self::InvalidRequest(_) => (StatusCode::BAD_REQUEST, ErrorCode::InvalidRequest),
@@ -69,6 +73,9 @@ impl IntoResponse for RequestError {
 
 impl From<JsonRejection> for RequestError {
     fn from(rejection: JsonRejection) -> Self {
+        if crate::http::is_body_read_timeout(&rejection) {
+            return Self::BodyReadTimeout;
+        }
         match rejection {
             JsonRejection::MissingJsonContentType(_) => Self::UnsupportedMediaType,
             JsonRejection::BytesRejection(_)

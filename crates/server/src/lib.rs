@@ -14,6 +14,8 @@ pub mod events;
 pub mod tokens;
 
 mod app;
+mod http;
 
 pub use app::{AppState, app, run, serve, shutdown_signal};
 pub use config::Config;
+pub use http::{DEFAULT_BODY_READ_TIMEOUT, DEFAULT_HEADER_READ_TIMEOUT};

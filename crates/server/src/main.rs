@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::Parser;
 use server::{Config, events, tokens};
@@ -11,7 +12,7 @@ use server::{Config, events, tokens};
 ///
 /// With no subcommand, it serves.
 #[derive(Debug, Parser)]
-#[command(version)]
+#[command(version, after_long_help = fixed_limits())]
 struct Cli {
     #[command(subcommand)]
     cmd: Option<Cmd>,
@@ -32,12 +33,57 @@ struct Cli {
     /// key (unless --eid-key-file is given). Several instances on one Redis act as one backend,
     /// behind any load balancer. Its maxmemory-policy must not evict (`allkeys-*` is refused).
     /// Without it, the embedded store in --data-dir (one instance).
-    #[arg(long, env = "SERVER_REDIS_URL", value_name = "URL", global = true)]
+    #[arg(
+        long,
+        env = "SERVER_REDIS_URL",
+        value_name = "URL",
+        global = true,
+        hide_env_values = true
+    )]
     redis_url: Option<String>,
+    /// Seconds a client may take to send a request's header; a connection that has not sent a
+    /// whole header by then (or sat idle between requests that long) is closed.
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value_t = server::DEFAULT_HEADER_READ_TIMEOUT.as_secs(),
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    header_read_timeout_secs: u64,
+    /// Seconds a client may take to send a whole request body (408 request_timeout after
+    /// that). Bodies are at most 64 KiB; a larger Content-Length is refused at once (413).
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value_t = server::DEFAULT_BODY_READ_TIMEOUT.as_secs(),
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    body_read_timeout_secs: u64,
     #[command(flatten)]
     events: events::EventsArgs,
     #[command(flatten)]
     tokens: tokens::TokensArgs,
+}
+
+/// The limits that have no flag, for `--help` (from the constants that set them).
+fn fixed_limits() -> String {
+    use server::tokens::{VENUE_JWKS_MAX_AGE, VENUE_JWKS_MAX_STALE, VENUE_JWKS_MIN_REFETCH};
+    format!(
+        "Fixed limits:
+  - Request bodies: at most {body} KiB; a larger Content-Length is refused at once (413).
+  - One-time tokens: 16 to 512 characters of A-Z a-z 0-9 - _; anything else is refused
+    (401 invalid_token) before a store is asked.
+  - Refresh tokens: a session keeps its last {history} token hashes; two refreshToken cookies
+    on a refresh are refused (401 ambiguous_cookie).
+  - Venue JWKS: fresh for {fresh} s, fetched at most once per {refetch} s, keys distrusted
+    {stale} s after the last successful fetch.
+  - The data directory is created 0700, the files the server creates in it 0600.",
+        body = server::error::MAX_BODY_BYTES / 1024,
+        history = server::tokens::store::REFRESH_HISTORY,
+        fresh = VENUE_JWKS_MAX_AGE.as_secs(),
+        refetch = VENUE_JWKS_MIN_REFETCH.as_secs(),
+        stale = VENUE_JWKS_MAX_STALE.as_secs(),
+    )
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -61,6 +107,8 @@ async fn main() -> anyhow::Result<()> {
         static_dir: cli.static_dir,
         cors_origins: cli.cors_origins,
         redis_url: None,
+        header_read_timeout: Duration::from_secs(cli.header_read_timeout_secs),
+        body_read_timeout: Duration::from_secs(cli.body_read_timeout_secs),
         events: cli.events.into(),
         tokens: cli.tokens.into(),
     };

@@ -6,4 +6,7 @@
 mod util;
 
 mod events;
+mod http;
+#[cfg(unix)]
+mod secrets;
 mod tokens;

@@ -35,7 +35,7 @@ pub enum VenueKeySource {
 }
 
 /// Where login sessions and refresh-token hashes are kept.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 #[non_exhaustive]
 pub enum SessionStoreConfig {
     /// The embedded SQLite store in the data directory (one instance).
@@ -50,7 +50,7 @@ pub enum SessionStoreConfig {
 }
 
 /// Where the enterprise system leaves one-time tokens (seed 002's "Enterprise Redis Cache").
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 #[non_exhaustive]
 pub enum EnterpriseStoreConfig {
     /// The embedded store (for trying the flow with `server mint-token`).
@@ -63,6 +63,67 @@ pub enum EnterpriseStoreConfig {
         /// Prepended to the token to make the key (seed 002 uses none).
         key_prefix: String,
     },
+}
+
+// `Debug` by hand: a Redis URL may carry a password, and configurations end up in logs.
+impl std::fmt::Debug for SessionStoreConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Embedded => f.write_str("Embedded"),
+            Self::Redis { url } => f.debug_struct("Redis").field("url", &redact_url(url)).finish(),
+        }
+    }
+}
+
+impl std::fmt::Debug for EnterpriseStoreConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Embedded => f.write_str("Embedded"),
+            Self::Redis { url, key_prefix } => f
+                .debug_struct("Redis")
+                .field("url", &redact_url(url))
+                .field("key_prefix", key_prefix)
+                .finish(),
+        }
+    }
+}
+
+/// `url` fit for logs and error messages: the password of `redis://user:password@host` becomes
+/// `***` (`redis://user:***@host`), and so does a `pass=` or `password=` query parameter (the
+/// form `redis+unix://` URLs take).
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        // Not a URL we can take apart: say nothing of it rather than risk a password.
+        return "<unparsable URL>".to_owned();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let authority = match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{user}:***@{host}"),
+            None => format!("{userinfo}@{host}"),
+        },
+        None => authority.to_owned(),
+    };
+    let tail = match tail.split_once('?') {
+        Some((path, query)) => {
+            let query: Vec<String> = query
+                .split('&')
+                .map(|pair| match pair.split_once('=') {
+                    Some((name, _))
+                        if name.eq_ignore_ascii_case("pass")
+                            || name.eq_ignore_ascii_case("password") =>
+                    {
+                        format!("{name}=***")
+                    }
+                    _ => pair.to_owned(),
+                })
+                .collect();
+            format!("{path}?{}", query.join("&"))
+        }
+        None => tail.to_owned(),
+    };
+    format!("{scheme}://{authority}{tail}")
 }
 
 /// Everything the token services need.
@@ -169,7 +230,13 @@ pub struct TokensArgs {
     #[arg(long, default_value_t = 10, value_name = "SECS")]
     pub refresh_grace_secs: u64,
     /// Read one-time tokens from this (enterprise) Redis instead of the embedded store.
-    #[arg(long, env = "ENTERPRISE_REDIS_URL", value_name = "URL", global = true)]
+    #[arg(
+        long,
+        env = "ENTERPRISE_REDIS_URL",
+        value_name = "URL",
+        global = true,
+        hide_env_values = true
+    )]
     pub enterprise_redis_url: Option<String>,
     /// Key prefix of one-time tokens in the enterprise Redis.
     #[arg(
@@ -215,5 +282,37 @@ impl From<TokensArgs> for TokensConfig {
             trusted_origins: Vec::new(),
             clock: Arc::new(SystemClock),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redis_passwords_are_redacted() {
+        for (url, shown) in [
+            ("redis://user:s3cret@host:6379/0", "redis://user:***@host:6379/0"),
+            ("redis://:s3cret@host", "redis://:***@host"),
+            ("rediss://user:p%40ss@host:6380", "rediss://user:***@host:6380"),
+            ("redis://user:with@at@host/1", "redis://user:***@host/1"),
+            ("redis://host:6379", "redis://host:6379"),
+            ("redis://user@host", "redis://user@host"),
+            (
+                "redis+unix:///run/redis.sock?db=1&pass=s3cret",
+                "redis+unix:///run/redis.sock?db=1&pass=***",
+            ),
+            ("unix:///run/redis.sock?password=s3cret", "unix:///run/redis.sock?password=***"),
+            ("s3cret", "<unparsable URL>"),
+        ] {
+            assert_eq!(redact_url(url), shown);
+        }
+        let config = EnterpriseStoreConfig::Redis {
+            url: "redis://u:s3cret@h".to_owned(),
+            key_prefix: String::new(),
+        };
+        assert!(!format!("{config:?}").contains("s3cret"));
+        let config = SessionStoreConfig::Redis { url: "redis://u:s3cret@h".to_owned() };
+        assert!(!format!("{config:?}").contains("s3cret"));
     }
 }

@@ -33,17 +33,30 @@ fn value(text: &str) -> HeaderValue {
     HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
+/// More than one `refreshToken` cookie came with a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Ambiguous;
+
 /// The refresh token from the request's `Cookie` headers, if there is a non-empty one.
-pub(crate) fn get(headers: &HeaderMap) -> Option<&str> {
-    headers
+///
+/// Two `refreshToken` cookies (in one header or in several, empty ones included) are
+/// [`Ambiguous`]: a sibling subdomain can plant a cookie for the parent domain that the browser
+/// sends next to ours, first or last as it likes. Taking either would let that page choose the
+/// session (or, with an empty value, log the user out), so neither is taken.
+pub(crate) fn get(headers: &HeaderMap) -> Result<Option<&str>, Ambiguous> {
+    let mut found = headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == REFRESH_COOKIE)
-        .map(|(_, value)| value.trim_matches('"'))
-        .filter(|value| !value.is_empty())
+        .filter(|(name, _)| name.trim() == REFRESH_COOKIE)
+        .map(|(_, value)| value.trim().trim_matches('"'));
+    let first = found.next();
+    if found.next().is_some() {
+        return Err(Ambiguous);
+    }
+    Ok(first.filter(|value| !value.is_empty()))
 }
 
 #[cfg(test)]
@@ -69,9 +82,25 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.append(header::COOKIE, HeaderValue::from_static("a=1; refreshTokenX=no"));
         headers.append(header::COOKIE, HeaderValue::from_static("b=2;refreshToken=tok; c=3"));
-        assert_eq!(get(&headers), Some("tok"));
+        assert_eq!(get(&headers), Ok(Some("tok")));
         let mut empty = HeaderMap::new();
         empty.append(header::COOKIE, HeaderValue::from_static("refreshToken="));
-        assert_eq!(get(&empty), None);
+        assert_eq!(get(&empty), Ok(None));
+    }
+
+    #[test]
+    fn two_refresh_cookies_are_ambiguous_in_one_header_or_two_and_when_one_is_empty() {
+        for cookies in [
+            &["refreshToken=a; refreshToken=b"][..],
+            &["refreshToken=; refreshToken=b"],
+            &["refreshToken=a", "x=1; refreshToken=b"],
+            &["refreshToken=a; refreshToken=a"],
+        ] {
+            let mut headers = HeaderMap::new();
+            for cookie in cookies {
+                headers.append(header::COOKIE, HeaderValue::from_static(cookie));
+            }
+            assert_eq!(get(&headers), Err(Ambiguous), "{cookies:?}");
+        }
     }
 }

@@ -33,6 +33,12 @@ pub enum TokenError {
     /// A superseded refresh token came back after the grace window; the session is revoked.
     #[error("Refresh token was used again after it was replaced; the session is revoked")]
     RefreshReused,
+    /// More than one refresh-token cookie came with a refresh (see `cookie::get`).
+    #[error(
+        "more than one refreshToken cookie was sent (one may have been set by another site of \
+         the same domain); nothing was rotated"
+    )]
+    AmbiguousCookie,
     /// The access token lacks the permission the route needs.
     #[error("Access Denied")]
     AccessDenied,
@@ -67,6 +73,7 @@ impl TokenError {
                 (StatusCode::UNAUTHORIZED, ErrorCode::SessionExpired)
             }
             Self::RefreshReused => (StatusCode::UNAUTHORIZED, ErrorCode::RefreshReused),
+            Self::AmbiguousCookie => (StatusCode::UNAUTHORIZED, ErrorCode::AmbiguousCookie),
             Self::AccessDenied => (StatusCode::FORBIDDEN, ErrorCode::AccessDenied),
             Self::CrossSite(_) => (StatusCode::FORBIDDEN, ErrorCode::CrossSiteRequest),
             Self::InvalidRequest(_) => (StatusCode::BAD_REQUEST, ErrorCode::InvalidRequest),

@@ -69,7 +69,12 @@ impl SigningKey {
         let secret = random_secret()?;
         let pem = pem_of(secret)?;
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            fs::create_dir_all(dir).map_err(io)?;
+            // Like the data directory: only this user may look into it.
+            let mut builder = fs::DirBuilder::new();
+            builder.recursive(true);
+            #[cfg(unix)]
+            std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+            builder.create(dir).map_err(io)?;
         }
         let mut options = fs::OpenOptions::new();
         // `create_new`: two servers starting on one data dir must not both write a key; the

@@ -7,7 +7,8 @@
 //!   access JWT is issued. The token replaced last still refreshes within the grace window,
 //!   without being rotated again: a second tab that sent the same cookie at the same moment
 //!   gets an access token, and the cookie the first answer set stays. Any replaced token used
-//!   later revokes the session (`refresh_reused`).
+//!   later revokes the session (`refresh_reused`). Two `refreshToken` cookies are refused
+//!   (`ambiguous_cookie`) and nothing is rotated: a sibling subdomain may have planted one.
 //! - `POST /api/auth/logout`: the session of the cookie (or of the bearer's sponsor and
 //!   subscriber) is deleted and the cookie cleared. It always answers `200`, so that a client
 //!   can log out whatever state its tokens are in.
@@ -22,7 +23,9 @@ use protocol::tokens::{AuthenticateRequest, LoginResponse, MessageBody, RefreshR
 
 use super::Tokens;
 use super::error::{TokenError, no_store};
-use super::secret::{MAX_TOKEN_CHARS, REFRESH_TOKEN_BYTES, TokenHash, random_token};
+use super::secret::{
+    MAX_TOKEN_CHARS, REFRESH_TOKEN_BYTES, TokenHash, is_one_time_token_shaped, random_token,
+};
 use super::store::{Refresh, SessionData};
 use super::{cookie, origin, vtx};
 use crate::error::{Json, RequestError};
@@ -39,15 +42,19 @@ pub struct Refreshed {
 impl Tokens {
     /// Takes the one-time `token` and starts a session: the answer body and the refresh token.
     pub async fn authenticate(&self, token: &str) -> Result<(LoginResponse, String), TokenError> {
-        if token.is_empty() || token.len() > MAX_TOKEN_CHARS {
-            return Err(TokenError::InvalidRequest(format!(
-                "token must be 1 to {MAX_TOKEN_CHARS} characters"
-            )));
+        let unknown = || {
+            TokenError::InvalidToken("the one-time token is unknown or was used already".to_owned())
+        };
+        if token.is_empty() {
+            return Err(TokenError::InvalidRequest("the token is empty".to_owned()));
+        }
+        // Checked before any store sees it: a token of another shape is no token we could
+        // have, and must not become part of a key in the enterprise Redis.
+        if !is_one_time_token_shaped(token) {
+            return Err(unknown());
         }
         let inner = &self.inner;
-        let claims = inner.enterprise.take(token).await?.ok_or_else(|| {
-            TokenError::InvalidToken("the one-time token is unknown or was used already".to_owned())
-        })?;
+        let claims = inner.enterprise.take(token).await?.ok_or_else(unknown)?;
         let now = inner.clock.now();
         if claims.valid_until <= now {
             return Err(TokenError::TokenExpired("The one-time token has expired"));
@@ -155,7 +162,9 @@ pub(crate) async fn refresh(
     headers: HeaderMap,
 ) -> Result<Response, TokenError> {
     origin::check(&headers, &uri, &tokens.inner.allowed_origins)?;
-    let token = cookie::get(&headers).ok_or(TokenError::NoRefreshCookie)?;
+    let token = cookie::get(&headers)
+        .map_err(|cookie::Ambiguous| TokenError::AmbiguousCookie)?
+        .ok_or(TokenError::NoRefreshCookie)?;
     let refreshed = tokens.refresh(token).await?;
     let expires = refreshed.response.session_expires_at;
     let mut response = axum::Json(refreshed.response).into_response();
@@ -174,7 +183,9 @@ pub(crate) async fn logout(
     headers: HeaderMap,
 ) -> Result<Response, TokenError> {
     origin::check(&headers, &uri, &tokens.inner.allowed_origins)?;
-    let deleted = tokens.logout(cookie::get(&headers), vtx::bearer(&headers)).await?;
+    // Ambiguous cookies name no session for sure: only the bearer's is ended then.
+    let refresh_token = cookie::get(&headers).unwrap_or(None);
+    let deleted = tokens.logout(refresh_token, vtx::bearer(&headers)).await?;
     tracing::info!(deleted, "logout");
     let body = MessageBody { message: "Logged out successfully".to_owned() };
     let mut response = axum::Json(body).into_response();

@@ -5,11 +5,10 @@ use std::time::Duration;
 
 use protocol::tokens::OneTimeTokenClaims;
 
-use super::config::EnterpriseStoreConfig;
+use super::config::{EnterpriseStoreConfig, redact_url};
 use super::secret::{ONE_TIME_TOKEN_BYTES, random_token};
 use super::store::{OneTimeTokenStore, RedisStore, SqliteStore};
 use crate::config::Config;
-use crate::db::Db;
 
 /// Flags of `server mint-token`.
 #[derive(Debug, Clone, clap::Args)]
@@ -59,12 +58,13 @@ pub async fn mint_token(config: &Config, args: &MintTokenArgs) -> anyhow::Result
     let token = random_token(ONE_TIME_TOKEN_BYTES)?;
     match &config.tokens.enterprise_store {
         EnterpriseStoreConfig::Embedded => {
-            std::fs::create_dir_all(&config.data_dir)?;
-            let store = SqliteStore::open(Db::open(&config.db_path())?)?;
+            let store = SqliteStore::open(config.open_db()?)?;
             store.put(&token, &claims, now).await?;
         }
         EnterpriseStoreConfig::Redis { url, key_prefix } => {
-            let store = RedisStore::connect(url, key_prefix).await?;
+            let store = RedisStore::connect(url, key_prefix)
+                .await
+                .map_err(|err| anyhow::anyhow!("enterprise Redis {}: {err}", redact_url(url)))?;
             store.put(&token, &claims, now).await?;
         }
     }

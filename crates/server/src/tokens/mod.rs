@@ -45,7 +45,7 @@ pub use self::clock::{Clock, ManualClock, SystemClock};
 pub use self::config::{
     DEFAULT_EID_AUDIENCE, DEFAULT_ISSUER, DEFAULT_KEY_FILE, DEFAULT_VENUE_AUDIENCE,
     DEFAULT_VENUE_ISSUER, EnterpriseStoreConfig, SessionStoreConfig, TokensArgs, TokensConfig,
-    VenueKeySource,
+    VenueKeySource, redact_url,
 };
 pub use self::error::{OAuthError, TokenError};
 pub use self::guard::{RequirePermission, RequirePermissionService};
@@ -53,7 +53,10 @@ pub use self::keys::{ALGORITHM, KeyError, SigningKey};
 pub use self::login::Refreshed;
 pub use self::mint::{MintTokenArgs, MintedToken, mint_token, parse_duration};
 pub use self::origin::OriginPattern;
-pub use self::venue_keys::{MAX_AGE as VENUE_JWKS_MAX_AGE, MIN_REFETCH as VENUE_JWKS_MIN_REFETCH};
+pub use self::venue_keys::{
+    MAX_AGE as VENUE_JWKS_MAX_AGE, MAX_STALE as VENUE_JWKS_MAX_STALE,
+    MIN_REFETCH as VENUE_JWKS_MIN_REFETCH,
+};
 pub use self::vtx::EID_TOKEN_TYPE;
 
 use self::store::{OneTimeTokenStore, RedisStore, SessionStore, SqliteStore};
@@ -98,7 +101,7 @@ const SHARED_KEY: &str = "websession:signing-key";
 /// The signing key every instance on the Redis at `url` shares: the first one to start makes it
 /// (`SET NX`), every one reads it, so tokens signed anywhere verify everywhere.
 async fn shared_signing_key(url: &str) -> anyhow::Result<SigningKey> {
-    let shown = crate::config::redacted_url(url);
+    let shown = redact_url(url);
     let client = ::redis::Client::open(url).map_err(|e| anyhow::anyhow!("Redis {shown}: {e}"))?;
     let mut conn = client
         .get_multiplexed_async_connection()
@@ -143,16 +146,16 @@ impl Tokens {
             SessionStoreConfig::Redis { url } => Arc::new(
                 RedisStore::connect(url, "")
                     .await
-                    .map_err(|err| anyhow::anyhow!("session Redis {url}: {err}"))?,
+                    .map_err(|err| anyhow::anyhow!("session Redis {}: {err}", redact_url(url)))?,
             ),
         };
         let enterprise: Arc<dyn OneTimeTokenStore> = match &tokens.enterprise_store {
             EnterpriseStoreConfig::Embedded => Arc::new(embedded_store()?),
-            EnterpriseStoreConfig::Redis { url, key_prefix } => Arc::new(
-                RedisStore::connect(url, key_prefix)
-                    .await
-                    .map_err(|err| anyhow::anyhow!("enterprise Redis {url}: {err}"))?,
-            ),
+            EnterpriseStoreConfig::Redis { url, key_prefix } => {
+                Arc::new(RedisStore::connect(url, key_prefix).await.map_err(|err| {
+                    anyhow::anyhow!("enterprise Redis {}: {err}", redact_url(url))
+                })?)
+            }
         };
         let services = Self::with_stores(config, key, sessions, enterprise)?;
         if let Some(store) = embedded {

@@ -17,6 +17,22 @@ pub(crate) const ONE_TIME_TOKEN_BYTES: usize = 32;
 /// or sent to a store.
 pub(crate) const MAX_TOKEN_CHARS: usize = 512;
 
+/// Shortest one-time token accepted: 16 base64url characters are 96 bits, the least a token that
+/// anyone may try to guess should carry (`mint-token` makes 43).
+pub(crate) const MIN_ONE_TIME_TOKEN_CHARS: usize = 16;
+
+/// Whether `token` has the shape of a one-time token: [`MIN_ONE_TIME_TOKEN_CHARS`] to
+/// [`MAX_TOKEN_CHARS`] characters of the base64url alphabet (`A–Z a–z 0–9 - _`), as
+/// [`random_token`] makes them and as a UUID is spelled.
+///
+/// The enterprise Redis keeps one-time tokens as keys of their own, next to whatever else lives
+/// there: a token is checked before it becomes part of a key, so that a caller cannot name
+/// keys of other shapes (`session:42`, `a b`, …) at all.
+pub(crate) fn is_one_time_token_shaped(token: &str) -> bool {
+    (MIN_ONE_TIME_TOKEN_CHARS..=MAX_TOKEN_CHARS).contains(&token.len())
+        && token.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
 /// `bytes` random bytes from the operating system, base64url without padding.
 pub(crate) fn random_token(bytes: usize) -> Result<String, TokenError> {
     let mut buf = vec![0u8; bytes];
@@ -79,6 +95,26 @@ mod tests {
         let a = a.unwrap_or_default();
         assert_eq!(a.len(), 86);
         assert!(a.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
+    }
+
+    #[test]
+    fn one_time_tokens_are_base64url_of_a_bounded_length() {
+        let minted = random_token(ONE_TIME_TOKEN_BYTES).unwrap_or_default();
+        assert!(is_one_time_token_shaped(&minted), "{minted}");
+        assert!(is_one_time_token_shaped("ott-6f1c2b1e-8a3d-4c5e-9f00-0123456789ab"));
+        assert!(is_one_time_token_shaped(&"a".repeat(MAX_TOKEN_CHARS)));
+        for bad in [
+            "",
+            "short",
+            "session:42:abcdefghijkl",
+            "with space abcdefghijkl",
+            "dots.are.not.base64url",
+            "plus+and/slash=padding==",
+            "unicodé-abcdefghijklmnop",
+        ] {
+            assert!(!is_one_time_token_shaped(bad), "{bad}");
+        }
+        assert!(!is_one_time_token_shaped(&"a".repeat(MAX_TOKEN_CHARS + 1)));
     }
 
     #[test]

@@ -1,6 +1,16 @@
 //! The venue's public keys, against which venue JWTs are verified: a JWKS fetched from a URL and
-//! cached (fetched again on an unknown `kid`, at most every [`MIN_REFETCH`], and when older than
-//! [`MAX_AGE`]), or a local JWKS or PEM file read at start.
+//! cached, or a local JWKS or PEM file read at start.
+//!
+//! A fetched JWKS is **fresh** for [`MAX_AGE`], then **stale** but still used up to
+//! [`MAX_STALE`] after the last successful fetch, and after that not trusted at all (`503`
+//! until a fetch succeeds): a key the venue withdrew stops working at most [`MAX_AGE`] (plus
+//! [`MIN_REFETCH`]) after it left the JWKS while the venue answers, and at most [`MAX_STALE`]
+//! after the last good fetch while it does not. The JWKS is fetched again when a request finds
+//! it stale, or finds no key for its `kid`; whatever the cause, **at most one fetch per
+//! [`MIN_REFETCH`]** is made, one at a time (single flight). A request whose key is in a stale
+//! cache never waits for a fetch another request is making: it uses the stale key. So a venue
+//! that fails or hangs costs one fetch (up to `FETCH_TIMEOUT`) per [`MIN_REFETCH`], not one
+//! per request.
 //!
 //! Only `EdDSA` (Ed25519) and `ES256` (P-256) keys are taken. Symmetric (`oct`) keys are never
 //! taken, so a JWKS cannot turn on HMAC, and every key is checked for the right length here,
@@ -20,12 +30,18 @@ use super::clock::{Clock, millis};
 use super::config::VenueKeySource;
 use super::error::TokenError;
 
-/// An unknown `kid` fetches the JWKS again, but not more often than this: a stream of forged
-/// `kid`s must not turn the server into a load generator against the venue.
+/// The JWKS is fetched at most this often, whatever the reason (an unknown `kid`, a stale or
+/// empty cache, failing fetches): a stream of forged `kid`s, or a venue that is down, must not
+/// turn the server into a load generator against the venue or make every request wait for it.
 pub const MIN_REFETCH: Duration = Duration::from_secs(10);
 /// A fetched JWKS is used for this long, then fetched again at the next use (keys the venue
-/// withdrew stop working within this time). If that fetch fails, the old keys stay in use.
+/// withdrew stop working within this time while the venue answers). If that fetch fails, the
+/// old keys stay in use, up to [`MAX_STALE`].
 pub const MAX_AGE: Duration = Duration::from_secs(600);
+/// Keys fetched longer ago than this are not used, even if no fetch has succeeded since: the
+/// server can no longer tell whether the venue withdrew them. Six times [`MAX_AGE`]: an hour of
+/// venue outage is survived, a withdrawn key does not live on for good.
+pub const MAX_STALE: Duration = Duration::from_secs(3600);
 /// How long a JWKS fetch may take.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 /// A JWKS larger than this is refused.
@@ -61,12 +77,19 @@ struct Cache {
     keys: Vec<VenueKey>,
     fetched_at: Option<Timestamp>,
     last_attempt: Option<Timestamp>,
+    /// Why the last fetch failed, if it did (for the `503` once no keys are usable).
+    last_error: Option<String>,
 }
 
 impl Cache {
     /// Whether the keys were fetched less than [`MAX_AGE`] before `now`.
     fn fresh(&self, now: Timestamp) -> bool {
         self.fetched_at.is_some_and(|at| now.millis() - at.millis() < millis(MAX_AGE))
+    }
+
+    /// Whether the keys were fetched less than [`MAX_STALE`] before `now`.
+    fn usable(&self, now: Timestamp) -> bool {
+        self.fetched_at.is_some_and(|at| now.millis() - at.millis() < millis(MAX_STALE))
     }
 
     /// Whether the last fetch attempt was at least [`MIN_REFETCH`] before `now`.
@@ -132,10 +155,7 @@ impl VenueKeys {
                 ));
             }
             Source::Fixed => self.lookup(kid)?,
-            Source::Url { url, client } => match self.fresh_lookup(kid)? {
-                Some(key) => Some(key),
-                None => self.fetch_and_lookup(kid, url, client).await?,
-            },
+            Source::Url { url, client } => self.url_lookup(kid, url, client).await?,
         };
         let key = key.ok_or_else(|| {
             TokenError::InvalidToken(match kid {
@@ -152,51 +172,90 @@ impl VenueKeys {
         Ok(key)
     }
 
-    /// The cached key, if the cache is fresh; `None` means "fetch".
-    fn fresh_lookup(&self, kid: Option<&str>) -> Result<Option<VenueKey>, TokenError> {
-        let cache = self.cache.read().map_err(|_| poisoned())?;
-        Ok(if cache.fresh(self.clock.now()) { select(&cache.keys, kid) } else { None })
-    }
-
     fn lookup(&self, kid: Option<&str>) -> Result<Option<VenueKey>, TokenError> {
         let cache = self.cache.read().map_err(|_| poisoned())?;
         Ok(select(&cache.keys, kid))
     }
 
-    async fn fetch_and_lookup(
+    /// The key for `kid` from the URL's JWKS, fetching it as the module documentation says.
+    async fn url_lookup(
         &self,
         kid: Option<&str>,
         url: &str,
         client: &reqwest::Client,
     ) -> Result<Option<VenueKey>, TokenError> {
-        let _flight = self.fetching.lock().await;
-        // Whoever held the lock before may have fetched what we need.
-        if let Some(key) = self.fresh_lookup(kid)? {
-            return Ok(Some(key));
-        }
         let now = self.clock.now();
-        let (may_fetch, have_keys) = {
+        let (found, fresh, rested) = {
             let cache = self.cache.read().map_err(|_| poisoned())?;
-            (!cache.fresh(now) || cache.rested(now), !cache.keys.is_empty())
+            let found = if cache.usable(now) { select(&cache.keys, kid) } else { None };
+            (found, cache.fresh(now), cache.rested(now))
         };
-        if may_fetch {
-            if let Ok(mut cache) = self.cache.write() {
-                cache.last_attempt = Some(now);
+        match found {
+            Some(key) if fresh => Ok(Some(key)),
+            Some(key) => {
+                // Stale: refresh in passing, unless another request is at it already, in which
+                // case this one goes on with the key it has rather than wait.
+                if rested && let Ok(_flight) = self.fetching.try_lock() {
+                    self.refetch(url, client).await?;
+                    return self.usable_lookup(kid);
+                }
+                Ok(Some(key))
             }
-            match fetch(client, url).await {
-                Ok(keys) => {
-                    tracing::info!(url, keys = keys.len(), "fetched the venue JWKS");
-                    let mut cache = self.cache.write().map_err(|_| poisoned())?;
-                    cache.keys = keys;
-                    cache.fetched_at = Some(now);
-                }
-                Err(reason) if have_keys => {
-                    tracing::warn!(url, %reason, "venue JWKS fetch failed; using the keys fetched before");
-                }
-                Err(reason) => return Err(TokenError::VenueKeysUnavailable(reason)),
+            None => {
+                // No key to go on with: wait for the fetch in flight, or make one.
+                let _flight = self.fetching.lock().await;
+                self.refetch(url, client).await?;
+                self.usable_lookup(kid)
             }
         }
-        self.lookup(kid)
+    }
+
+    /// Fetches the JWKS unless a fetch was attempted less than [`MIN_REFETCH`] ago. Call it
+    /// holding `fetching`. A failure is recorded, not returned: the caller decides whether the
+    /// keys it has are still good enough.
+    async fn refetch(&self, url: &str, client: &reqwest::Client) -> Result<(), TokenError> {
+        let now = self.clock.now();
+        {
+            let mut cache = self.cache.write().map_err(|_| poisoned())?;
+            if !cache.rested(now) {
+                return Ok(());
+            }
+            cache.last_attempt = Some(now);
+        }
+        let fetched = fetch(client, url).await;
+        let mut cache = self.cache.write().map_err(|_| poisoned())?;
+        match fetched {
+            Ok(keys) => {
+                tracing::info!(url, keys = keys.len(), "fetched the venue JWKS");
+                cache.keys = keys;
+                cache.fetched_at = Some(now);
+                cache.last_error = None;
+            }
+            Err(reason) => {
+                // Once per MIN_REFETCH at most, like the fetches.
+                tracing::warn!(url, %reason, "venue JWKS fetch failed");
+                cache.last_error = Some(reason);
+            }
+        }
+        Ok(())
+    }
+
+    /// The key for `kid` among keys young enough to trust; an error if there are none.
+    fn usable_lookup(&self, kid: Option<&str>) -> Result<Option<VenueKey>, TokenError> {
+        let now = self.clock.now();
+        let cache = self.cache.read().map_err(|_| poisoned())?;
+        if cache.usable(now) {
+            return Ok(select(&cache.keys, kid));
+        }
+        let reason = cache.last_error.clone().unwrap_or_else(|| "not fetched yet".to_owned());
+        Err(TokenError::VenueKeysUnavailable(match cache.fetched_at {
+            Some(_) => format!(
+                "the venue JWKS was last fetched more than {} s ago and cannot be fetched now \
+                 ({reason})",
+                MAX_STALE.as_secs()
+            ),
+            None => reason,
+        }))
     }
 }
 

@@ -9,6 +9,8 @@ pub(crate) mod harness;
 
 mod forged;
 mod guard;
+mod hardening;
+mod jwks_cache;
 mod login;
 mod vtx;
 

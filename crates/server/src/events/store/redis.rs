@@ -60,7 +60,7 @@ use super::{
     OpenStream, PublishRefusal, Registration, ReplayPage, ReplayRequest, Served, Since, StoreError,
     StoreFuture, StoredEvent, Swept, cap_page,
 };
-use crate::config::redacted_url;
+use crate::tokens::redact_url;
 
 /// A command that takes longer fails, and the request answers 503.
 pub(crate) const RESPONSE_TIMEOUT: Duration = Duration::from_millis(1500);
@@ -291,7 +291,7 @@ impl RedisEngine {
     /// Connects to the Redis at `url` and checks that it keeps what events need: a server whose
     /// `maxmemory-policy` evicts any key (`allkeys-*`) is refused.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
-        let shown = redacted_url(url);
+        let shown = redact_url(url);
         let unavailable =
             |e: ::redis::RedisError| StoreError::Unavailable(format!("redis {shown}: {e}"));
         let client = Client::open(url).map_err(unavailable)?;

@@ -10,11 +10,13 @@
 //! - the SHA-256 of the *current* refresh token, and of the *previous* one with the instant it
 //!   was replaced (for the grace window).
 //!
-//! An index maps the hash of **every** refresh token the session ever had to `(sid, validUntil,
-//! session key)`, so a refresh is one lookup by hash (no `KEYS RT:*` scan), and a replaced token
-//! presented again is recognised as reuse (RFC 9700 §4.14.2) rather than as unknown. Index
-//! entries outlive their session by [`EXPIRED_NOTICE`], so that a refresh after `validUntil`
-//! answers "Session has expired" rather than "unknown token".
+//! An index maps the hashes of the session's last [`REFRESH_HISTORY`] refresh tokens to `(sid,
+//! validUntil, session key)`, so a refresh is one lookup by hash (no `KEYS RT:*` scan), and a
+//! recently replaced token presented again is recognised as reuse (RFC 9700 §4.14.2) rather
+//! than as unknown. Older hashes leave the history and the index as new ones come, so a
+//! rotation costs the same in the first hour of a session as in its hundredth. Index entries
+//! outlive their session by [`EXPIRED_NOTICE`], so that a refresh after `validUntil` answers
+//! "Session has expired" rather than "unknown token".
 //!
 //! Every operation that reads and then writes is atomic: one SQLite transaction, or one Redis
 //! Lua script. Stores take `now` from the caller (the injected clock) and check `validUntil`
@@ -38,6 +40,14 @@ pub use super::secret::TokenHash;
 /// How long index entries outlive their session, so that a late refresh learns that the session
 /// expired.
 pub const EXPIRED_NOTICE: Duration = Duration::from_secs(24 * 3600);
+
+/// How many refresh-token hashes a session keeps (the current one included). Each rotation
+/// adds one and, past this many, drops the oldest with its index entry, so the history (and
+/// the work of a rotation, which rewrites it) stays bounded however long a session lives. A
+/// token older than that answers as unknown (`invalid_token`) instead of revoking the session
+/// as reuse: 16 rotations are about four hours of 15-minute access tokens, the seed's whole
+/// session.
+pub const REFRESH_HISTORY: usize = 16;
 
 /// The future every store method returns (boxed, so the traits can be used as `dyn`).
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;

@@ -4,11 +4,15 @@
 //! Layout (`{p}` is the store's key prefix, empty for sessions by default):
 //! - `{p}RT:{sponsorId}:{subscriberId}`: a hash with `sid`, `userId`, `sponsorId`,
 //!   `subscriberId`, `permissions` (JSON), `validUntil` (ms), `cur` and `prev` (hex SHA-256 of
-//!   the current and replaced refresh token), `prevAt` (ms) and `hashes` (every hash the
-//!   session had, space-separated, to delete its index on logout). TTL: until `validUntil`.
+//!   the current and replaced refresh token), `prevAt` (ms) and `hashes` (the session's last
+//!   [`REFRESH_HISTORY`] hashes, oldest first, space-separated, to delete its index on logout).
+//!   TTL: until `validUntil`.
 //! - `{p}RTH:{hex sha256}`: `"{sid} {validUntil} {session key}"`. TTL: `validUntil` plus
 //!   [`EXPIRED_NOTICE`].
-//! - one-time tokens: `{p}{token}` → the claims JSON; taken with `GETDEL` (Redis ≥ 6.2).
+//! - one-time tokens: `{p}{token}` → the claims JSON, taken by the `TAKE` script. The
+//!   enterprise Redis holds other keys too, so the script deletes a key only if its value is a
+//!   string that reads as one-time-token claims; and the caller has checked the token's shape
+//!   (`secret::is_one_time_token_shaped`) before it becomes part of a key.
 //!
 //! Each read-then-write is one Lua script, so it is atomic. The scripts reach the session key
 //! through the index, which standalone Redis allows and Redis Cluster does not.
@@ -22,8 +26,8 @@ use protocol::tokens::OneTimeTokenClaims;
 
 use super::claims_from_json;
 use super::{
-    EXPIRED_NOTICE, OneTimeTokenStore, Refresh, SessionData, SessionStore, StoreError, StoreFuture,
-    TokenHash, ttl_millis,
+    EXPIRED_NOTICE, OneTimeTokenStore, REFRESH_HISTORY, Refresh, SessionData, SessionStore,
+    StoreError, StoreFuture, TokenHash, ttl_millis,
 };
 use crate::tokens::clock::millis;
 
@@ -51,7 +55,7 @@ return 1
 ";
 
 /// KEYS: index key of the presented token, index key of the next token. ARGV: now, grace (ms),
-/// presented hash, next hash, index prefix, notice (ms).
+/// presented hash, next hash, index prefix, notice (ms), [`REFRESH_HISTORY`].
 const REFRESH: &str = r"
 local idx = redis.call('GET', KEYS[1])
 if not idx then return {'unknown'} end
@@ -70,8 +74,13 @@ if valid_until <= now then
   return {'expired'}
 end
 if s[2] == ARGV[3] then
+  local kept = {}
+  for h in string.gmatch(s[10] or '', '%S+') do kept[#kept + 1] = h end
+  kept[#kept + 1] = ARGV[4]
+  local drop = math.max(#kept - tonumber(ARGV[7]), 0)
+  for i = 1, drop do redis.call('DEL', ARGV[5] .. kept[i]) end
   redis.call('HSET', skey, 'prev', s[2], 'prevAt', ARGV[1], 'cur', ARGV[4],
-    'hashes', s[10] .. ' ' .. ARGV[4])
+    'hashes', table.concat(kept, ' ', drop + 1))
   redis.call('SET', KEYS[2], idx, 'PX', string.format('%d', valid_until - now + tonumber(ARGV[6])))
   return {'rotated', s[6], s[7], s[8], s[9], s[5]}
 end
@@ -105,6 +114,32 @@ redis.call('DEL', KEYS[1])
 return 1
 ";
 
+/// The longest value `TAKE` reads: claims are a few hundred bytes, and a caller must not make
+/// Redis copy a large value of someone else's into the script.
+const MAX_CLAIMS_BYTES: usize = 64 * 1024;
+
+/// KEYS: the one-time token's key. ARGV: [`MAX_CLAIMS_BYTES`]. Deletes and returns the value if
+/// it is one-time-token claims (a JSON object with the string fields, a string array of
+/// permissions and an ISO-8601 `validUntil`); anything else (another type, a large value, other
+/// JSON, no JSON) is left alone and answered as absent. One script, so of concurrent takers
+/// exactly one gets the claims, as with `GETDEL`.
+const TAKE: &str = r"
+if redis.call('TYPE', KEYS[1]).ok ~= 'string' then return false end
+if redis.call('STRLEN', KEYS[1]) > tonumber(ARGV[1]) then return false end
+local value = redis.call('GET', KEYS[1])
+local ok, c = pcall(cjson.decode, value)
+if not ok or type(c) ~= 'table' then return false end
+if type(c.userId) ~= 'string' or type(c.sponsorId) ~= 'string'
+  or type(c.subscriberId) ~= 'string' or type(c.validUntil) ~= 'string'
+  or type(c.permissions) ~= 'table' then return false end
+for _, p in pairs(c.permissions) do
+  if type(p) ~= 'string' then return false end
+end
+if not string.match(c.validUntil, '^%d%d%d%d%-%d%d%-%d%dT%d%d:%d%d') then return false end
+redis.call('DEL', KEYS[1])
+return value
+";
+
 /// A Redis store; cheap to clone (the connection is multiplexed and reconnects by itself).
 #[derive(Clone)]
 pub struct RedisStore {
@@ -114,6 +149,7 @@ pub struct RedisStore {
     refresh: Script,
     delete_by_token: Script,
     delete_by_key: Script,
+    take: Script,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -138,6 +174,7 @@ impl RedisStore {
             refresh: Script::new(REFRESH),
             delete_by_token: Script::new(DELETE_BY_TOKEN),
             delete_by_key: Script::new(DELETE_BY_KEY),
+            take: Script::new(TAKE),
         })
     }
 
@@ -222,6 +259,7 @@ impl RedisStore {
             .arg(next.to_hex())
             .arg(self.index_prefix())
             .arg(millis(EXPIRED_NOTICE))
+            .arg(REFRESH_HISTORY)
             .invoke_async(&mut conn)
             .await?;
         parse_refresh(reply)
@@ -341,8 +379,12 @@ impl OneTimeTokenStore for RedisStore {
     fn take<'a>(&'a self, token: &'a str) -> StoreFuture<'a, Option<OneTimeTokenClaims>> {
         Box::pin(async move {
             let mut conn = self.conn.clone();
-            // GETDEL: read and delete in one command, so exactly one of concurrent takers wins.
-            let json: Option<String> = conn.get_del(format!("{}{token}", self.prefix)).await?;
+            let json: Option<String> = self
+                .take
+                .key(format!("{}{token}", self.prefix))
+                .arg(MAX_CLAIMS_BYTES)
+                .invoke_async(&mut conn)
+                .await?;
             json.as_deref().map(claims_from_json).transpose()
         })
     }

@@ -23,8 +23,8 @@ use rusqlite::{Connection, OptionalExtension as _, Transaction, TransactionBehav
 
 use super::claims_from_json;
 use super::{
-    EXPIRED_NOTICE, OneTimeTokenStore, Refresh, SessionData, SessionStore, StoreError, StoreFuture,
-    TokenHash,
+    EXPIRED_NOTICE, OneTimeTokenStore, REFRESH_HISTORY, Refresh, SessionData, SessionStore,
+    StoreError, StoreFuture, TokenHash,
 };
 use crate::db::Db;
 use crate::tokens::clock::millis;
@@ -45,11 +45,11 @@ CREATE TABLE IF NOT EXISTS token_session (
     current_hash  BLOB NOT NULL,     -- SHA-256 of the current refresh token
     previous_hash BLOB,              -- SHA-256 of the token it replaced
     replaced_at   INTEGER,           -- when previous_hash was replaced, ms
-    hashes        BLOB NOT NULL      -- every hash the session had, 32 bytes each
+    hashes        BLOB NOT NULL      -- the last REFRESH_HISTORY hashes, 32 bytes each
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS token_session_valid_until ON token_session (valid_until);
 
--- Every refresh token a session ever had, by hash. There is no index on `sid`: a session's
+-- The refresh tokens in the sessions' histories, by hash. There is no index on `sid`: a session's
 -- rows are found through its `hashes`, which saves a random index insert on every rotation.
 CREATE TABLE IF NOT EXISTS token_refresh (
     hash        BLOB PRIMARY KEY,
@@ -368,6 +368,11 @@ fn refresh_in(
     if row.current.as_slice() == presented.as_bytes() {
         let mut hashes = row.hashes;
         hashes.extend_from_slice(next.as_bytes());
+        let keep = REFRESH_HISTORY * 32;
+        if hashes.len() > keep {
+            let dropped: Vec<u8> = hashes.drain(..hashes.len() - keep).collect();
+            delete_index(conn, &dropped)?;
+        }
         conn.prepare_cached(
             "UPDATE token_session SET previous_hash = current_hash, replaced_at = ?2, \
              current_hash = ?3, hashes = ?4 WHERE key = ?1",
