@@ -137,9 +137,7 @@ impl Rig {
             .map_err(|_| anyhow!("loadgen serve {name} did not listen within {startup:?}"))?
             .with_context(|| format!("reading loadgen serve {name}'s output"))?
             .with_context(|| format!("loadgen serve {name} exited before listening"))?;
-        let url = line
-            .strip_prefix(READY)
-            .and_then(|rest| rest.split_whitespace().next())
+        let url = served_url(&line)
             .with_context(|| format!("unexpected first line from loadgen serve {name}: {line}"))?
             .to_owned();
         // Keep its stdout drained, so that it never blocks on a full pipe; ends when it exits.
@@ -202,6 +200,11 @@ impl Drop for Rig {
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// The base URL in `loadgen serve`'s first line ([`crate::serve::ready_line`]).
+fn served_url(line: &str) -> Option<&str> {
+    line.strip_prefix(READY)?.split_whitespace().next().filter(|url| url.starts_with("http://"))
 }
 
 /// Whether a Redis at `addr` answers an inline `PING` within a second.
@@ -279,18 +282,79 @@ fn print_table(args: &ClusterArgs, single: &Report, cluster: &Report) {
     let ratios: [Option<f64>; 6] = std::array::from_fn(|i| ratio(c[i], s[i]));
     row("cluster / single", ratios, |v| format!("{v:.2}×"), "");
 
-    let judge = |value: Option<f64>, met: fn(f64) -> bool| match value {
-        _ if !complete(single) || !complete(cluster) => {
-            "not judged: a run is incomplete".to_owned()
-        }
-        Some(v) if met(v) => format!("{v:.2}× met"),
-        Some(v) => format!("{v:.2}× MISSED"),
-        None => "not measured".to_owned(),
-    };
+    let judged = complete(single) && complete(cluster);
     println!(
         "targets: cluster fan-out p99 ≤ {P99_TARGET}× single: {}; cluster handshakes/s ≥ \
          {HANDSHAKES_TARGET}× single: {}",
-        judge(ratios[4], |v| v <= P99_TARGET),
-        judge(ratios[0], |v| v >= HANDSHAKES_TARGET),
+        verdict(judged, ratios[4], |v| v <= P99_TARGET),
+        verdict(judged, ratios[0], |v| v >= HANDSHAKES_TARGET),
     );
+}
+
+/// Whether the ratio `value` meets a target, said for the table. Figures of a run where
+/// handshakes failed or streams missed the event compare unlike loads, so they are not judged.
+fn verdict(judged: bool, value: Option<f64>, met: fn(f64) -> bool) -> String {
+    match value {
+        _ if !judged => "not judged: a run is incomplete".to_owned(),
+        Some(v) if met(v) => format!("{v:.2}× met"),
+        Some(v) => format!("{v:.2}× MISSED"),
+        None => "not measured".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::serve::ready_line;
+    use crate::streams::FanOut;
+
+    #[test]
+    fn the_cluster_reads_the_url_that_serve_prints() {
+        let line = ready_line("127.0.0.1:41667".parse().unwrap_or_else(|e| panic!("{e}")), 7);
+        assert_eq!(served_url(&line), Some("http://127.0.0.1:41667"));
+        assert_eq!(served_url("server: listening on http://127.0.0.1:1"), None);
+        assert_eq!(served_url(READY), None);
+    }
+
+    fn report(failed: usize, received: usize) -> Report {
+        let ms = Duration::from_millis;
+        Report {
+            opened: 10 - failed,
+            failed,
+            handshakes_per_sec: 100.0,
+            server_rss_per_stream: None,
+            store_rss_per_stream: None,
+            fan_out: Some(FanOut {
+                received,
+                expected: 10 - failed,
+                p50: ms(1),
+                p99: ms(2),
+                max: ms(3),
+            }),
+        }
+    }
+
+    #[test]
+    fn a_run_with_failed_handshakes_or_missed_events_is_not_judged() {
+        assert!(complete(&report(0, 10)));
+        assert!(!complete(&report(1, 9)), "a failed handshake");
+        assert!(!complete(&report(0, 9)), "a stream that missed the event");
+        assert_eq!(
+            verdict(false, Some(1.0), |v| v <= P99_TARGET),
+            "not judged: a run is incomplete"
+        );
+    }
+
+    #[test]
+    fn targets_are_met_at_their_bounds_and_missed_beyond() {
+        let p99 = |v| v <= P99_TARGET;
+        let handshakes = |v| v >= HANDSHAKES_TARGET;
+        assert_eq!(verdict(true, Some(1.3), p99), "1.30× met");
+        assert_eq!(verdict(true, Some(1.31), p99), "1.31× MISSED");
+        assert_eq!(verdict(true, Some(0.7), handshakes), "0.70× met");
+        assert_eq!(verdict(true, Some(0.69), handshakes), "0.69× MISSED");
+        assert_eq!(verdict(true, None, p99), "not measured");
+        assert_eq!(ratio(Some(3.0), Some(2.0)), Some(1.5));
+        assert_eq!(ratio(Some(3.0), Some(0.0)), None);
+    }
 }

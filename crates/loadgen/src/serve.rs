@@ -34,6 +34,11 @@ pub(crate) struct ServeArgs {
     events: EventsArgs,
 }
 
+/// The line printed once listening: `loadgen serve: http://ADDR pid PID`.
+pub(crate) fn ready_line(addr: SocketAddr, pid: u32) -> String {
+    format!("{READY}http://{addr} pid {pid}")
+}
+
 /// Microseconds since the Unix epoch: both processes read the same clock on one machine.
 pub(crate) fn unix_micros() -> i64 {
     let since = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
@@ -57,6 +62,6 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let state = AppState::open(config).await?;
     state.events.handle(ANNOUNCE, announce);
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
-    println!("{READY}http://{} pid {}", listener.local_addr()?, std::process::id());
+    println!("{}", ready_line(listener.local_addr()?, std::process::id()));
     server::serve(listener, state, server::shutdown_signal()).await
 }

@@ -127,6 +127,21 @@ pub(crate) struct FanOut {
 /// The longest wait for the fan-out event to reach every stream.
 const FAN_OUT_WAIT: Duration = Duration::from_secs(30);
 
+/// The longest one handshake (or registration, or the trigger's request) may take once it has
+/// its turn: a server that stops answering fails the run instead of hanging it.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// `work`, failed as `what` if it takes longer than [`REQUEST_TIMEOUT`].
+async fn bounded<T, E>(what: &str, work: impl Future<Output = Result<T, E>>) -> anyhow::Result<T>
+where
+    anyhow::Error: From<E>,
+{
+    match tokio::time::timeout(REQUEST_TIMEOUT, work).await {
+        Ok(out) => Ok(out?),
+        Err(_) => anyhow::bail!("{what} took longer than {REQUEST_TIMEOUT:?}"),
+    }
+}
+
 /// Resident memory of `pid` in bytes (`VmRSS` of /proc/PID/status).
 pub(crate) fn rss_bytes(pid: u32) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -285,18 +300,22 @@ pub(crate) async fn measure(load: &LoadArgs, target: Target<'_>) -> anyhow::Resu
         let shared = shared_fronts.clone();
         handshakes.spawn(async move {
             let permit = permits.acquire_owned().await?;
-            let front = match &shared {
-                // Any instance of a cluster serves any front.
-                Some(fronts) => fronts[i / per_front].with_client(&client),
-                None => {
-                    let mut front = Front::generate(&client);
-                    front.register().await?;
-                    front
-                }
+            let handshake = async {
+                let front = match &shared {
+                    // Any instance of a cluster serves any front.
+                    Some(fronts) => fronts[i / per_front].with_client(&client),
+                    None => {
+                        let mut front = Front::generate(&client);
+                        front.register().await?;
+                        front
+                    }
+                };
+                let stream = front.connect(SessionUuid::new_v4(), None).await?;
+                anyhow::Ok((front, stream))
             };
-            let stream = front.connect(SessionUuid::new_v4(), None).await?;
+            let done = bounded("a handshake", handshake).await?;
             drop(permit);
-            anyhow::Ok((front, stream))
+            anyhow::Ok(done)
         });
     }
     // The readers end (and their streams close) when this set drops, as this function returns.
@@ -384,7 +403,8 @@ pub(crate) async fn measure(load: &LoadArgs, target: Target<'_>) -> anyhow::Resu
         (trigger, Some(front)) => (trigger, front.with_client(&clients[0])),
     };
     // The trigger's own stream is an extra one; it is not read.
-    let sender = trigger.1.connect(SessionUuid::new_v4(), None).await?;
+    let sender =
+        bounded("the trigger's handshake", trigger.1.connect(SessionUuid::new_v4(), None)).await?;
     let expected = match trigger.0 {
         Trigger::Announce => opened,
         // Every session of the sender's front, the sender's own (unread) stream excepted.
@@ -393,8 +413,11 @@ pub(crate) async fn measure(load: &LoadArgs, target: Target<'_>) -> anyhow::Resu
     let sent_at = Instant::now();
     let (measured, cpu) = timed(target, async {
         match trigger.0 {
-            Trigger::Announce => sender.send(ANNOUNCE, json!({})).await?,
-            _ => sender.send("broadcast", json!({ "sentMicros": unix_micros() })).await?,
+            Trigger::Announce => bounded("the trigger", sender.send(ANNOUNCE, json!({}))).await?,
+            _ => {
+                let data = json!({ "sentMicros": unix_micros() });
+                bounded("the trigger", sender.send("broadcast", data)).await?
+            }
         };
         let request_took = sent_at.elapsed();
         let mut samples = Vec::with_capacity(expected);
@@ -445,7 +468,7 @@ async fn register_fronts(
         tasks.spawn(async move {
             let _permit = permits.acquire_owned().await?;
             let mut front = Front::generate(&client);
-            front.register().await?;
+            bounded("a registration", front.register()).await?;
             anyhow::Ok(front)
         });
     }
