@@ -173,6 +173,12 @@ impl Front {
         Self { client: client.clone(), uuid, keys, bid: None }
     }
 
+    /// The same front (identity and `frontBid`) talking through `client`: another instance of
+    /// a cluster, where any instance serves any of the front's requests.
+    pub fn with_client(&self, client: &Client) -> Self {
+        Self { client: client.clone(), ..self.clone() }
+    }
+
     /// The front's UUID.
     pub fn uuid(&self) -> FrontUuid {
         self.uuid

@@ -8,7 +8,15 @@
 //! - `loadgen streams` opens N reverse streams with the full handshake over loopback and
 //!   reports handshakes per second, the server's resident memory per activated idle stream
 //!   (from `/proc/PID/status` of `--server-pid`), and publish-to-receipt latency of one event
-//!   sent to every stream.
+//!   sent to every stream. Several `--url` (and `--server-pid`) spread the streams round-robin
+//!   over the instances of a cluster.
+//! - `loadgen cluster` measures, in one command, one instance on the embedded store beside a
+//!   cluster of instances (default 2) on one Redis, with the same client, and prints one
+//!   table: handshakes/s, server memory per idle stream (summed over the instances; Redis's
+//!   apart), publish-to-receipt p50/p99/max, the ratios cluster / single and the targets of
+//!   issue 11 (fan-out p99 ≤ 1.3×, handshakes/s ≥ 0.7×). It starts `loadgen serve` (this
+//!   binary), `loadgen serve --redis-url` and a `redis-server` as children on free loopback
+//!   ports, and kills them when it ends.
 //!
 //! Typical run (optimised build, two terminals or `&`):
 //!
@@ -18,7 +26,15 @@
 //! target/native/loadgen serve --listen 127.0.0.1:7700 --data-dir /tmp/lg &
 //! target/native/loadgen streams --url http://127.0.0.1:7700 --n 10000 --server-pid $!
 //! ```
+//!
+//! Single instance against a 2-instance cluster (needs `redis-server` on `PATH`):
+//!
+//! ```text
+//! ulimit -n 65536
+//! target/native/loadgen cluster --n 10000
+//! ```
 
+mod cluster;
 mod serve;
 mod streams;
 
@@ -38,6 +54,9 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Open N streams with the full handshake and measure.
     Streams(streams::StreamsArgs),
+    /// Measure one instance on the embedded store beside a cluster on one Redis (started as
+    /// child processes) and print one table.
+    Cluster(cluster::ClusterArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -51,5 +70,6 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => runtime.block_on(serve::run(args)),
         Command::Streams(args) => runtime.block_on(streams::run(args)),
+        Command::Cluster(args) => runtime.block_on(cluster::run(args)),
     }
 }

@@ -12,17 +12,31 @@ use server::{AppState, Config};
 /// The direct event that makes the server publish one event to every front.
 pub(crate) const ANNOUNCE: &str = "loadgen.announce";
 
+/// The start of the line `loadgen serve` prints once it listens (`… http://ADDR pid PID`);
+/// `loadgen cluster` reads it from its children.
+pub(crate) const READY: &str = "loadgen serve: ";
+
 /// Flags of `loadgen serve`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct ServeArgs {
-    /// Address to listen on.
+    /// Address to listen on (port 0: a free port, printed on the first line of stdout).
     #[arg(long, default_value = "127.0.0.1:7700")]
     listen: SocketAddr,
     /// Directory of the embedded store (created if missing).
     #[arg(long, default_value = "loadgen-data")]
     data_dir: PathBuf,
+    /// Keep everything instances share in this Redis (`redis://host:port/db`), as the server's
+    /// `--redis-url`: several `loadgen serve` on one Redis act as one backend. Without it, the
+    /// embedded store in --data-dir.
+    #[arg(long, value_name = "URL")]
+    redis_url: Option<String>,
     #[command(flatten)]
     events: EventsArgs,
+}
+
+/// The line printed once listening: `loadgen serve: http://ADDR pid PID`.
+pub(crate) fn ready_line(addr: SocketAddr, pid: u32) -> String {
+    format!("{READY}http://{addr} pid {pid}")
 }
 
 /// Microseconds since the Unix epoch: both processes read the same clock on one machine.
@@ -42,9 +56,12 @@ async fn announce(_event: DirectEvent, hub: Hub) -> anyhow::Result<()> {
 pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let mut config = Config::new(args.data_dir);
     config.events = args.events.into();
+    if let Some(url) = args.redis_url {
+        config = config.with_redis(url);
+    }
     let state = AppState::open(config).await?;
     state.events.handle(ANNOUNCE, announce);
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
-    println!("loadgen serve: http://{} pid {}", listener.local_addr()?, std::process::id());
+    println!("{}", ready_line(listener.local_addr()?, std::process::id()));
     server::serve(listener, state, server::shutdown_signal()).await
 }

@@ -5,6 +5,11 @@
 //! compute one X25519 per stream. With K > 1, N/K fronts register first (timed apart) and each
 //! handshake is open + open + activate.
 //!
+//! Instances: with several URLs (the instances of a cluster), the handshake of stream i goes
+//! wholly to instance i mod count (shared fronts too: any instance serves any front) and the
+//! trigger to the first, so the event reaches the other instances' streams through the
+//! cluster's store. Memory per stream is the instances' summed growth.
+//!
 //! Latency: one extra stream (not counted) sends the trigger. With `--trigger announce`
 //! (needs `loadgen serve`) the server publishes one event to every front and stamps it with
 //! its clock just before publishing; each stream's latency is receipt time minus that stamp.
@@ -36,45 +41,122 @@ pub(crate) enum Trigger {
     None,
 }
 
-/// Flags of `loadgen streams`.
-#[derive(Debug, clap::Args)]
-pub(crate) struct StreamsArgs {
-    /// Base URL of the server.
-    #[arg(long, default_value = "http://127.0.0.1:7700")]
-    url: String,
+/// What to measure and how: the flags `loadgen streams` and `loadgen cluster` share.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct LoadArgs {
     /// Streams to open and keep.
     #[arg(long, default_value_t = 10_000)]
-    n: usize,
+    pub(crate) n: usize,
     /// Handshakes in flight at once.
     #[arg(long, default_value_t = 200)]
-    concurrency: usize,
+    pub(crate) concurrency: usize,
     /// Sessions (streams) per front.
     #[arg(long, default_value_t = 1)]
-    sessions_per_front: usize,
-    /// The server's process id, to read its resident memory from /proc.
-    #[arg(long)]
-    server_pid: Option<u32>,
+    pub(crate) sessions_per_front: usize,
     /// How the fan-out event for the latency figure is triggered.
     #[arg(long, value_enum, default_value_t = Trigger::Announce)]
-    trigger: Trigger,
-    /// Seconds to wait after the last handshake before reading the server's memory.
+    pub(crate) trigger: Trigger,
+    /// Seconds to wait after the last handshake before reading the servers' memory.
     #[arg(long, default_value_t = 3)]
-    settle_secs: u64,
+    pub(crate) settle_secs: u64,
     /// Open every stream on a connection of its own that carried no request before, instead
     /// of taking one from the pool that registration and activation use.
     #[arg(long)]
-    fresh_stream_connections: bool,
+    pub(crate) fresh_stream_connections: bool,
+}
+
+/// Flags of `loadgen streams`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct StreamsArgs {
+    /// Base URL of the server. Repeat it for the instances of a cluster: the handshake of
+    /// stream i goes to the (i mod count)-th URL, the fan-out trigger to the first.
+    #[arg(long = "url", value_name = "URL", default_value = "http://127.0.0.1:7700")]
+    urls: Vec<String>,
+    /// A server's process id, to read its resident memory and CPU time from /proc. Repeat it
+    /// for the instances of a cluster: memory per stream is the sum of their growth.
+    #[arg(long = "server-pid", value_name = "PID")]
+    server_pids: Vec<u32>,
+    /// The process id of the store the servers share (a `redis-server`), whose memory and CPU
+    /// time are reported apart from the servers'.
+    #[arg(long, value_name = "PID")]
+    store_pid: Option<u32>,
+    #[command(flatten)]
+    load: LoadArgs,
+}
+
+/// The servers one measurement runs against.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Target<'a> {
+    /// Base URLs of the instances, in round-robin order (the first also takes the trigger).
+    pub(crate) urls: &'a [String],
+    /// Process ids of the instances (may be empty: then no memory figure).
+    pub(crate) servers: &'a [u32],
+    /// Process id of the shared store, if it is a process of its own.
+    pub(crate) store: Option<u32>,
+}
+
+/// The figures of one measurement.
+#[derive(Debug, Clone)]
+pub(crate) struct Report {
+    /// Streams opened and kept.
+    pub(crate) opened: usize,
+    /// Handshakes that failed.
+    pub(crate) failed: usize,
+    /// Completed handshakes per second of the handshake phase.
+    pub(crate) handshakes_per_sec: f64,
+    /// Growth of the instances' resident memory, summed, per opened idle stream (bytes).
+    pub(crate) server_rss_per_stream: Option<f64>,
+    /// Growth of the store process's resident memory per opened idle stream (bytes).
+    pub(crate) store_rss_per_stream: Option<f64>,
+    /// The fan-out latency, unless `--trigger none` (or no stream opened).
+    pub(crate) fan_out: Option<FanOut>,
+}
+
+/// Publish → receipt latency of one fan-out event.
+#[derive(Debug, Clone)]
+pub(crate) struct FanOut {
+    /// Streams that received the event within the wait.
+    pub(crate) received: usize,
+    /// Streams that should have.
+    pub(crate) expected: usize,
+    pub(crate) p50: Duration,
+    pub(crate) p99: Duration,
+    pub(crate) max: Duration,
+}
+
+/// The longest wait for the fan-out event to reach every stream.
+const FAN_OUT_WAIT: Duration = Duration::from_secs(30);
+
+/// The longest one handshake (or registration, or the trigger's request) may take once it has
+/// its turn: a server that stops answering fails the run instead of hanging it.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// `work`, failed as `what` if it takes longer than [`REQUEST_TIMEOUT`].
+async fn bounded<T, E>(what: &str, work: impl Future<Output = Result<T, E>>) -> anyhow::Result<T>
+where
+    anyhow::Error: From<E>,
+{
+    match tokio::time::timeout(REQUEST_TIMEOUT, work).await {
+        Ok(out) => Ok(out?),
+        Err(_) => anyhow::bail!("{what} took longer than {REQUEST_TIMEOUT:?}"),
+    }
 }
 
 /// Resident memory of `pid` in bytes (`VmRSS` of /proc/PID/status).
 fn rss_bytes(pid: u32) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .with_context(|| format!("reading /proc/{pid}/status"))?;
     let kib = status
         .lines()
         .find_map(|line| line.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         .context("no VmRSS line")?;
     Ok(kib * 1024)
+}
+
+/// Summed resident memory of `pids`, in bytes.
+fn rss_sum(pids: &[u32]) -> anyhow::Result<u64> {
+    pids.iter().map(|pid| rss_bytes(*pid)).sum()
 }
 
 /// CPU time (user + system) a process has used, from /proc/PID/stat.
@@ -87,17 +169,30 @@ fn cpu_time(pid: &str) -> Option<Duration> {
     Some(Duration::from_millis(ticks * 10))
 }
 
-/// CPU used by this process and the server while `work` runs.
-async fn timed<T>(server: Option<u32>, work: impl Future<Output = T>) -> (T, String) {
-    let server = server.map(|pid| pid.to_string());
-    let before = (cpu_time("self"), server.as_deref().and_then(cpu_time));
+/// CPU time of this process, of the servers (summed) and of the store, in that order.
+fn cpu_times(target: Target<'_>) -> [Option<Duration>; 3] {
+    let servers = if target.servers.is_empty() {
+        None
+    } else {
+        target.servers.iter().map(|pid| cpu_time(&pid.to_string())).sum()
+    };
+    [cpu_time("self"), servers, target.store.and_then(|pid| cpu_time(&pid.to_string()))]
+}
+
+/// CPU used by this process, the servers and the store while `work` runs.
+async fn timed<T>(target: Target<'_>, work: impl Future<Output = T>) -> (T, String) {
+    let before = cpu_times(target);
     let out = work.await;
-    let after = (cpu_time("self"), server.as_deref().and_then(cpu_time));
-    let ms = |a: Option<Duration>, b: Option<Duration>| match (a, b) {
+    let after = cpu_times(target);
+    let ms = |i: usize| match (before[i], after[i]) {
         (Some(a), Some(b)) => format!("{} ms", b.saturating_sub(a).as_millis()),
         _ => "?".to_owned(),
     };
-    (out, format!("CPU: client {}, server {}", ms(before.0, after.0), ms(before.1, after.1)))
+    let mut line = format!("CPU: client {}, server {}", ms(0), ms(1));
+    if target.store.is_some() {
+        line.push_str(&format!(", store {}", ms(2)));
+    }
+    (out, line)
 }
 
 /// The open-files limit of this process, from /proc/self/limits.
@@ -141,25 +236,49 @@ async fn read(mut stream: Stream, latencies: mpsc::UnboundedSender<Duration>) {
 }
 
 pub(crate) async fn run(args: StreamsArgs) -> anyhow::Result<()> {
-    anyhow::ensure!(args.n > 0 && args.sessions_per_front > 0, "--n and --sessions-per-front > 0");
-    if let Some(limit) = open_files_limit().filter(|limit| *limit < args.n + args.concurrency + 100)
+    let target = Target { urls: &args.urls, servers: &args.server_pids, store: args.store_pid };
+    measure(&args.load, target).await.map(drop)
+}
+
+/// Opens `load.n` streams over `target`'s instances, prints each phase's figures as it ends
+/// and returns them. The streams close when it returns.
+pub(crate) async fn measure(load: &LoadArgs, target: Target<'_>) -> anyhow::Result<Report> {
+    anyhow::ensure!(load.n > 0 && load.sessions_per_front > 0, "--n and --sessions-per-front > 0");
+    anyhow::ensure!(!target.urls.is_empty(), "at least one --url");
+    if let Some(limit) = open_files_limit().filter(|limit| *limit < load.n + load.concurrency + 100)
     {
-        eprintln!("warning: open-files limit {limit} is low for {} streams (ulimit -n)", args.n);
+        eprintln!("warning: open-files limit {limit} is low for {} streams (ulimit -n)", load.n);
     }
     // One connection pool for the short requests; every stream holds its own connection.
     let http = reqwest::Client::builder().tcp_nodelay(true).build()?;
-    let mut client = Client::with_http(http, &args.url);
-    if args.fresh_stream_connections {
+    let fresh = if load.fresh_stream_connections {
         let fresh = reqwest::Client::builder().tcp_nodelay(true).pool_max_idle_per_host(0);
-        client = client.with_stream_http(fresh.build()?);
-    }
-    let baseline = args.server_pid.map(rss_bytes).transpose()?;
+        Some(fresh.build()?)
+    } else {
+        None
+    };
+    // One client per instance, all on the same pools.
+    let clients: Vec<Client> = target
+        .urls
+        .iter()
+        .map(|url| {
+            let client = Client::with_http(http.clone(), url);
+            match &fresh {
+                Some(fresh) => client.with_stream_http(fresh.clone()),
+                None => client,
+            }
+        })
+        .collect();
+    let instance = |i: usize| &clients[i % clients.len()];
+    let measure_rss = !target.servers.is_empty();
+    let baseline = measure_rss.then(|| rss_sum(target.servers)).transpose()?;
+    let store_baseline = target.store.map(rss_bytes).transpose()?;
 
-    let per_front = args.sessions_per_front;
+    let per_front = load.sessions_per_front;
     let shared_fronts = if per_front > 1 {
-        let count = args.n.div_ceil(per_front);
+        let count = load.n.div_ceil(per_front);
         let started = Instant::now();
-        let fronts = register_fronts(&client, count, args.concurrency).await?;
+        let fronts = register_fronts(&clients, count, load.concurrency).await?;
         let took = started.elapsed();
         println!(
             "registered {count} fronts in {:.2} s ({:.0}/s)",
@@ -172,93 +291,137 @@ pub(crate) async fn run(args: StreamsArgs) -> anyhow::Result<()> {
     };
 
     let (latency_tx, mut latency_rx) = mpsc::unbounded_channel();
-    let permits = Arc::new(Semaphore::new(args.concurrency.max(1)));
+    let permits = Arc::new(Semaphore::new(load.concurrency.max(1)));
     let mut handshakes = JoinSet::new();
     let started = Instant::now();
-    for i in 0..args.n {
-        let (client, permits, latency_tx) = (client.clone(), permits.clone(), latency_tx.clone());
+    for i in 0..load.n {
+        // The whole handshake of stream i goes to one instance, the next to the next.
+        let (client, permits) = (instance(i).clone(), permits.clone());
         let shared = shared_fronts.clone();
         handshakes.spawn(async move {
             let permit = permits.acquire_owned().await?;
-            let front = match &shared {
-                Some(fronts) => fronts[i / per_front].clone(),
-                None => {
-                    let mut front = Front::generate(&client);
-                    front.register().await?;
-                    front
-                }
+            let handshake = async {
+                let front = match &shared {
+                    // Any instance of a cluster serves any front.
+                    Some(fronts) => fronts[i / per_front].with_client(&client),
+                    None => {
+                        let mut front = Front::generate(&client);
+                        front.register().await?;
+                        front
+                    }
+                };
+                let stream = front.connect(SessionUuid::new_v4(), None).await?;
+                anyhow::Ok((front, stream))
             };
-            let stream = front.connect(SessionUuid::new_v4(), None).await?;
+            let done = bounded("a handshake", handshake).await?;
             drop(permit);
-            tokio::spawn(read(stream, latency_tx));
-            anyhow::Ok(front)
+            anyhow::Ok(done)
         });
     }
-    drop(latency_tx);
-    let ((failures, trigger_front), cpu) = timed(args.server_pid, async {
-        let mut failures = 0usize;
+    // The readers end (and their streams close) when this set drops, as this function returns.
+    let mut readers = JoinSet::new();
+    let ((failed, trigger_front), cpu) = timed(target, async {
+        let mut failed = 0usize;
         let mut trigger_front = None;
         while let Some(done) = handshakes.join_next().await {
             match done {
-                Ok(Ok(front)) => trigger_front = trigger_front.or(Some(front)),
+                Ok(Ok((front, stream))) => {
+                    readers.spawn(read(stream, latency_tx.clone()));
+                    trigger_front = trigger_front.or(Some(front));
+                }
                 Ok(Err(e)) => {
-                    failures += 1;
-                    if failures <= 5 {
+                    failed += 1;
+                    if failed <= 5 {
                         eprintln!("handshake failed: {e:#}");
                     }
                 }
                 Err(e) => {
-                    failures += 1;
+                    failed += 1;
                     eprintln!("handshake task failed: {e}");
                 }
             }
         }
-        (failures, trigger_front)
+        (failed, trigger_front)
     })
     .await;
+    drop(latency_tx);
     let took = started.elapsed();
-    let opened = args.n - failures;
+    let opened = load.n - failed;
+    let handshakes_per_sec = opened as f64 / took.as_secs_f64();
     let what = if per_front > 1 { "open + activate" } else { "register + open + activate" };
     println!(
-        "handshakes: {opened} ({what}) in {:.2} s = {:.0}/s at concurrency {}, {failures} failed; \
-         {cpu}",
+        "handshakes: {opened} ({what}) over {} instance(s) in {:.2} s = {handshakes_per_sec:.0}/s \
+         at concurrency {}, {failed} failed; {cpu}",
+        clients.len(),
         took.as_secs_f64(),
-        opened as f64 / took.as_secs_f64(),
-        args.concurrency
+        load.concurrency
     );
+    let mut report = Report {
+        opened,
+        failed,
+        handshakes_per_sec,
+        server_rss_per_stream: None,
+        store_rss_per_stream: None,
+        fan_out: None,
+    };
 
-    if let (Some(pid), Some(baseline)) = (args.server_pid, baseline) {
-        tokio::time::sleep(Duration::from_secs(args.settle_secs)).await;
-        let rss = rss_bytes(pid)?;
-        let per_stream = rss.saturating_sub(baseline) as f64 / opened.max(1) as f64;
+    if measure_rss || store_baseline.is_some() {
+        tokio::time::sleep(Duration::from_secs(load.settle_secs)).await;
+    }
+    let per_stream =
+        |before: u64, after: u64| (after as f64 - before as f64) / opened.max(1) as f64;
+    let mib = |bytes: u64| bytes as f64 / 1048576.0;
+    if let Some(baseline) = baseline {
+        let rss = rss_sum(target.servers)?;
+        let per_stream = per_stream(baseline, rss);
+        report.server_rss_per_stream = Some(per_stream);
         println!(
-            "server RSS: {:.1} MiB before, {:.1} MiB with {opened} idle streams = {:.1} KiB per stream",
-            baseline as f64 / 1048576.0,
-            rss as f64 / 1048576.0,
+            "server RSS ({} process(es)): {:.1} MiB before, {:.1} MiB with {opened} idle streams \
+             = {:.1} KiB per stream",
+            target.servers.len(),
+            mib(baseline),
+            mib(rss),
+            per_stream / 1024.0
+        );
+    }
+    if let (Some(pid), Some(baseline)) = (target.store, store_baseline) {
+        let rss = rss_bytes(pid)?;
+        let per_stream = per_stream(baseline, rss);
+        report.store_rss_per_stream = Some(per_stream);
+        println!(
+            "store RSS: {:.1} MiB before, {:.1} MiB with {opened} idle streams = {:.1} KiB per \
+             stream",
+            mib(baseline),
+            mib(rss),
             per_stream / 1024.0
         );
     }
 
-    let trigger = match (args.trigger, trigger_front) {
-        (Trigger::None, _) | (_, None) => return Ok(()),
-        (trigger, Some(front)) => (trigger, front),
+    let trigger = match (load.trigger, trigger_front) {
+        (Trigger::None, _) | (_, None) => return Ok(report),
+        // The trigger goes through the first instance, whichever served the front before.
+        (trigger, Some(front)) => (trigger, front.with_client(&clients[0])),
     };
     // The trigger's own stream is an extra one; it is not read.
-    let sender = trigger.1.connect(SessionUuid::new_v4(), None).await?;
+    let sender =
+        bounded("the trigger's handshake", trigger.1.connect(SessionUuid::new_v4(), None)).await?;
     let expected = match trigger.0 {
         Trigger::Announce => opened,
         // Every session of the sender's front, the sender's own (unread) stream excepted.
         _ => per_front.min(opened),
     };
     let sent_at = Instant::now();
-    let (measured, cpu) = timed(args.server_pid, async {
+    let (measured, cpu) = timed(target, async {
         match trigger.0 {
-            Trigger::Announce => sender.send(ANNOUNCE, json!({})).await?,
-            _ => sender.send("broadcast", json!({ "sentMicros": unix_micros() })).await?,
+            Trigger::Announce => bounded("the trigger", sender.send(ANNOUNCE, json!({}))).await?,
+            _ => {
+                let data = json!({ "sentMicros": unix_micros() });
+                bounded("the trigger", sender.send("broadcast", data)).await?
+            }
         };
         let request_took = sent_at.elapsed();
         let mut samples = Vec::with_capacity(expected);
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let deadline = tokio::time::Instant::now() + FAN_OUT_WAIT;
         while samples.len() < expected {
             match tokio::time::timeout_at(deadline, latency_rx.recv()).await {
                 Ok(Some(sample)) => samples.push(sample),
@@ -270,34 +433,42 @@ pub(crate) async fn run(args: StreamsArgs) -> anyhow::Result<()> {
     .await;
     let (mut samples, request_took) = measured?;
     samples.sort_unstable();
+    let fan_out = FanOut {
+        received: samples.len(),
+        expected,
+        p50: quantile(&samples, 0.50),
+        p99: quantile(&samples, 0.99),
+        max: quantile(&samples, 1.0),
+    };
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     println!(
         "fan-out ({:?}): {}/{expected} received; publish→receipt p50 {:.1} ms, p99 {:.1} ms, \
          max {:.1} ms; trigger request {:.1} ms; {cpu}",
         trigger.0,
-        samples.len(),
-        ms(quantile(&samples, 0.50)),
-        ms(quantile(&samples, 0.99)),
-        ms(quantile(&samples, 1.0)),
+        fan_out.received,
+        ms(fan_out.p50),
+        ms(fan_out.p99),
+        ms(fan_out.max),
         ms(request_took),
     );
-    Ok(())
+    report.fan_out = Some(fan_out);
+    Ok(report)
 }
 
-/// Registers `count` fronts, `concurrency` at a time.
+/// Registers `count` fronts, `concurrency` at a time, front j on instance j mod count.
 async fn register_fronts(
-    client: &Client,
+    clients: &[Client],
     count: usize,
     concurrency: usize,
 ) -> anyhow::Result<Vec<Front>> {
     let permits = Arc::new(Semaphore::new(concurrency.max(1)));
     let mut tasks = JoinSet::new();
-    for _ in 0..count {
-        let (client, permits) = (client.clone(), permits.clone());
+    for j in 0..count {
+        let (client, permits) = (clients[j % clients.len()].clone(), permits.clone());
         tasks.spawn(async move {
             let _permit = permits.acquire_owned().await?;
             let mut front = Front::generate(&client);
-            front.register().await?;
+            bounded("a registration", front.register()).await?;
             anyhow::Ok(front)
         });
     }
