@@ -7,7 +7,6 @@ const APT_PACKAGES: &[(&str, &str)] = &[
     ("chromium", "/usr/bin/chromium"),
     ("chromium-driver", "/usr/bin/chromedriver"),
     ("redis-server", "/usr/bin/redis-server"),
-    ("binaryen", "/usr/bin/wasm-opt"),
 ];
 
 /// Everything `ci` and `demo` need.
