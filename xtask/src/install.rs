@@ -7,6 +7,8 @@ const APT_PACKAGES: &[(&str, &str)] = &[
     ("chromium", "/usr/bin/chromium"),
     ("chromium-driver", "/usr/bin/chromedriver"),
     ("redis-server", "/usr/bin/redis-server"),
+    // A real load balancer in front of two instances (crates/server/tests/events/cluster.rs).
+    ("nginx-light", "/usr/sbin/nginx"),
 ];
 
 /// Everything `ci` and `demo` need.

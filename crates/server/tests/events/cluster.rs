@@ -169,3 +169,124 @@ async fn three_instances_on_one_redis_act_as_one_backend() {
     let got = next(&mut tab).await;
     assert_eq!(got.id, Some(after.id), "the stream on C outlived the outage");
 }
+
+/// A real nginx in front, configured by the repository's `deploy/nginx.conf` (its addresses and
+/// paths replaced by the test's), alternating every request between two instances.
+struct Nginx {
+    child: Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Nginx {
+    async fn start(backends: [&str; 2]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let host = |url: &str| url.trim_start_matches("http://").to_owned();
+        let conf = include_str!("../../../../deploy/nginx.conf")
+            .replace("127.0.0.1:8081", &host(backends[0]))
+            .replace("127.0.0.1:8082", &host(backends[1]))
+            .replace("127.0.0.1:8080", &format!("127.0.0.1:{port}"))
+            .replace("/tmp/websession-nginx", &dir.path().join("nginx").display().to_string());
+        let path = dir.path().join("nginx.conf");
+        std::fs::write(&path, conf).unwrap();
+        let child = Command::new("nginx")
+            .arg("-c")
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nginx must be on PATH (cargo xtask install)");
+        let url = format!("http://127.0.0.1:{port}");
+        within(async {
+            while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        Self { child, url, _dir: dir }
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Connects a tab through the balancer, trying again while a request meets the dead instance.
+async fn reconnect(front: &Front, session: SessionUuid, last: &str) -> loadgen::Stream {
+    let mut tries = 0;
+    loop {
+        match front.connect(session, Some(last)).await {
+            Ok(stream) => return stream,
+            Err(e) => {
+                tries += 1;
+                assert!(tries < 20, "no instance took the tab back: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_nginx_round_robin_two_tabs_lose_nothing_when_an_instance_is_killed() {
+    let redis = RedisServer::start_persistent().await;
+    let a = on_redis(&redis).await;
+    let mut b = Process::start(&redis.url).await;
+    let nginx = Nginx::start([&a.url, &b.url]).await;
+    let through = Client::new(&nginx.url);
+
+    // Every request alternates between the instances: registration, each open, each
+    // activation, each direct event.
+    let mut front = Front::generate(&through);
+    front.register().await.unwrap();
+    let sessions = [SessionUuid::new_v4(), SessionUuid::new_v4()];
+    let mut tabs = Vec::new();
+    for session in sessions {
+        tabs.push(front.connect(session, None).await.unwrap());
+    }
+    tabs[0].send("broadcast", json!("hello")).await.unwrap();
+    let mut last = Vec::new();
+    for tab in &mut tabs {
+        let got = next(tab).await;
+        assert_eq!(got.event.meta.name, "broadcast");
+        last.push(got.id);
+    }
+    assert_eq!(last[0], last[1], "one event, both tabs");
+
+    // One instance dies; events are published meanwhile through the other.
+    b.kill();
+    let mut published = Vec::new();
+    for n in 0..6 {
+        let hub = a.hub();
+        let to = (n % 3 == 0).then_some(sessions[n % 2]);
+        let event = match to {
+            Some(session) => {
+                hub.publish_to_session(front.uuid(), session, "meanwhile", json!(n), long_lived())
+                    .await
+            }
+            None => hub.publish_to_front(front.uuid(), "meanwhile", json!(n), long_lived()).await,
+        };
+        published.push((to, event.unwrap()));
+    }
+
+    // Both tabs reconnect through nginx (a stream that was on the dead instance has ended;
+    // the other is replaced): each gets every event for it, once, in order.
+    drop(tabs);
+    let last_id = last[0].unwrap().to_string();
+    for session in sessions {
+        let mut tab = reconnect(&front, session, &last_id).await;
+        let mine = published.iter().filter(|(to, _)| to.is_none_or(|to| to == session));
+        for (_, expected) in mine {
+            let got = next(&mut tab).await;
+            assert_eq!((got.id, got.event.meta.uuid), (Some(expected.id), expected.uuid));
+        }
+        let hub = a.hub();
+        let marker =
+            hub.publish_to_session(front.uuid(), session, "marker", json!(null), long_lived());
+        let marker = marker.await.unwrap();
+        assert_eq!(next(&mut tab).await.id, Some(marker.id), "nothing twice");
+    }
+}
