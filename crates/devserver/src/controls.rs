@@ -6,10 +6,11 @@
 //! |---|---|
 //! | `GET /__devserver/counters` | `{"/vtx/token": 3}` |
 //! | `POST /__devserver/faults` with `{"vtx": mode}` | the switches after the change |
-//! | `POST /__devserver/reset` | `204`; VTX and the stand-in: switches to `ok`, counters to zero |
+//! | `POST /__devserver/reset` | `204`; VTX and the stand-in: switches to `ok`, counters to zero; the token clock back to the wall clock |
 //! | `POST /__devserver/emit` with `{"frontUuid", "sessionUuid"?, "name", "data", "encrypted"?}` | publishes a reverse event: `{"id", "uuid"}` |
 //! | `POST /__devserver/mint` with `{"user", "permissions"?, "validForSecs"?, "sponsor"?, "subscriber"?}` | a one-time login token: `{"token", "loginUrl"}` |
 //! | `POST /__devserver/restart` with `{"wipe"?, "downMs"?}` | `{"restarting": true}` at once; the backend goes down (streams end, its paths answer `503`), its store is emptied if `wipe`, and it comes back after `downMs` |
+//! | `POST /__devserver/clock` with `{"aheadSecs"}` | `{"aheadSecs"}`: the backend's token clock ([`TokenClock`]) runs that far ahead of the wall clock (`0` again after `reset`) |
 //!
 //! Modes: `ok`, `fail` (`500`), `hang` (no answer until the switch changes), `unauthorized`
 //! (`401 invalid_token`), `unauthorized-once` (one `401`, then `ok`). Bodies are parsed as JSON
@@ -18,7 +19,7 @@
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::body::Bytes;
@@ -28,11 +29,11 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use protocol::{ErrorBody, ErrorCode, FrontUuid, SessionUuid};
+use protocol::{ErrorBody, ErrorCode, FrontUuid, SessionUuid, Timestamp};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use server::events::PublishOptions;
-use server::tokens::MintTokenArgs;
+use server::tokens::{Clock, MintTokenArgs};
 use tokio::sync::watch;
 use venue_standin::VenueStandin;
 
@@ -172,6 +173,32 @@ pub async fn vtx_gate(State(vtx): State<VtxControls>, request: Request, next: Ne
     }
 }
 
+/// The backend's token clock: the wall clock, or ahead of it by what a test set, so that a test
+/// in a real browser can let an access token or a login session expire at the server without
+/// waiting (the browser's own clock is untouched). Clones share the offset.
+#[derive(Debug, Clone, Default)]
+pub struct TokenClock {
+    ahead_ms: Arc<AtomicI64>,
+}
+
+impl TokenClock {
+    /// Runs `secs` seconds ahead of the wall clock from now on (`0`: the wall clock).
+    pub fn set_ahead(&self, secs: i64) {
+        self.ahead_ms.store(secs.saturating_mul(1000), Ordering::SeqCst);
+    }
+
+    /// How far ahead it runs, in seconds.
+    pub fn ahead_secs(&self) -> i64 {
+        self.ahead_ms.load(Ordering::SeqCst) / 1000
+    }
+}
+
+impl Clock for TokenClock {
+    fn now(&self) -> Timestamp {
+        Timestamp::now().plus_millis(self.ahead_ms.load(Ordering::SeqCst))
+    }
+}
+
 /// What the control routes act on.
 #[derive(Debug, Clone)]
 pub struct Controls {
@@ -181,6 +208,8 @@ pub struct Controls {
     pub standin: VenueStandin,
     /// The backend.
     pub backend: Backend,
+    /// The backend's token clock.
+    pub clock: TokenClock,
 }
 
 /// The control routes.
@@ -192,6 +221,7 @@ pub fn router(controls: Controls) -> Router {
         .route(&format!("{CONTROL_PREFIX}/emit"), post(emit))
         .route(&format!("{CONTROL_PREFIX}/mint"), post(mint))
         .route(&format!("{CONTROL_PREFIX}/restart"), post(restart))
+        .route(&format!("{CONTROL_PREFIX}/clock"), post(set_clock))
         .with_state(controls)
 }
 
@@ -239,7 +269,33 @@ fn parse_faults(body: &[u8]) -> Result<Option<VtxMode>, String> {
 async fn reset(State(controls): State<Controls>) -> StatusCode {
     controls.vtx.reset();
     controls.standin.reset();
+    controls.clock.set_ahead(0);
     StatusCode::NO_CONTENT
+}
+
+/// The body of `/__devserver/clock`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct SetClock {
+    /// Seconds ahead of the wall clock; a day at most either way, so a typo cannot make every
+    /// token of the test bed invalid for a century.
+    ahead_secs: i64,
+}
+
+const MAX_AHEAD_SECS: i64 = 86_400;
+
+async fn set_clock(State(controls): State<Controls>, body: Bytes) -> Response {
+    let set: SetClock = match serde_json::from_slice(&body) {
+        Ok(set) => set,
+        Err(err) => return error(StatusCode::BAD_REQUEST, ErrorCode::InvalidJson, err.to_string()),
+    };
+    if set.ahead_secs.abs() > MAX_AHEAD_SECS {
+        let message = format!("aheadSecs must be within ±{MAX_AHEAD_SECS}");
+        return error(StatusCode::BAD_REQUEST, ErrorCode::InvalidRequest, message);
+    }
+    tracing::info!(ahead_secs = set.ahead_secs, "devserver: token clock set");
+    controls.clock.set_ahead(set.ahead_secs);
+    Json(json!({ "aheadSecs": controls.clock.ahead_secs() })).into_response()
 }
 
 /// The body of `/__devserver/emit`.
@@ -382,6 +438,21 @@ mod tests {
         {
             assert!(parse_faults(bad).is_err(), "{}", String::from_utf8_lossy(bad));
         }
+    }
+
+    #[test]
+    fn the_token_clock_runs_ahead_or_behind_by_what_was_set() {
+        let clock = TokenClock::default();
+        let shared = clock.clone();
+        let wall = Timestamp::now().millis();
+        assert!((Clock::now(&clock).millis() - wall).abs() < 60_000, "the wall clock at first");
+        shared.set_ahead(3_600);
+        let ahead = Clock::now(&clock).millis() - Timestamp::now().millis();
+        assert!((3_540_000..=3_600_000).contains(&ahead), "an hour ahead: {ahead} ms");
+        shared.set_ahead(-3_600);
+        let behind = Timestamp::now().millis() - Clock::now(&clock).millis();
+        assert!((3_599_000..=3_660_000).contains(&behind), "an hour behind: {behind} ms");
+        assert_eq!(clock.ahead_secs(), -3_600);
     }
 
     #[tokio::test]

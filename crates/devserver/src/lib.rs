@@ -16,7 +16,8 @@
 //! - with [`Config::test_controls`], the HTTP control API of both: the stand-in's under
 //!   `/__standin/` and this server's under [`CONTROL_PREFIX`] (see [`controls`]), which also
 //!   publishes reverse events, mints one-time login tokens and restarts the backend on the same
-//!   port ([`Backend`]), and a `sink` direct event that is accepted and answered with nothing.
+//!   port ([`Backend`]), moves the backend's token clock ahead ([`TokenClock`]), and a `sink`
+//!   direct event that is accepted and answered with nothing.
 
 pub mod backend;
 pub mod controls;
@@ -32,7 +33,7 @@ use tokio::net::TcpListener;
 use venue_standin::VenueStandin;
 
 pub use backend::Backend;
-pub use controls::{CONTROL_PREFIX, VtxControls, VtxMode};
+pub use controls::{CONTROL_PREFIX, TokenClock, VtxControls, VtxMode};
 pub use cors::OriginPattern;
 
 /// Everything the development server needs. Build it with `Config::new(data_dir)` and set the
@@ -77,6 +78,7 @@ pub struct DevServer {
     backend: Backend,
     standin: VenueStandin,
     vtx: VtxControls,
+    clock: TokenClock,
     cors_origins: Vec<OriginPattern>,
     test_controls: bool,
 }
@@ -96,11 +98,18 @@ impl DevServer {
         config.server.tokens.venue_keys = VenueKeySource::Jwks(standin.jwks());
         config.server.tokens.venue_issuer = config.standin.issuer.clone();
         config.server.tokens.venue_audience = config.standin.audience.clone();
+        // With the controls on, a test may move the token clock ahead; without, the backend keeps
+        // the clock it was given.
+        let clock = TokenClock::default();
+        if config.test_controls {
+            config.server.tokens.clock = std::sync::Arc::new(clock.clone());
+        }
         let backend = Backend::open(config.server, config.test_controls).await?;
         Ok(Self {
             backend,
             standin,
             vtx: VtxControls::default(),
+            clock,
             cors_origins: config.cors_origins,
             test_controls: config.test_controls,
         })
@@ -115,6 +124,7 @@ impl DevServer {
                 vtx: self.vtx.clone(),
                 standin: self.standin.clone(),
                 backend: self.backend.clone(),
+                clock: self.clock.clone(),
             }));
         }
         let backend = self.backend.clone();
@@ -144,10 +154,17 @@ impl DevServer {
         &self.backend
     }
 
-    /// Every fault switch to normal and every counter to zero, on both halves.
+    /// The backend's token clock (moved only with the test controls on).
+    pub fn clock(&self) -> &TokenClock {
+        &self.clock
+    }
+
+    /// Every fault switch to normal, every counter to zero, on both halves, and the token clock
+    /// back to the wall clock.
     pub fn reset(&self) {
         self.standin.reset();
         self.vtx.reset();
+        self.clock.set_ahead(0);
     }
 }
 

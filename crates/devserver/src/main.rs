@@ -32,7 +32,7 @@ struct Args {
     #[arg(long = "cors-origin", value_name = "ORIGIN")]
     cors_origins: Vec<OriginPattern>,
     /// Serve the test-only control APIs: /__standin/ (venue faults, counters) and /__devserver/
-    /// (the VTX switch and counter).
+    /// (the VTX switch and counter, events, login tokens, restarts, the token clock).
     #[arg(long)]
     test_controls: bool,
     /// Lifetime of the stand-in's venue JWTs, in seconds.

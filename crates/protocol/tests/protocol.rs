@@ -507,11 +507,34 @@ mod uuids {
         assert_eq!(protocol::ids::random_uuid().get_version_num(), 4);
     }
 
+    /// One role's round trips: text → value → text, value → JSON → value, and a `Debug` that
+    /// names the role (logs show which UUID is which).
+    fn round_trips<T>(role: &str)
+    where
+        T: std::str::FromStr<Err = ParseError> + std::fmt::Display + Debug + PartialEq + Copy,
+        T: Serialize + DeserializeOwned,
+    {
+        let parsed: T = FRONT_UUID.to_uppercase().parse().expect("valid");
+        assert_eq!(parsed.to_string(), FRONT_UUID, "{role}: display is lower-case hyphenated");
+        assert_eq!(parsed.to_string().parse::<T>(), Ok(parsed), "{role}: parse(display(x)) == x");
+        assert_eq!(format!("{parsed:?}"), format!("{role}({FRONT_UUID})"));
+        let json = serde_json::to_value(parsed).expect("serialises");
+        assert_eq!(json, json!(FRONT_UUID), "{role}: JSON is the display string");
+        assert_eq!(serde_json::from_value::<T>(json).expect("deserialises"), parsed, "{role}");
+        let bad = serde_json::from_value::<T>(json!(FRONT_UUID.replace('-', "")));
+        assert!(bad.is_err(), "{role}: JSON takes the hyphenated form only");
+    }
+
     #[test]
-    fn roles_wrap_the_same_uuid() {
-        let front: FrontUuid = FRONT_UUID.parse().expect("valid");
-        let session = SessionUuid::from_uuid(*front.as_uuid());
-        assert_eq!(session.to_string(), front.to_string());
+    fn every_role_round_trips_through_text_and_json() {
+        round_trips::<FrontUuid>("FrontUuid");
+        round_trips::<SessionUuid>("SessionUuid");
+        round_trips::<StreamUuid>("StreamUuid");
+        round_trips::<BackUuid>("BackUuid");
+        round_trips::<EventUuid>("EventUuid");
+        // The inner UUID goes in and out unchanged.
+        let inner = protocol::ids::random_uuid();
+        assert_eq!(*SessionUuid::from_uuid(inner).as_uuid(), inner);
     }
 }
 

@@ -401,9 +401,7 @@ async fn a_hanging_hop_does_not_answer_until_cleared() {
         let (client, url, xsrf) = (client.clone(), server.url("/Auth/Authorize"), xsrf.clone());
         async move { client.get(url).header("X-XSRF-TOKEN", xsrf).send().await.unwrap().status() }
     });
-    while server.standin.counter("/Auth/Authorize") < 2 {
-        tokio::task::yield_now().await;
-    }
+    counted(&server, "/Auth/Authorize", 2).await;
     server.standin.faults().clear();
     let status = tokio::time::timeout(Duration::from_secs(5), held).await.unwrap().unwrap();
     assert_eq!(status, StatusCode::OK);
@@ -414,9 +412,7 @@ async fn shutdown_releases_hanging_requests() {
     let server = Server::default().await;
     server.standin.set_fault(Hop::Dashboard, FaultMode::Hang);
     let held = tokio::spawn(reqwest::get(server.url("/Dashboard")));
-    while server.standin.counter("/Dashboard") < 1 {
-        tokio::task::yield_now().await;
-    }
+    counted(&server, "/Dashboard", 1).await;
     server.stop().await;
     let response = held.await.unwrap().unwrap();
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
@@ -490,4 +486,16 @@ async fn cors_mirrors_the_origin_with_credentials_only_when_enabled() {
         browser().get(disabled.url("/Dashboard")).header(ORIGIN, origin).send().await.unwrap();
     assert!(response.headers().get(ACCESS_CONTROL_ALLOW_ORIGIN).is_none());
     assert!(response.headers().get(ACCESS_CONTROL_ALLOW_CREDENTIALS).is_none());
+}
+
+/// Waits until `path` has been requested `n` times (a held request is counted on arrival);
+/// fails after ten seconds instead of hanging the suite.
+async fn counted(server: &Server, path: &str, n: u64) {
+    let reached = async {
+        while server.standin.counter(path) < n {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    let waited = tokio::time::timeout(Duration::from_secs(10), reached).await;
+    assert!(waited.is_ok(), "{path} requested {} times, not {n}", server.standin.counter(path));
 }

@@ -13,8 +13,9 @@ use crate::harness::{App, DEADLINE, Redis, Server, poll, serial};
 /// Short lifetimes, so that the page refreshes every two seconds or so.
 const ACCESS_TTL: Duration = Duration::from_secs(4);
 const REFRESH_GRACE: Duration = Duration::from_secs(1);
-/// Seconds a login session of the expiry step is valid (`validUntil`).
-const SHORT_SESSION: u64 = 6;
+/// Seconds a login session of the expiry step is valid (`validUntil`): many times what opening
+/// the link and logging in take, since the server's clock, not waiting, ends it.
+const SESSION_SECS: u64 = 60;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seed_002_login_on_the_embedded_store() -> anyhow::Result<()> {
@@ -130,10 +131,16 @@ async fn steps(server: &Server, app: &App, redis: Option<&Redis>) -> anyhow::Res
     app.shot("session-revoked").await?;
 
     app.step("past the session's validity the app goes to /login");
-    let link = server.login_link_valid_for("alice", &["CanAccessDashboard"], SHORT_SESSION).await?;
+    let link = server.login_link_valid_for("alice", &["CanAccessDashboard"], SESSION_SECS).await?;
     app.open(&link).await?;
     app.wait_text("#login-state", "alice").await?;
-    let reason = app.wait_text("#reason", "Your session has ended").await?;
+    // The server's token clock moves past the session's end (not so far that the venue's JWTs
+    // expire too): the page's next refresh, due every two seconds or so, is refused.
+    let ahead = i64::try_from(2 * SESSION_SECS)?;
+    server.dev.clock().set_ahead(ahead);
+    let reason = app.wait_text("#reason", "Your session has ended").await;
+    server.dev.clock().set_ahead(0);
+    let reason = reason?;
     let address = app.browser.current_url().await?;
     ensure!(
         address.contains("/login/?reason=session_expired"),
@@ -160,7 +167,10 @@ async fn rotations(app: &App, from: &str, times: usize) -> anyhow::Result<String
     let seen = RefCell::new(vec![from.to_owned()]);
     let what = format!("{times} refreshes of the access token (a new refresh cookie each)");
     poll(&what, DEADLINE, || async {
-        let current = cookie(app).await?.map(|(value, _)| value).unwrap_or_default();
+        // A cookie that vanished is a lost login, not one more rotation.
+        let Some((current, _)) = cookie(app).await? else {
+            anyhow::bail!("the refresh cookie vanished after {:?}", seen.borrow());
+        };
         let mut seen = seen.borrow_mut();
         if seen.last() != Some(&current) {
             seen.push(current);

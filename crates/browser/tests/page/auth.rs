@@ -7,6 +7,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use browser::page::{Auth, AuthOptions};
+use protocol::paths;
 use wasm_bindgen_test::wasm_bindgen_test;
 use web_sys::Request;
 
@@ -57,10 +58,24 @@ async fn login_gives_200_and_403_by_permission_and_logout_ends_it() {
 async fn the_access_token_is_refreshed_before_it_expires() {
     let base = server!();
     let token = util::mint(base, "alice", &["CanAccessDashboard"], 3_600).await;
+    let refreshes = util::FetchLog::install(paths::AUTH_REFRESH);
     let auth = util::start(options(base, Some(token)).0).await;
     let first = auth.access_token().expect("a token");
+    let info = auth.info().expect("info");
+    let expires = info.access_expires_at.millis() as f64;
+    let claims = info.claims.expect("claims");
+    let lifetime_ms = ((claims.exp - claims.iat) * 1000) as f64;
+    // The devserver's access tokens live 5 s; the margin (default 60 s) is capped at half of it.
     let refreshed = util::wait_for(10_000, || auth.access_token().is_some_and(|t| t != first));
     assert!(refreshed.await, "no refresh ahead of expiry");
+    let sent = refreshes.times();
+    refreshes.remove();
+    assert_eq!(sent.len(), 1, "one refresh gave the new token: {sent:?}");
+    // When it went out, not when it came back: the answer's time is the network's.
+    assert!(sent[0] < expires, "refreshed at {}, the old token expired at {expires}", sent[0]);
+    let due = expires - lifetime_ms / 2.0;
+    // A timer never fires early; 50 ms for the two clock readings that `due` comes from.
+    assert!(sent[0] >= due - 50.0, "refreshed at {}, not due before {due}", sent[0]);
     assert_eq!(status(&auth, &format!("{base}/api/dashboard")).await, 200);
     auth.logout().await.expect("logs out");
     auth.close();
@@ -74,13 +89,24 @@ async fn a_401_refreshes_once_and_retries() {
     options.auto_refresh = false;
     let auth = util::start(options).await;
     let first = auth.access_token().expect("a token");
-    let expires = auth.info().expect("info").access_expires_at;
-    // Let the access token expire, as in a tab that slept.
-    let wait = expires.millis() as f64 - js_sys::Date::now() + 1_000.0;
-    util::sleep(wait.max(0.0) as i32).await;
+    // The server's clock moves past the access token's expiry (5 s), as for a tab that slept.
+    util::clock_ahead(base, 60).await;
+    let stale = Request::new_with_str(&format!("{base}/api/dashboard")).expect("a request");
+    stale.headers().set("Authorization", &format!("Bearer {first}")).expect("a header");
+    assert_eq!(util::fetch_status(&stale).await, 401, "the old token is expired at the server");
+
+    let refreshes = util::FetchLog::install(paths::AUTH_REFRESH);
+    assert_eq!(status(&auth, &format!("{base}/api/dashboard")).await, 200, "retried");
+    assert_eq!(refreshes.count(), 1, "one refresh for the 401");
+    let second = auth.access_token().expect("a token");
+    assert_ne!(second, first, "refreshed on the 401");
+    // The retry carried the new token, which the next request uses without a refresh.
     assert_eq!(status(&auth, &format!("{base}/api/dashboard")).await, 200);
-    assert_ne!(auth.access_token(), Some(first), "refreshed on the 401");
+    assert_eq!(refreshes.count(), 1, "no refresh for a good token");
+    refreshes.remove();
+    assert_eq!(auth.access_token(), Some(second));
     assert!(expired.borrow().is_empty());
+    util::clock_ahead(base, 0).await;
     auth.logout().await.expect("logs out");
     auth.close();
 }
@@ -88,14 +114,24 @@ async fn a_401_refreshes_once_and_retries() {
 #[wasm_bindgen_test]
 async fn the_end_of_the_session_calls_on_expired() {
     let base = server!();
-    let token = util::mint(base, "bob", &["CanAccessDashboard"], 3).await;
-    let (options, expired) = options(base, Some(token));
+    // The server's clock runs an hour behind, so the session it starts ends (by the browser's
+    // clock) a second after the mint, while the server lets the login in for an hour: no
+    // race between the login and the end of the session, whatever the machine's load.
+    util::clock_ahead(base, -3_599).await;
+    let token = util::mint(base, "bob", &["CanAccessDashboard"], 3_600).await;
+    let (mut options, expired) = options(base, Some(token));
+    // No refresh, which would also notice the end (from the answer's `sessionExpiresAt`): the
+    // tab's own timer is what this tests.
+    options.auto_refresh = false;
     let auth = util::start(options).await;
     assert!(auth.logged_in(), "login failed: {:?}", auth.error());
     assert!(util::wait_for(8_000, || !expired.borrow().is_empty()).await, "no expiry");
     assert_eq!(*expired.borrow(), vec!["session_expired".to_owned()]);
     assert!(!auth.logged_in());
+    // Past the session's end by the server's clock too, the server refuses to refresh it.
+    util::clock_ahead(base, 60).await;
     assert_eq!(auth.refresh().await, Ok(false), "the server agrees");
+    util::clock_ahead(base, 0).await;
     auth.close();
 }
 

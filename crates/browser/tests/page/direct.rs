@@ -20,9 +20,10 @@ async fn a_direct_event_is_echoed_to_this_tab() {
     let sent = front.send("echo", json!({"text": "hi"}), SendOptions::default()).await;
     assert_eq!(sent, Ok(Delivery::Sent));
     assert!(mine.wait(5_000, |e| !e.is_empty()).await, "no echo");
-    util::sleep(300).await;
-    assert_eq!(mine.data("echo"), vec![json!({"text": "hi"})]);
-    assert!(theirs.events().is_empty(), "the echo is for the sender's tab only");
+    util::mark(base, front.front_uuid(), &[&mine, &theirs]).await;
+    assert_eq!(mine.data("echo"), vec![json!({"text": "hi"})], "once");
+    assert_eq!(mine.without_markers().len(), 1, "{:?}", mine.events());
+    assert!(theirs.without_markers().is_empty(), "the echo is for the sender's tab only");
     front.close();
     other.close();
 }
@@ -36,7 +37,9 @@ async fn a_broadcast_reaches_every_tab_of_the_front() {
     a.send("broadcast", json!("everyone"), SendOptions::default()).await.expect("sent");
     assert!(inbox_a.wait(5_000, |e| !e.is_empty()).await);
     assert!(inbox_b.wait(5_000, |e| !e.is_empty()).await);
-    assert_eq!(inbox_b.data("broadcast"), vec![json!("everyone")]);
+    util::mark(base, a.front_uuid(), &[&inbox_a, &inbox_b]).await;
+    assert_eq!(inbox_a.data("broadcast"), vec![json!("everyone")], "once");
+    assert_eq!(inbox_b.data("broadcast"), vec![json!("everyone")], "once");
     a.close();
     b.close();
 }

@@ -32,11 +32,13 @@ async fn targeted_events_reach_one_tab_and_broadcasts_every_tab() {
     util::emit(base, front, None, "to-all", json!({"n": 2}), false).await;
     assert!(inbox_a.wait(5_000, |e| e.len() == 2).await, "a got {:?}", inbox_a.events());
     assert!(inbox_b.wait(5_000, |e| !e.is_empty()).await, "b got {:?}", inbox_b.events());
-    util::sleep(300).await;
+    util::mark(base, front, &[&inbox_a, &inbox_b]).await;
     assert_eq!(inbox_a.data("to-a"), vec![json!({"n": 1})]);
     assert_eq!(inbox_a.data("to-all"), vec![json!({"n": 2})]);
     assert_eq!(inbox_b.data("to-a"), Vec::<serde_json::Value>::new(), "not b's event");
     assert_eq!(inbox_b.data("to-all"), vec![json!({"n": 2})]);
+    assert_eq!(inbox_a.without_markers().len(), 2, "{:?}", inbox_a.events());
+    assert_eq!(inbox_b.without_markers().len(), 1, "{:?}", inbox_b.events());
     let targeted = &inbox_a.events()[0];
     assert_eq!(targeted.meta.session_uuid, Some(a.session_uuid()));
     assert_eq!(targeted.meta.front_uuid, Some(front));

@@ -8,8 +8,8 @@
 //! (a few seconds) for the refresh tests.
 //!
 //! Every test opens its fronts with session UUIDs of its own and closes them, so that tests
-//! sharing the page's IndexedDB identity, Web Locks and channels do not see each other. In a
-//! service worker (the binary's second run) they return at once: they need a page.
+//! sharing the page's IndexedDB identity, Web Locks and channels do not see each other. They are
+//! in the binary configured to run in a page (`tests/in_page.rs`).
 
 mod auth;
 mod direct;

@@ -6,6 +6,7 @@
 
 use browser::page::{Role, StreamState};
 use serde_json::json;
+use wasm_bindgen::JsValue;
 use wasm_bindgen_test::wasm_bindgen_test;
 
 use super::util::{self, Inbox, server};
@@ -35,10 +36,13 @@ async fn eight_tabs_share_one_stream_and_hand_it_over() {
         util::emit(base, front, Some(tab.session_uuid()), "mine", json!(n), false).await;
     }
     util::emit(base, front, None, "all", json!("x"), false).await;
+    // A marker published last: once a tab has it, it has had everything published before it
+    // (one stream, relayed in order), so what it holds now is all it will get of those.
+    util::emit(base, front, None, "marker", json!(0), false).await;
     for (n, inbox) in inboxes.iter().enumerate() {
-        assert!(inbox.wait(5_000, |e| e.len() >= 2).await, "tab {n}: {:?}", inbox.events());
+        let marked = inbox.wait(5_000, |e| e.iter().any(|e| e.meta.name == "marker")).await;
+        assert!(marked, "tab {n}: {:?}", inbox.events());
     }
-    util::sleep(300).await;
     for (n, inbox) in inboxes.iter().enumerate() {
         assert_eq!(inbox.data("mine"), vec![json!(n)], "tab {n}");
         assert_eq!(inbox.data("all"), vec![json!("x")], "tab {n}");
@@ -48,21 +52,126 @@ async fn eight_tabs_share_one_stream_and_hand_it_over() {
     let reply = follower.request("echo", json!("via leader"), Default::default()).await;
     assert_eq!(reply.map(|r| r.data), Ok(json!("via leader")));
 
-    // The leader's tab closes: another takes the stream over, and nothing is lost meanwhile.
+    // The leader's tab closes: another takes the stream over, and nothing is lost or repeated
+    // meanwhile. Each tab gets a numbered sequence: the first half is published while the stream
+    // changes hands, the second half after; then a marker for all.
     let leader = tabs.iter().position(|t| t.role() == Role::Leader).expect("a leader");
     tabs.remove(leader).close();
     let inboxes: Vec<Inbox> = tabs.iter().map(Inbox::of).collect();
-    util::emit(base, front, Some(tabs[0].session_uuid()), "after", json!(1), false).await;
+    const SEQUENCE: i64 = 6;
+    let publish = |from: i64, to: i64| {
+        let tabs = &tabs;
+        async move {
+            for k in from..to {
+                for tab in tabs {
+                    let data = json!({"tab": tab.session_uuid().to_string(), "k": k});
+                    util::emit(base, front, Some(tab.session_uuid()), "seq", data, false).await;
+                }
+            }
+        }
+    };
+    publish(0, SEQUENCE / 2).await;
     let handed_over = util::wait_for(10_000, || {
         tabs.iter().filter(|t| t.role() == Role::Leader).count() == 1
             && tabs.iter().all(|t| t.state() == StreamState::Active)
     });
     assert!(handed_over.await, "no new leader");
+    publish(SEQUENCE / 2, SEQUENCE).await;
+    util::emit(base, front, None, "marker", json!(1), false).await;
+    for (n, inbox) in inboxes.iter().enumerate() {
+        let marked = inbox.wait(10_000, |e| e.iter().any(|e| e.meta.name == "marker")).await;
+        assert!(marked, "tab {n} after the hand-over: {:?}", inbox.events());
+    }
+    for (n, (tab, inbox)) in tabs.iter().zip(&inboxes).enumerate() {
+        let mine = tab.session_uuid().to_string();
+        let expected: Vec<_> = (0..SEQUENCE).map(|k| json!({"tab": mine, "k": k})).collect();
+        assert_eq!(inbox.data("seq"), expected, "tab {n}: each of its events once, in order");
+        assert_eq!(inbox.data("marker"), vec![json!(1)], "tab {n}");
+    }
+    for tab in &tabs {
+        tab.close();
+    }
+}
+
+#[wasm_bindgen_test]
+async fn without_shared_streams_every_tab_opens_its_own() {
+    let base = server!();
+    let old = util::OldBackend::install();
+    let mut tabs = Vec::new();
+    for _ in 0..3 {
+        let options = browser::page::FrontOptions { share: true, ..util::options(base) };
+        tabs.push(util::open(options).await);
+    }
+    let inboxes: Vec<Inbox> = tabs.iter().map(Inbox::of).collect();
+    // The elected tab learns it from the answer's missing scope header and tells the others;
+    // then every tab is on its own, with a stream of its own session.
+    let settled = util::wait_for(15_000, || {
+        tabs.iter().all(|t| t.state() == StreamState::Active && t.role() == Role::Solo)
+    });
     assert!(
-        inboxes[0].wait(10_000, |e| !e.is_empty()).await,
-        "the event published during the hand-over"
+        settled.await,
+        "states and roles: {:?}",
+        tabs.iter().map(|t| (t.state(), t.role())).collect::<Vec<_>>()
     );
-    assert_eq!(inboxes[0].data("after"), vec![json!(1)]);
+    let urls = old.stream_urls();
+    old.remove();
+    for tab in &tabs {
+        let session = tab.session_uuid().to_string();
+        assert!(urls.iter().any(|u| u.ends_with(&session)), "no stream of {session}: {urls:?}");
+    }
+
+    let front = tabs[0].front_uuid();
+    for (n, tab) in tabs.iter().enumerate() {
+        util::emit(base, front, Some(tab.session_uuid()), "mine", json!(n), false).await;
+    }
+    util::emit(base, front, None, "all", json!("x"), false).await;
+    let marked: Vec<&Inbox> = inboxes.iter().collect();
+    util::mark(base, front, &marked).await;
+    for (n, inbox) in inboxes.iter().enumerate() {
+        assert_eq!(inbox.data("mine"), vec![json!(n)], "tab {n}: its own event, once");
+        assert_eq!(inbox.data("all"), vec![json!("x")], "tab {n}: the front's event, once");
+    }
+    for tab in &tabs {
+        tab.close();
+    }
+}
+
+#[wasm_bindgen_test]
+async fn an_event_delivered_once_is_dropped_when_it_comes_again() {
+    let base = server!();
+    let mut tabs = Vec::new();
+    for _ in 0..2 {
+        let options = browser::page::FrontOptions { share: true, ..util::options(base) };
+        tabs.push(util::open(options).await);
+    }
+    let settled = util::wait_for(15_000, || {
+        tabs.iter().all(|t| t.state() == StreamState::Active)
+            && tabs.iter().any(|t| t.role() == Role::Follower)
+    });
+    assert!(settled.await, "{:?}", tabs.iter().map(|t| (t.state(), t.role())).collect::<Vec<_>>());
+    let follower = tabs.iter().find(|t| t.role() == Role::Follower).expect("a follower");
+    let inbox = Inbox::of(follower);
+    let front = follower.front_uuid();
+    util::emit(base, front, Some(follower.session_uuid()), "once", json!(1), false).await;
+    assert!(inbox.wait(5_000, |e| !e.is_empty()).await, "the follower got nothing");
+    let first = inbox.events()[0].clone();
+
+    // The same event relayed again on the tabs' channel, as a new leader replaying what the old
+    // one relayed would: dropped by its `meta.uuid`. Then an event with a new `meta.uuid` the
+    // same way, which arrives after it (a channel keeps its order) and is delivered.
+    let channel =
+        web_sys::BroadcastChannel::new(&format!("websession-front:{front}")).expect("a channel");
+    let relay = |event: &protocol::event::ReverseEvent| {
+        JsValue::from_str(&json!({"event": {"id": null, "event": event}}).to_string())
+    };
+    channel.post_message(&relay(&first)).expect("posted");
+    let mut fresh = first.clone();
+    fresh.meta.uuid = protocol::EventUuid::new_v4();
+    fresh.data = json!(2);
+    channel.post_message(&relay(&fresh)).expect("posted");
+    assert!(inbox.wait(5_000, |e| e.iter().any(|e| e.data == json!(2))).await, "no fresh event");
+    channel.close();
+    assert_eq!(inbox.data("once"), vec![json!(1), json!(2)], "the repeated event was delivered");
     for tab in &tabs {
         tab.close();
     }

@@ -218,32 +218,46 @@ fn new_version(page: &Page) {
     std::fs::write(path, script).unwrap();
 }
 
-/// `registration.update()`, then waits until the new version is `waiting` or `active`; returns
-/// which (`"waiting"`, `"active"`).
+/// `registration.update()`, then waits until the new version is active (`"active"`) or, when
+/// `arguments[0]` is `"waiting"`, installed and waiting (`"waiting"`). Events decide, not a time
+/// window; after ten seconds it returns what it saw.
 const UPDATE: &str = r#"
+    const want = arguments[0];
     const registration = await navigator.serviceWorker.getRegistration();
     const before = registration.active;
     await registration.update();
-    for (let i = 0; i < 250; i++) {
-        if (registration.waiting && registration.waiting.state === 'installed') {
-            // Give an `immediate` worker the time to skip waiting; a `navigation` one stays.
-            await new Promise((r) => setTimeout(r, 300));
-            if (registration.waiting) return 'waiting';
+    for (let i = 0; i < 500; i++) {
+        if (want === 'waiting' && registration.waiting && registration.waiting.state === 'installed') {
+            return 'waiting';
         }
         if (registration.active !== before && registration.active.state === 'activated') {
             return 'active';
         }
         await new Promise((r) => setTimeout(r, 20));
     }
-    return 'neither';
+    return { waiting: registration.waiting && registration.waiting.state,
+             active: registration.active && registration.active.state };
 "#;
+
+/// Waits until the waiting version has taken over: `[no waiting worker, the active one's state]`.
+const PROMOTED: &str = "const registration = await navigator.serviceWorker.getRegistration(); \
+                        for (let i = 0; i < 500 && (registration.waiting || \
+                             registration.active.state !== 'activated'); i++) \
+                          await new Promise((r) => setTimeout(r, 20)); \
+                        return [registration.waiting === null, \
+                                registration.active && registration.active.state];";
+
+/// Whether a version is still waiting after `arguments[0]` ms.
+const STILL_WAITING: &str = "await new Promise((r) => setTimeout(r, arguments[0])); \
+                             const registration = await navigator.serviceWorker.getRegistration(); \
+                             return registration.waiting !== null;";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_version_takes_over_at_once_by_default() {
     let page = Page::open().await;
     new_version(&page);
-    assert_eq!(page.browser.run(UPDATE, &[]).await.unwrap(), "active");
-    let script = "for (let i = 0; i < 250; i++) { \
+    assert_eq!(page.browser.run(UPDATE, &[json!("active")]).await.unwrap(), "active");
+    let script = "for (let i = 0; i < 500; i++) { \
                     if (window.messages.filter((m) => m.type === 'sw-activated').length === 2) return true; \
                     await new Promise((r) => setTimeout(r, 20)); } \
                   return window.messages;";
@@ -251,18 +265,56 @@ async fn a_new_version_takes_over_at_once_by_default() {
     page.close().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn with_update_navigation_a_new_version_waits_for_the_next_navigation() {
+/// A new version with `update=navigation`, installed and waiting.
+async fn waiting_version() -> Page {
     let page = Page::open_with("/sw.js?update=navigation").await;
     new_version(&page);
-    assert_eq!(page.browser.run(UPDATE, &[]).await.unwrap(), "waiting");
+    assert_eq!(page.browser.run(UPDATE, &[json!("waiting")]).await.unwrap(), "waiting");
+    // It stays so. A version that skipped waiting would be active within milliseconds of being
+    // installed; a second is many times that. (A wrong build could only pass here, not fail a
+    // right one: the window decides nothing for a version that does wait.)
+    let still = page.browser.run(STILL_WAITING, &[json!(1_000)]).await.unwrap();
+    assert_eq!(still, json!(true), "the new version did not wait");
+    page
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_update_navigation_a_new_version_waits_for_the_next_navigation() {
+    let page = waiting_version().await;
     page.browser.goto(&format!("{}/blank.html", page.server.url)).await.unwrap();
-    let script = "const registration = await navigator.serviceWorker.getRegistration(); \
-                  for (let i = 0; i < 250 && (registration.waiting || \
-                       registration.active.state !== 'activated'); i++) \
-                    await new Promise((r) => setTimeout(r, 20)); \
-                  return [registration.waiting === null, registration.active && registration.active.state];";
-    let state = page.browser.run(script, &[]).await.unwrap();
+    let state = page.browser.run(PROMOTED, &[]).await.unwrap();
     assert_eq!(state, json!([true, "activated"]), "the navigation promoted the waiting version");
+    page.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_skip_waiting_message_promotes_the_waiting_version() {
+    let page = waiting_version().await;
+    // Through the real message path: the page posts to the waiting worker, the shim hands the
+    // message to the wasm package. No navigation.
+    let script = "const registration = await navigator.serviceWorker.getRegistration(); \
+                  registration.waiting.postMessage({ type: 'skip-waiting' }); return true;";
+    page.browser.run(script, &[]).await.unwrap();
+    let state = page.browser.run(PROMOTED, &[]).await.unwrap();
+    assert_eq!(state, json!([true, "activated"]), "the message promoted the waiting version");
+    page.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_clear_message_drops_the_workers_tokens() {
+    let page = Page::open().await;
+    page.login("alice").await;
+    page.server.dev.reset();
+    assert_eq!(page.fetch("/uc/session/vtx").await["status"], 200);
+    assert_eq!(page.fetch("/uc/session/vtx").await["status"], 200);
+    assert_eq!(page.counters(), [1, 1, 1], "the second answer came from the worker's memory");
+    // Through the real message path. The shim runs the message and the fetch after it in the
+    // order they arrived (both wait for the same start), so the fetch sees the cleared session.
+    let script = "navigator.serviceWorker.controller.postMessage({ type: 'session-clear' }); \
+                  return true;";
+    page.browser.run(script, &[]).await.unwrap();
+    let again = page.fetch("/uc/session/vtx").await;
+    assert_eq!(again["status"], 200, "{again}");
+    assert_eq!(page.counters(), [2, 2, 2], "the whole chain ran again");
     page.close().await;
 }

@@ -71,18 +71,29 @@ async fn a_user_without_ecoid_is_not_provisioned() {
 async fn nbf_and_iat_get_a_small_leeway_and_no_more() {
     let venue = Venue::start().await;
     let auth = vtx_server(&venue).await;
+    // The default leeway is 30 s; the injected clock stands still, so the edges are exact.
     let now = auth.clock.now().seconds();
-    let mut claims = venue.claims();
-    claims.nbf = Some(now + 20);
-    claims.iat = now + 20;
-    assert_eq!(exchange(&auth, &venue.sign(&claims)).await.status(), StatusCode::OK);
-    claims.nbf = Some(now + 120);
-    expect_error(
-        exchange(&auth, &venue.sign(&claims)).await,
-        StatusCode::UNAUTHORIZED,
-        "invalid_token",
-    )
-    .await;
+    let with = |nbf: Option<i64>, iat: i64| {
+        let mut claims = venue.claims();
+        claims.nbf = nbf;
+        claims.iat = iat;
+        venue.sign(&claims)
+    };
+    for (nbf, iat) in [(Some(now + 20), now + 20), (Some(now + 30), now + 30), (None, now + 30)] {
+        let status = exchange(&auth, &with(nbf, iat)).await.status();
+        assert_eq!(status, StatusCode::OK, "nbf {nbf:?}, iat {iat} (now {now})");
+    }
+    // One second beyond the leeway, on each claim alone: the other one is fine.
+    for (nbf, iat) in
+        [(Some(now + 31), now), (Some(now + 120), now), (None, now + 31), (Some(now), now + 120)]
+    {
+        expect_error(
+            exchange(&auth, &with(nbf, iat)).await,
+            StatusCode::UNAUTHORIZED,
+            "invalid_token",
+        )
+        .await;
+    }
 }
 
 #[tokio::test]
