@@ -50,6 +50,9 @@ pub struct Config {
     pub cors_origins: Vec<OriginPattern>,
     /// Serve the test-only control APIs (`/__standin/…`, `/__devserver/…`).
     pub test_controls: bool,
+    /// The venue JWKS the backend trusts instead of its own stand-in's: another development
+    /// server's, when several backends of a cluster share one stand-in behind a load balancer.
+    pub trusted_venue_jwks: Option<serde_json::Value>,
 }
 
 impl Config {
@@ -61,6 +64,7 @@ impl Config {
             standin: venue_standin::Config::default(),
             cors_origins: Vec::new(),
             test_controls: false,
+            trusted_venue_jwks: None,
         }
     }
 
@@ -95,7 +99,8 @@ impl DevServer {
         // check would refuse them: they are other origins).
         config.server.tokens.trusted_origins = config.cors_origins.clone();
         let standin = VenueStandin::new(config.standin.clone())?;
-        config.server.tokens.venue_keys = VenueKeySource::Jwks(standin.jwks());
+        let jwks = config.trusted_venue_jwks.take().unwrap_or_else(|| standin.jwks());
+        config.server.tokens.venue_keys = VenueKeySource::Jwks(jwks);
         config.server.tokens.venue_issuer = config.standin.issuer.clone();
         config.server.tokens.venue_audience = config.standin.audience.clone();
         // With the controls on, a test may move the token clock ahead; without, the backend keeps

@@ -296,6 +296,11 @@ pub(crate) struct App {
 impl App {
     /// A fresh browser profile for `scenario`, on `server`'s origin (nothing loaded yet).
     pub(crate) async fn start(server: &Server, scenario: &str, slug: &str) -> anyhow::Result<Self> {
+        Self::start_at(&server.url, scenario, slug).await
+    }
+
+    /// [`App::start`] on the origin `base` (a load balancer in front of servers).
+    pub(crate) async fn start_at(base: &str, scenario: &str, slug: &str) -> anyhow::Result<Self> {
         let shots = fresh_dir(slug)?;
         let driver = ChromeDriver::start()?;
         let browser = Browser::new(&driver).await.context("no Chromium session")?;
@@ -304,7 +309,7 @@ impl App {
         Ok(Self {
             browser,
             _driver: driver,
-            base: server.url.clone(),
+            base: base.to_owned(),
             scenario: scenario.to_owned(),
             at: StdMutex::new(("start".to_owned(), "tab 1".to_owned())),
             shots,
@@ -519,6 +524,133 @@ impl Redis {
 }
 
 impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A development server on a runtime of its own, so that [`Killable::kill`] can end it the way
+/// `kill -9` ends a process: every task and connection dropped at once, nothing said to the
+/// shared store.
+pub(crate) struct Killable {
+    pub(crate) url: String,
+    kill: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    data: PathBuf,
+}
+
+impl Killable {
+    /// Starts it on a fresh store in `target/e2e/data/<name>`, with `configure`d settings.
+    pub(crate) async fn start(
+        name: &str,
+        configure: impl FnOnce(&mut Config),
+    ) -> anyhow::Result<Self> {
+        let data = fresh_dir(&format!("data/{name}"))?;
+        let mut config = Config::new(&data).with_static_dir(site_dir()?);
+        config.test_controls = true;
+        configure(&mut config);
+        let (started, url) = oneshot::channel::<anyhow::Result<String>>();
+        let (kill, killed) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(e) => {
+                    let _ = started.send(Err(e.into()));
+                    return;
+                }
+            };
+            let url = runtime.block_on(async {
+                let dev = DevServer::open(config).await?;
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+                let url = format!("http://{}", listener.local_addr()?);
+                tokio::spawn(devserver::run(listener, dev, std::future::pending()));
+                anyhow::Ok(url)
+            });
+            let _ = started.send(url);
+            // Until killed (or dropped): then every task goes, connections close unanswered.
+            let _ = killed.recv();
+            runtime.shutdown_background();
+        });
+        let url = url.await.context("the killable server's thread died")??;
+        Ok(Self { url, kill: Some(kill), thread: Some(thread), data })
+    }
+
+    /// Ends it at once, as `kill -9` would.
+    pub(crate) fn kill(&mut self) {
+        drop(self.kill.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Killable {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.data);
+    }
+}
+
+/// A real nginx (Debian's `nginx-light`) on a free port: the venue stand-in's paths and the test
+/// controls go to `venue` alone (the stand-in keeps its sign-ins in memory), everything else
+/// round-robin to `backends`, reverse streams unbuffered, as in `deploy/nginx.conf`.
+pub(crate) struct Nginx {
+    pub(crate) url: String,
+    child: Child,
+}
+
+impl Nginx {
+    pub(crate) async fn start(venue: &str, backends: &[&str]) -> anyhow::Result<Self> {
+        let port = StdListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let dir = fresh_dir(&format!("nginx/{port}"))?;
+        let host = |url: &str| url.trim_start_matches("http://").to_owned();
+        let servers: String = backends
+            .iter()
+            .map(|b| format!("server {} max_fails=1 fail_timeout=5s;\n", host(b)))
+            .collect();
+        let tmp = dir.display();
+        let conf = format!(
+            "pid {tmp}/nginx.pid;\nerror_log stderr warn;\ndaemon off;\nevents {{}}\nhttp {{\n\
+             access_log off;\nclient_body_temp_path {tmp}/body;\nproxy_temp_path {tmp}/proxy;\n\
+             fastcgi_temp_path {tmp}/fastcgi;\nuwsgi_temp_path {tmp}/uwsgi;\nscgi_temp_path {tmp}/scgi;\n\
+             upstream backends {{\n{servers}keepalive 16;\n}}\n\
+             upstream venue {{\nserver {venue};\n}}\n\
+             server {{\nlisten 127.0.0.1:{port};\n\
+             proxy_http_version 1.1;\nproxy_set_header Connection \"\";\nproxy_set_header Host $http_host;\n\
+             location ~ ^/(Account|Dashboard|Auth|Venue|__standin|__devserver)(/|$) {{ proxy_pass http://venue; }}\n\
+             location /web-event-stream-open/ {{ proxy_pass http://backends; proxy_buffering off; proxy_read_timeout 1h; proxy_next_upstream off; }}\n\
+             location / {{ proxy_pass http://backends; proxy_next_upstream error timeout http_502; }}\n\
+             }}\n}}\n",
+            venue = host(venue),
+        );
+        let path = dir.join("nginx.conf");
+        std::fs::write(&path, conf)?;
+        let child = Command::new("nginx")
+            .arg("-c")
+            .arg(&path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("cannot start nginx (install nginx-light: cargo xtask install)")?;
+        let nginx = Self { url: format!("http://127.0.0.1:{port}"), child };
+        poll("nginx to listen", Duration::from_secs(10), || async {
+            Ok(tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string()))
+        })
+        .await?;
+        Ok(nginx)
+    }
+}
+
+impl Drop for Nginx {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();

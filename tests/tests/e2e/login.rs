@@ -151,19 +151,19 @@ async fn steps(server: &Server, app: &App, redis: Option<&Redis>) -> anyhow::Res
 }
 
 /// Clicks an API button and waits for `expected` in the result.
-async fn api(app: &App, button: &str, expected: &str) -> anyhow::Result<()> {
+pub(crate) async fn api(app: &App, button: &str, expected: &str) -> anyhow::Result<()> {
     app.click(button).await?;
     app.wait_text("#api-result", expected).await.map(drop)
 }
 
 /// The refresh cookie (value, `HttpOnly`).
-async fn cookie(app: &App) -> anyhow::Result<Option<(String, bool)>> {
+pub(crate) async fn cookie(app: &App) -> anyhow::Result<Option<(String, bool)>> {
     app.refresh_cookie().await
 }
 
 /// Waits until the refresh cookie has changed `times` times from `from`, while the page stays
 /// logged in; the last value.
-async fn rotations(app: &App, from: &str, times: usize) -> anyhow::Result<String> {
+pub(crate) async fn rotations(app: &App, from: &str, times: usize) -> anyhow::Result<String> {
     let seen = RefCell::new(vec![from.to_owned()]);
     let what = format!("{times} refreshes of the access token (a new refresh cookie each)");
     poll(&what, DEADLINE, || async {

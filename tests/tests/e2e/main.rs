@@ -13,7 +13,9 @@
 //! - `login`: seed 002, the one-time-token login on the embedded store and on Redis;
 //! - `bad_input`: a tampered login token, a corrupted identity, a forged stamp;
 //! - `consumer`: not the demo but an app built with Vite from the packed npm package, with the
-//!   package's worker as `/sw.js`.
+//!   package's worker as `/sw.js`;
+//! - `cluster`: the demo served through a real nginx, round-robin over two backends on one
+//!   Redis; tabs, login and refresh across them, one backend killed.
 //!
 //! Needs the assembled site in `WEBSESSION_SITE_DIR` and the consumer app in
 //! `WEBSESSION_CONSUMER_DIR` (`cargo xtask ci` sets both), `chromedriver`
@@ -21,6 +23,7 @@
 //! Browser scenarios take turns (two cores): each holds [`harness::serial`] while it runs.
 
 mod bad_input;
+mod cluster;
 mod consumer;
 mod harness;
 mod login;

@@ -11,11 +11,11 @@ const TWO_TABS: &str = "seeds 001/003: two tabs of one front";
 const EIGHT_TABS: &str = "seeds 001/003: eight tabs";
 
 /// A tab of the demo app and what it showed when it became active.
-struct Tab {
-    window: Window,
-    label: String,
-    front: String,
-    session: String,
+pub(crate) struct Tab {
+    pub(crate) window: Window,
+    pub(crate) label: String,
+    pub(crate) front: String,
+    pub(crate) session: String,
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -180,7 +180,7 @@ async fn eight_tabs(server: &Server, app: &App) -> anyhow::Result<()> {
 }
 
 /// Opens the demo in the first tab (`first`) or a new one and waits until its stream is active.
-async fn open_tab(app: &App, label: &str, first: bool) -> anyhow::Result<Tab> {
+pub(crate) async fn open_tab(app: &App, label: &str, first: bool) -> anyhow::Result<Tab> {
     let window = if first { app.browser.window().await? } else { app.browser.new_tab().await? };
     app.switch(&window, label).await?;
     app.open("/").await?;
@@ -191,7 +191,7 @@ async fn open_tab(app: &App, label: &str, first: bool) -> anyhow::Result<Tab> {
 }
 
 /// The tab whose stream role is `leader`.
-async fn leader_of<'a>(app: &App, tabs: &[&'a Tab]) -> anyhow::Result<&'a Tab> {
+pub(crate) async fn leader_of<'a>(app: &App, tabs: &[&'a Tab]) -> anyhow::Result<&'a Tab> {
     for tab in tabs {
         app.switch(&tab.window, &tab.label).await?;
         if app.read("#front-role").await? == "leader" {
@@ -202,7 +202,7 @@ async fn leader_of<'a>(app: &App, tabs: &[&'a Tab]) -> anyhow::Result<&'a Tab> {
 }
 
 /// How often each tab's timeline says it went `reconnecting`.
-async fn reconnects(app: &App, tabs: &[&Tab]) -> anyhow::Result<Vec<usize>> {
+pub(crate) async fn reconnects(app: &App, tabs: &[&Tab]) -> anyhow::Result<Vec<usize>> {
     let mut counts = Vec::new();
     for tab in tabs {
         app.switch(&tab.window, &tab.label).await?;
@@ -219,7 +219,7 @@ fn quoted(mark: &str) -> String {
 /// Publishes `end` after everything else, then checks in every tab that the stream is active
 /// and `marks` and `end` are shown, each exactly once, in order (anything repeated by a replay
 /// would have arrived before `end`).
-async fn expect_once_in_order(
+pub(crate) async fn expect_once_in_order(
     server: &Server,
     app: &App,
     tabs: &[&Tab],
