@@ -31,7 +31,7 @@ struct Cli {
     /// Keep everything instances share in this Redis (`redis://[:password@]host:port/db`):
     /// fronts, streams, sessions and events, the back's identity, login sessions and the signing
     /// key (unless --eid-key-file is given). Several instances on one Redis act as one backend,
-    /// behind any load balancer. Its maxmemory-policy must not evict (`allkeys-*` is refused).
+    /// behind any load balancer. Its maxmemory-policy must be noeviction (any other is refused).
     /// Without it, the embedded store in --data-dir (one instance).
     #[arg(
         long,

@@ -445,3 +445,31 @@ async fn a_direct_event_is_claimed_once_until_released(engine: &Engine) {
     let (_, other) = engine.front().await;
     assert!(engine.store.claim_direct(other.bid, event, keep, now()).await.unwrap(), "per front");
 }
+
+/// A Redis that may evict keys would silently drop events and sessions: the engine refuses to
+/// start on one whose `maxmemory-policy` is not `noeviction` (`volatile-*` too: every key of
+/// events has a TTL), and says why.
+#[tokio::test]
+async fn the_redis_engine_refuses_a_redis_that_may_evict_keys() {
+    let redis = RedisServer::start().await;
+    let mut conn = redis.connection().await;
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory-policy")
+        .arg("allkeys-lru")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let refused = RedisEngine::connect(&redis.url).await.unwrap_err().to_string();
+    assert!(refused.contains("allkeys-lru") && refused.contains("noeviction"), "{refused}");
+    for (policy, accepted) in [("volatile-ttl", false), ("noeviction", true)] {
+        let _: () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("maxmemory-policy")
+            .arg(policy)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(RedisEngine::connect(&redis.url).await.is_ok(), accepted, "{policy}");
+    }
+}

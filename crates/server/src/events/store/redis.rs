@@ -38,8 +38,9 @@
 //! Commands time out after [`RESPONSE_TIMEOUT`], so a request that needs a Redis that is down
 //! answers `503 store_unavailable` instead of hanging; the connection comes back by itself.
 //! An instance that dies leaves its streams in Redis: once it has shown no sign of life for
-//! [`NODE_DEAD_AFTER`], a sweep makes their sessions idle. Redis must not evict keys
-//! (`maxmemory-policy` `allkeys-*` is refused at start).
+//! [`NODE_DEAD_AFTER`], a sweep makes their sessions idle. Redis must not evict keys: a
+//! `maxmemory-policy` other than `noeviction` is refused at start (`volatile-*` evicts keys
+//! with a TTL, which every key of events has).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -289,7 +290,7 @@ impl fmt::Debug for RedisEngine {
 
 impl RedisEngine {
     /// Connects to the Redis at `url` and checks that it keeps what events need: a server whose
-    /// `maxmemory-policy` evicts any key (`allkeys-*`) is refused.
+    /// `maxmemory-policy` is not `noeviction` is refused.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
         let shown = redact_url(url);
         let unavailable =
@@ -307,10 +308,12 @@ impl RedisEngine {
             ::redis::cmd("CONFIG").arg("GET").arg("maxmemory-policy").query_async(&mut conn).await;
         match policy {
             Ok(pair) => {
-                if let Some(policy) = pair.get(1).filter(|p| p.starts_with("allkeys-")) {
+                // `allkeys-*` evicts anything; `volatile-*` evicts keys with a TTL, and event
+                // streams, sessions and claims all have one. Only `noeviction` keeps them.
+                if let Some(policy) = pair.get(1).filter(|p| p.as_str() != "noeviction") {
                     return Err(StoreError::Unavailable(format!(
-                        "redis {shown} has maxmemory-policy {policy}, which evicts the keys \
-                         events need; set it to noeviction (or volatile-*)"
+                        "redis {shown} has maxmemory-policy {policy}, which may evict the keys \
+                         events need (they all have a TTL); set it to noeviction"
                     )));
                 }
             }
