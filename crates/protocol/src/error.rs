@@ -72,6 +72,15 @@ pub enum ErrorCode {
     BadStamp,
     /// The session of a direct event has no active stream.
     SessionInactive,
+    /// A direct event's `published` is too far from the server's clock (a replayed capture, or
+    /// a front whose clock is far off).
+    StaleEvent,
+    /// A direct event that breaks a rule of its own (its `expired` lies too far ahead).
+    InvalidEvent,
+    /// The front has as many active streams as it may.
+    TooManyStreams,
+    /// Too many requests from this client: try again after `Retry-After` seconds.
+    RateLimited,
     /// The venue user has no `ecoid` claim.
     NotProvisioned,
     /// The venue session is gone (login page, 401, or no XSRF token).
@@ -107,7 +116,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, in declaration order (for documentation and tests).
-    pub const ALL: [Self; 27] = [
+    pub const ALL: [Self; 31] = [
         Self::InvalidUuid,
         Self::InvalidKey,
         Self::InvalidJson,
@@ -120,6 +129,10 @@ impl ErrorCode {
         Self::StreamAlreadyActive,
         Self::BadStamp,
         Self::SessionInactive,
+        Self::StaleEvent,
+        Self::InvalidEvent,
+        Self::TooManyStreams,
+        Self::RateLimited,
         Self::NotProvisioned,
         Self::VenueSessionExpired,
         Self::TokenAcquisitionFailed,
@@ -152,6 +165,10 @@ impl ErrorCode {
             Self::StreamAlreadyActive => "stream_already_active",
             Self::BadStamp => "bad_stamp",
             Self::SessionInactive => "session_inactive",
+            Self::StaleEvent => "stale_event",
+            Self::InvalidEvent => "invalid_event",
+            Self::TooManyStreams => "too_many_streams",
+            Self::RateLimited => "rate_limited",
             Self::NotProvisioned => "not_provisioned",
             Self::VenueSessionExpired => "venue_session_expired",
             Self::TokenAcquisitionFailed => "token_acquisition_failed",

@@ -20,6 +20,27 @@ pub struct EventsConfig {
     /// the next page only once the previous one was written, so a slow reader holds about this
     /// much (plus hyper's write buffer) and building a page holds up nothing else.
     pub replay_page_bytes: usize,
+    /// A direct event whose `published` is further than this from the server's clock is
+    /// refused (`403 stale_event`): a captured event cannot be replayed later, and handled
+    /// events are remembered at least twice this long, so within it a replay is a duplicate.
+    pub direct_event_window: Duration,
+    /// A direct event whose `expired` lies further ahead than this is refused
+    /// (`400 invalid_event`), so no record of it is kept for longer.
+    pub max_event_ttl: Duration,
+    /// Active streams one front may have at once (every tab's, across instances); one more is
+    /// refused with `429 too_many_streams`. Replacing a tab's stream does not count.
+    pub max_streams_per_front: usize,
+    /// Registrations per second one client address may make (a token bucket refilled at this
+    /// rate), `None` for no limit; more answer `429 rate_limited` with `Retry-After`.
+    pub registrations_per_sec: Option<f64>,
+    /// How many registrations a client may make at once before the rate applies.
+    pub registration_burst: u32,
+    /// Take the client's address from the last `X-Forwarded-For` entry when the connection
+    /// comes from one of these addresses (a load balancer in front).
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// A front that has not had an active stream for this long (or never, since it registered)
+    /// is deleted; it registers again through `front_not_registered` if it comes back.
+    pub front_idle_ttl: Duration,
 }
 
 /// The default of [`EventsConfig::replay_page_bytes`]: 256 KiB.
@@ -33,6 +54,13 @@ impl Default for EventsConfig {
             session_ttl: Duration::from_secs(30 * 60),
             stream_buffer: 64,
             replay_page_bytes: DEFAULT_REPLAY_PAGE_BYTES,
+            direct_event_window: Duration::from_secs(5 * 60),
+            max_event_ttl: Duration::from_secs(24 * 3600),
+            max_streams_per_front: 32,
+            registrations_per_sec: Some(10.0),
+            registration_burst: 30,
+            trusted_proxies: Vec::new(),
+            front_idle_ttl: Duration::from_secs(30 * 24 * 3600),
         }
     }
 }
@@ -64,6 +92,37 @@ pub struct EventsArgs {
     #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_REPLAY_PAGE_BYTES as u64,
           value_parser = clap::value_parser!(u64).range(1024..=16 * 1024 * 1024))]
     pub replay_page_bytes: u64,
+    /// Refuse a direct event whose `published` is further than this many seconds from the
+    /// server's clock (403 stale_event).
+    #[arg(long, value_name = "SECS", default_value_t = 300,
+          value_parser = clap::value_parser!(u64).range(1..=86400))]
+    pub direct_event_window_secs: u64,
+    /// Refuse a direct event whose `expired` lies more than this many seconds ahead
+    /// (400 invalid_event).
+    #[arg(long, value_name = "SECS", default_value_t = 86400,
+          value_parser = clap::value_parser!(u64).range(1..=30 * 86400))]
+    pub max_event_ttl_secs: u64,
+    /// Active streams one front may have at once, across instances (429 too_many_streams).
+    #[arg(long, value_name = "N", default_value_t = 32,
+          value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub max_streams_per_front: u64,
+    /// Registrations per second one client address may make (0: no limit); more answer 429
+    /// rate_limited with Retry-After.
+    #[arg(long, value_name = "N", default_value_t = 10.0)]
+    pub registrations_per_sec: f64,
+    /// Registrations a client address may make at once before the rate applies.
+    #[arg(long, value_name = "N", default_value_t = 30,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub registration_burst: u32,
+    /// The address of a proxy in front (repeatable): for its connections the client's address
+    /// is the last entry of X-Forwarded-For.
+    #[arg(long = "trusted-proxy", value_name = "IP")]
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// Delete a front that has had no active stream for this many days; it registers again if
+    /// it comes back.
+    #[arg(long, value_name = "DAYS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..=3650))]
+    pub front_idle_days: u64,
 }
 
 impl Default for EventsArgs {
@@ -75,6 +134,13 @@ impl Default for EventsArgs {
             session_ttl_secs: config.session_ttl.as_secs(),
             stream_buffer: config.stream_buffer as u64,
             replay_page_bytes: config.replay_page_bytes as u64,
+            direct_event_window_secs: config.direct_event_window.as_secs(),
+            max_event_ttl_secs: config.max_event_ttl.as_secs(),
+            max_streams_per_front: config.max_streams_per_front as u64,
+            registrations_per_sec: config.registrations_per_sec.unwrap_or(0.0),
+            registration_burst: config.registration_burst,
+            trusted_proxies: config.trusted_proxies,
+            front_idle_days: config.front_idle_ttl.as_secs() / 86400,
         }
     }
 }
@@ -88,6 +154,14 @@ impl From<EventsArgs> for EventsConfig {
             stream_buffer: usize::try_from(args.stream_buffer).unwrap_or(64).max(1),
             replay_page_bytes: usize::try_from(args.replay_page_bytes)
                 .unwrap_or(DEFAULT_REPLAY_PAGE_BYTES),
+            direct_event_window: Duration::from_secs(args.direct_event_window_secs),
+            max_event_ttl: Duration::from_secs(args.max_event_ttl_secs),
+            max_streams_per_front: usize::try_from(args.max_streams_per_front).unwrap_or(32),
+            registrations_per_sec: (args.registrations_per_sec > 0.0)
+                .then_some(args.registrations_per_sec),
+            registration_burst: args.registration_burst,
+            trusted_proxies: args.trusted_proxies,
+            front_idle_ttl: Duration::from_secs(args.front_idle_days * 86400),
         }
     }
 }

@@ -14,6 +14,10 @@
 //! | `stream_already_active`  | 409    | the stream was activated already (a replayed activation)      |
 //! | `bad_stamp`              | 403    | a direct event's stamp is malformed or does not verify        |
 //! | `session_inactive`       | 403    | a direct event's session has no active stream                 |
+//! | `stale_event`            | 403    | a direct event's `published` is further than the window from the server's clock |
+//! | `invalid_event`          | 400    | a direct event's `expired` lies further ahead than the maximum |
+//! | `too_many_streams`       | 429    | the front has the most active streams it may have             |
+//! | `rate_limited`           | 429    | too many registrations from this client address (`Retry-After`) |
 //! | `not_found`              | 404    | no handler is registered for the direct event's name          |
 //! | `store_unavailable`      | 503    | the event store does not answer (Redis down); try again       |
 //! | `internal`               | 500    | a handler failed, or a stored record is corrupt; details in the log |
@@ -23,7 +27,7 @@
 //! must register again. Activation answers `stream_not_found`, never "wrong front", for a stream
 //! of another front, so that stream UUIDs cannot be probed.
 
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use protocol::{ErrorCode, FrontUuid, SessionUuid};
 
@@ -55,6 +59,18 @@ pub enum EventError {
     /// The session of a direct event has no active stream.
     #[error("session {0} has no active stream: open and activate one first")]
     SessionInactive(SessionUuid),
+    /// A direct event's `published` is too far from the server's clock.
+    #[error("the event was published {0} s away from the server's clock, more than it accepts")]
+    StaleEvent(i64),
+    /// A direct event's `expired` lies too far ahead.
+    #[error("the event expires {0} s from now, later than the server accepts")]
+    InvalidEvent(i64),
+    /// The front has as many active streams as it may.
+    #[error("the front has {0} active streams, the most it may have; close one first")]
+    TooManyStreams(usize),
+    /// Too many registrations from one client address.
+    #[error("too many registrations from this address; try again in {0} s")]
+    RateLimited(u64),
     /// No handler takes direct events of that name.
     #[error("no handler for direct event {0:?}")]
     UnknownEvent(String),
@@ -80,6 +96,10 @@ impl EventError {
             Self::StreamAlreadyActive => (StatusCode::CONFLICT, ErrorCode::StreamAlreadyActive),
             Self::BadStamp(_) => (StatusCode::FORBIDDEN, ErrorCode::BadStamp),
             Self::SessionInactive(_) => (StatusCode::FORBIDDEN, ErrorCode::SessionInactive),
+            Self::StaleEvent(_) => (StatusCode::FORBIDDEN, ErrorCode::StaleEvent),
+            Self::InvalidEvent(_) => (StatusCode::BAD_REQUEST, ErrorCode::InvalidEvent),
+            Self::TooManyStreams(_) => (StatusCode::TOO_MANY_REQUESTS, ErrorCode::TooManyStreams),
+            Self::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, ErrorCode::RateLimited),
             Self::UnknownEvent(_) => (StatusCode::NOT_FOUND, ErrorCode::NotFound),
             Self::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Internal),
             Self::StoreUnavailable(_) => {
@@ -108,6 +128,10 @@ impl IntoResponse for EventError {
             Self::StoreUnavailable(e) => tracing::warn!(error = %e, "event store unavailable"),
             _ => {}
         }
-        error_response(status, code, self.to_string())
+        let mut response = error_response(status, code, self.to_string());
+        if let Self::RateLimited(secs) = self {
+            response.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from(secs));
+        }
+        response
     }
 }

@@ -4,7 +4,10 @@ use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, RawQuery, State};
+use std::net::{IpAddr, SocketAddr};
+
+use axum::extract::{ConnectInfo, FromRequestParts, Path, RawQuery, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use protocol::messages::{
@@ -26,10 +29,10 @@ fn millis(d: std::time::Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
-/// Direct events are remembered this long past their expiry, or past their arrival if that is
-/// later. A front resends a queued event only until it expires by its own clock, so this covers
-/// fronts whose clock is behind the server's, where `expired` has passed on arrival already.
-/// The server does not refuse such events: judging the front's clock would lock that front out.
+/// Direct events are remembered at least this long past their expiry, or past their arrival if
+/// that is later (and at least twice `--direct-event-window-secs`). A front resends a queued
+/// event only until it expires by its own clock, so this covers fronts whose clock is somewhat
+/// behind the server's; one further off than the window is refused (`stale_event`).
 const DEDUPE_MARGIN_MILLIS: i64 = 10 * 60 * 1000;
 
 /// A path that does not decode is answered like a malformed UUID: every path parameter here
@@ -39,12 +42,41 @@ fn path<T>(path: Result<Path<T>, PathRejection>) -> Result<T, RequestError> {
         .map_err(|e| RequestError::InvalidUuid(ParseError::InvalidUuid(e.body_text())))
 }
 
+/// The client's address: the connection's peer, or for a connection from a trusted proxy the
+/// last entry of `X-Forwarded-For` (the one that proxy added). `None` in process (no socket).
+pub(super) struct ClientAddr(Option<IpAddr>);
+
+impl FromRequestParts<Events> for ClientAddr {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        events: &Events,
+    ) -> Result<Self, Self::Rejection> {
+        let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|info| info.0.ip());
+        let trusted = &events.inner.config.trusted_proxies;
+        let forwarded = peer.filter(|peer| trusted.contains(peer)).and_then(|_| {
+            let header = parts.headers.get_all("x-forwarded-for").iter().next_back()?;
+            header.to_str().ok()?.rsplit(',').next()?.trim().parse::<IpAddr>().ok()
+        });
+        Ok(Self(forwarded.or(peer)))
+    }
+}
+
 /// `POST /web-event-front-reg/{frontUuid}` → the front's `frontBid`.
 pub(super) async fn register(
     State(events): State<Events>,
+    ClientAddr(client): ClientAddr,
     front: Result<Path<String>, PathRejection>,
     body: Result<Json<RegisterRequest>, RequestError>,
 ) -> Result<Json<FrontBid>, EventError> {
+    // Before anything else: a flood of registrations must cost nothing but this check.
+    if let (Some(limiter), Some(client)) = (&events.inner.registrations, client)
+        && let Err(not_until) = limiter.check_key(&client)
+    {
+        let wait = not_until.wait_time_from(governor::clock::Clock::now(limiter.clock()));
+        return Err(EventError::RateLimited(wait.as_secs().max(1)));
+    }
     let front: FrontUuid = parse_uuid(&path(front)?)?;
     let Json(body) = body?;
     if body.front_uuid != front {
@@ -153,11 +185,18 @@ pub(super) async fn activate(
 ) -> Result<Json<bool>, EventError> {
     let Json(body) = body?;
     let (front, stream) = (body.front_uuid, body.stream_uuid);
-    match events.inner.store.activate_stream(front, stream).await? {
+    let inner = &events.inner;
+    let max = inner.config.max_streams_per_front;
+    match inner.store.activate_stream(front, stream, max, inner.clock.now()).await? {
         Ok(_) => Ok(Json(true)),
-        Err(ActivateRefusal::FrontNotRegistered) => Err(EventError::FrontNotRegistered(front)),
+        Err(ActivateRefusal::FrontNotRegistered) => {
+            // Pruned (or the store was reset): this instance must not answer from memory.
+            inner.registry.forget(front);
+            Err(EventError::FrontNotRegistered(front))
+        }
         Err(ActivateRefusal::NotFound) => Err(EventError::StreamNotFound),
         Err(ActivateRefusal::AlreadyActive) => Err(EventError::StreamAlreadyActive),
+        Err(ActivateRefusal::TooManyStreams(active)) => Err(EventError::TooManyStreams(active)),
     }
 }
 
@@ -215,9 +254,22 @@ pub(super) async fn direct(
     info.peer
         .verify_stamp(&meta.stamp, &meta.uuid, meta.published)
         .map_err(|e| EventError::BadStamp(e.to_string()))?;
+    // The stamp covers `uuid` and `published` only: a captured event could be sent again with
+    // other data once it is forgotten. Bounding `published` closes that: claims are kept at
+    // least twice the window, so within it a replay is a duplicate, after it a stale event.
+    let window = millis(inner.config.direct_event_window);
+    let off = meta.published.millis().saturating_sub(now.millis());
+    if off.saturating_abs() > window {
+        return Err(EventError::StaleEvent(off / 1000));
+    }
+    let ahead = meta.expires_at().millis().saturating_sub(now.millis());
+    if ahead > millis(inner.config.max_event_ttl) {
+        return Err(EventError::InvalidEvent(ahead / 1000));
+    }
     let handler = inner.handler(&name).ok_or_else(|| EventError::UnknownEvent(name.clone()))?;
 
-    let keep_until = meta.expires_at().max(now).plus_millis(DEDUPE_MARGIN_MILLIS);
+    let margin = DEDUPE_MARGIN_MILLIS.max(window.saturating_mul(2));
+    let keep_until = meta.expires_at().max(now).plus_millis(margin);
     let (front, uuid) = (info.bid, meta.uuid);
     if !inner.store.claim_direct(front, uuid, keep_until, now).await? {
         return Ok(Json(true));

@@ -11,6 +11,7 @@ use tokio::task::JoinHandle;
 use tokio::time::{MissedTickBehavior, interval_at};
 
 use super::Inner;
+use super::store::Cutoffs;
 
 /// Starts the tasks.
 pub(super) fn spawn(inner: &Arc<Inner>) -> Vec<JoinHandle<()>> {
@@ -53,9 +54,20 @@ impl Inner {
     pub(super) async fn sweep(&self) {
         let now = self.clock.now();
         let ttl = i64::try_from(self.config.session_ttl.as_millis()).unwrap_or(i64::MAX);
-        match self.store.sweep(now, now.plus_millis(-ttl)).await {
-            Ok(swept) if swept.events + swept.sessions > 0 => {
-                tracing::debug!(events = swept.events, sessions = swept.sessions, "expired");
+        let front_ttl = i64::try_from(self.config.front_idle_ttl.as_millis()).unwrap_or(i64::MAX);
+        if let Some(limiter) = &self.registrations {
+            // Forget the buckets of clients that are full again, so the map stays small.
+            limiter.retain_recent();
+        }
+        let cutoffs = Cutoffs {
+            now,
+            idle: now.plus_millis(-ttl),
+            front: now.plus_millis(front_ttl.saturating_neg()),
+        };
+        match self.store.sweep(cutoffs).await {
+            Ok(swept) if swept.events + swept.sessions + swept.fronts > 0 => {
+                let (events, sessions, fronts) = (swept.events, swept.sessions, swept.fronts);
+                tracing::debug!(events, sessions, fronts, "expired");
             }
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "could not remove expired events"),

@@ -75,6 +75,9 @@ pub(crate) struct Inner {
     handlers: RwLock<HashMap<String, Arc<dyn DirectHandler>>>,
     /// The background tasks, aborted at shutdown.
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// Registrations per client address, if limited. Per instance: behind a balancer each
+    /// instance allows the rate, which bounds a client all the same.
+    registrations: Option<governor::DefaultKeyedRateLimiter<std::net::IpAddr>>,
 }
 
 impl fmt::Debug for Inner {
@@ -103,6 +106,7 @@ impl Events {
             clock,
             handlers: RwLock::new(HashMap::new()),
             tasks: Mutex::new(Vec::new()),
+            registrations: registration_limiter(&config.events),
         });
         let feed = Arc::new(LocalFeed { inner: Arc::downgrade(&inner) });
         inner.store.start(feed, node).await?;
@@ -177,6 +181,18 @@ impl Inner {
     fn front(&self, bid: FrontBid, uuid: FrontUuid, key: PublicKey) -> FrontInfo {
         FrontInfo { bid, uuid, key, peer: Peer::new(&key, &self.identity.keys.secret) }
     }
+}
+
+/// The token bucket of registrations per client address: `registrations_per_sec`, bursts of
+/// `registration_burst`.
+fn registration_limiter(
+    config: &EventsConfig,
+) -> Option<governor::DefaultKeyedRateLimiter<std::net::IpAddr>> {
+    let rate = config.registrations_per_sec.filter(|rate| *rate > 0.0)?;
+    let period = std::time::Duration::from_secs_f64(1.0 / rate);
+    let burst = std::num::NonZeroU32::new(config.registration_burst.max(1))?;
+    let quota = governor::Quota::with_period(period)?.allow_burst(burst);
+    Some(governor::RateLimiter::dashmap(quota))
 }
 
 /// A random name for this instance, unique among those sharing a store.

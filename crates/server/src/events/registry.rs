@@ -129,6 +129,17 @@ impl Registry {
         open.map(|entry| entry.info.clone()).or_else(|| state.recent.get(&uuid).cloned())
     }
 
+    /// Forgets a front the store no longer has (pruned, or the store was reset), so that its
+    /// next registration asks the store again. Its open streams keep their entries, but are
+    /// no longer found by the front's UUID.
+    pub(crate) fn forget(&self, uuid: FrontUuid) {
+        let mut state = self.state();
+        if state.recent.remove(&uuid).is_some() {
+            state.recent_order.retain(|u| *u != uuid);
+        }
+        state.by_uuid.remove(&uuid);
+    }
+
     /// Remembers a front that was just registered or looked up.
     pub(crate) fn remember(&self, info: Arc<FrontInfo>) {
         let mut state = self.state();

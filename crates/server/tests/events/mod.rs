@@ -7,6 +7,7 @@ mod cluster;
 mod delivery;
 mod errors;
 mod handshake;
+mod limits;
 mod restart;
 mod store;
 mod timing;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use protocol::messages::FrontBid;
 use protocol::{BackUuid, EventUuid, FrontUuid, KeyPair, SessionUuid, StreamUuid, Timestamp};
 use server::events::store::{
-    ActivateRefusal, BackRecord, EventStore, Feed, FrontRow, NewEvent, NodeId, OpenStream,
+    ActivateRefusal, BackRecord, Cutoffs, EventStore, Feed, FrontRow, NewEvent, NodeId, OpenStream,
     PublishRefusal, RedisEngine, Registration, ReplayRequest, Served, Since, SqliteEngine,
     StoredEvent,
 };
@@ -48,6 +48,8 @@ both_engines!(
     an_id_beyond_the_store_is_a_reset,
     a_closed_streams_session_is_forgotten_after_the_cutoff_with_its_events,
     a_direct_event_is_claimed_once_until_released,
+    a_front_gets_at_most_its_limit_of_active_streams,
+    a_front_without_an_active_stream_since_the_cutoff_is_pruned,
 );
 
 /// What a test feed was told.
@@ -143,7 +145,7 @@ impl Engine {
     ) -> StreamUuid {
         let stream = StreamUuid::new_v4();
         self.store.open_stream(self.open(uuid, row, session, stream, front_scope)).await.unwrap();
-        self.store.activate_stream(uuid, stream).await.unwrap().unwrap();
+        self.store.activate_stream(uuid, stream, 32, now()).await.unwrap().unwrap();
         stream
     }
 
@@ -207,6 +209,11 @@ fn now() -> Timestamp {
     Timestamp::now()
 }
 
+/// Sweeps sessions idle since `idle`, and no front (their cutoff lies long ago).
+fn cutoffs(idle: Timestamp) -> Cutoffs {
+    Cutoffs { now: now(), idle, front: Timestamp::from_millis(0) }
+}
+
 async fn the_back_identity_is_made_once_and_kept(engine: &Engine) {
     let first = BackRecord { uuid: BackUuid::new_v4(), secret: [7; 32] };
     let second = BackRecord { uuid: BackUuid::new_v4(), secret: [9; 32] };
@@ -247,23 +254,27 @@ async fn ids_increase_and_every_instance_feed_gets_each_event_in_order(engine: &
 async fn activation_refuses_unknown_pending_twice_and_reports_the_replaced_stream(engine: &Engine) {
     let (uuid, row) = engine.front().await;
     let session = SessionUuid::new_v4();
-    let unknown = engine.store.activate_stream(uuid, StreamUuid::new_v4()).await.unwrap();
+    let unknown =
+        engine.store.activate_stream(uuid, StreamUuid::new_v4(), 32, now()).await.unwrap();
     assert_eq!(unknown.unwrap_err(), ActivateRefusal::NotFound);
-    let unregistered =
-        engine.store.activate_stream(FrontUuid::new_v4(), StreamUuid::new_v4()).await.unwrap();
+    let unregistered = engine
+        .store
+        .activate_stream(FrontUuid::new_v4(), StreamUuid::new_v4(), 32, now())
+        .await
+        .unwrap();
     assert_eq!(unregistered.unwrap_err(), ActivateRefusal::FrontNotRegistered);
 
     let first = engine.stream((uuid, row), session, false).await;
-    let again = engine.store.activate_stream(uuid, first).await.unwrap();
+    let again = engine.store.activate_stream(uuid, first, 32, now()).await.unwrap();
     assert_eq!(again.unwrap_err(), ActivateRefusal::AlreadyActive);
     // A stream of another front answers like a guessed UUID.
     let (other_uuid, _) = engine.front().await;
-    let foreign = engine.store.activate_stream(other_uuid, first).await.unwrap();
+    let foreign = engine.store.activate_stream(other_uuid, first, 32, now()).await.unwrap();
     assert_eq!(foreign.unwrap_err(), ActivateRefusal::NotFound);
 
     let second = StreamUuid::new_v4();
     engine.store.open_stream(engine.open(uuid, row, session, second, false)).await.unwrap();
-    let activation = engine.store.activate_stream(uuid, second).await.unwrap().unwrap();
+    let activation = engine.store.activate_stream(uuid, second, 32, now()).await.unwrap().unwrap();
     assert_eq!(activation.session, session);
     assert_eq!(activation.replaced.as_ref().map(|(s, _)| *s), Some(first));
     engine
@@ -418,11 +429,11 @@ async fn a_closed_streams_session_is_forgotten_after_the_cutoff_with_its_events(
     let closed_at = now();
     engine.store.close_stream(bid, gone, stream, closed_at).await.unwrap();
 
-    let early = engine.store.sweep(now(), closed_at.plus_millis(-1)).await.unwrap();
+    let early = engine.store.sweep(cutoffs(closed_at.plus_millis(-1))).await.unwrap();
     assert_eq!(early.sessions, 0, "idle for less than the TTL");
     assert!(engine.publish(Some(bid), Some(gone), "still").await.is_ok());
 
-    let swept = engine.store.sweep(now(), now().plus_millis(1)).await.unwrap();
+    let swept = engine.store.sweep(cutoffs(now().plus_millis(1))).await.unwrap();
     assert_eq!(swept.sessions, 1, "the idle one only: {swept:?}");
     assert!(swept.events >= 2, "its two waiting events: {swept:?}");
     assert_eq!(
@@ -472,4 +483,49 @@ async fn the_redis_engine_refuses_a_redis_that_may_evict_keys() {
             .unwrap();
         assert_eq!(RedisEngine::connect(&redis.url).await.is_ok(), accepted, "{policy}");
     }
+}
+
+async fn a_front_gets_at_most_its_limit_of_active_streams(engine: &Engine) {
+    let (uuid, row) = engine.front().await;
+    let (one, two, three) = (SessionUuid::new_v4(), SessionUuid::new_v4(), SessionUuid::new_v4());
+    let activate = |session, stream| {
+        let open = engine.open(uuid, row, session, stream, false);
+        async move {
+            engine.store.open_stream(open).await.unwrap();
+            engine.store.activate_stream(uuid, stream, 2, now()).await.unwrap()
+        }
+    };
+    let first = StreamUuid::new_v4();
+    activate(one, first).await.unwrap();
+    activate(two, StreamUuid::new_v4()).await.unwrap();
+    let refused = activate(three, StreamUuid::new_v4()).await;
+    assert_eq!(refused.unwrap_err(), ActivateRefusal::TooManyStreams(2));
+    let replacement = StreamUuid::new_v4();
+    assert!(activate(one, replacement).await.is_ok(), "replacing a tab's stream is not one more");
+    engine.store.close_stream(row.bid, one, first, now()).await.unwrap();
+    let still = activate(three, StreamUuid::new_v4()).await;
+    assert_eq!(still.unwrap_err(), ActivateRefusal::TooManyStreams(2), "the replaced one is gone");
+    engine.store.close_stream(row.bid, one, replacement, now()).await.unwrap();
+    assert!(activate(three, StreamUuid::new_v4()).await.is_ok(), "a closed stream makes room");
+}
+
+async fn a_front_without_an_active_stream_since_the_cutoff_is_pruned(engine: &Engine) {
+    let (streaming, streaming_row) = engine.front().await;
+    let (idle, _) = engine.front().await;
+    let session = SessionUuid::new_v4();
+    let stream = engine.stream((streaming, streaming_row), session, false).await;
+    let later = now().plus_millis(1_000);
+    let prune = Cutoffs { now: now(), idle: Timestamp::from_millis(0), front: later };
+    let swept = engine.store.sweep(prune).await.unwrap();
+    assert_eq!(swept.fronts, 1, "{swept:?}");
+    assert_eq!(engine.store.front(idle).await.unwrap(), None, "never activated: pruned");
+    assert!(engine.store.front(streaming).await.unwrap().is_some(), "an active front stays");
+    engine.store.close_stream(streaming_row.bid, session, stream, now()).await.unwrap();
+    let swept = engine.store.sweep(prune).await.unwrap();
+    assert_eq!(swept.fronts, 1, "no stream any more: {swept:?}");
+    assert_eq!(engine.store.front(streaming).await.unwrap(), None);
+    // A pruned front registers again, under a new bid.
+    let key = KeyPair::generate().public;
+    let again = engine.store.register(idle, key, now()).await.unwrap();
+    assert!(matches!(again, Registration::Registered(_)), "{again:?}");
 }

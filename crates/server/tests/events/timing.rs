@@ -26,8 +26,14 @@ struct InProcess {
 
 impl InProcess {
     async fn open() -> Self {
+        Self::open_with(|_| {}).await
+    }
+
+    async fn open_with(tweak: impl FnOnce(&mut Config)) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let state = AppState::open(Config::new(dir.path())).await.unwrap();
+        let mut config = Config::new(dir.path());
+        tweak(&mut config);
+        let state = AppState::open(config).await.unwrap();
         Self { state, _dir: dir }
     }
 
@@ -36,11 +42,23 @@ impl InProcess {
     }
 
     async fn post(&self, path: &str, body: serde_json::Value) -> StatusCode {
+        self.post_for_code(path, body).await.0
+    }
+
+    /// The status and, for an error, its code.
+    async fn post_for_code(&self, path: &str, body: serde_json::Value) -> (StatusCode, String) {
         let request = Request::post(path)
             .header(header::CONTENT_TYPE, "application/json")
             .body(Body::from(body.to_string()))
             .unwrap();
-        self.app().oneshot(request).await.unwrap().status()
+        let response = self.app().oneshot(request).await.unwrap();
+        let status = response.status();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16).await.unwrap();
+        let code = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v["error"].as_str().map(str::to_owned))
+            .unwrap_or_default();
+        (status, code)
     }
 
     async fn register(&self) -> (FrontUuid, KeyPair) {
@@ -256,4 +274,30 @@ async fn a_large_backlog_is_replayed_in_capped_pages_while_other_requests_are_se
         }
     }
     assert!(pages >= 8, "4 MiB in pages of 256 KiB: {pages} pages");
+}
+
+/// Regression: fronts were never deleted, so registrations piled up for good. A front with no
+/// active stream for the front TTL is pruned; when it comes back it is told to register again
+/// (`front_not_registered`), and does, even on the instance that had it in memory.
+#[tokio::test(start_paused = true)]
+async fn a_front_without_a_stream_for_the_front_ttl_is_pruned_and_registers_again() {
+    let service = InProcess::open_with(|config| {
+        config.events.front_idle_ttl = Duration::from_secs(3600);
+        config.events.session_ttl = Duration::from_secs(60);
+    })
+    .await;
+    let (front, keys) = service.register().await;
+    let mut tab = service.open_stream(front, &keys, SessionUuid::new_v4()).await;
+    tokio::time::sleep(Duration::from_secs(2 * 3600)).await;
+    // Its key is still cached in memory, but the store forgot it: activation says so.
+    let Some(SseItem::Comment(stream)) = tab.items.pop() else { panic!("no stream UUID") };
+    let body = ActivateRequest { front_uuid: front, stream_uuid: stream.parse().unwrap() };
+    let answer = service.post_for_code(paths::STREAM_ACTIVATE, serde_json::to_value(body).unwrap());
+    assert_eq!(answer.await, (StatusCode::NOT_FOUND, "front_not_registered".to_owned()));
+    // It registers again (the store is asked, not the memory) and streams as before.
+    let request = RegisterRequest { public_key: keys.public, front_uuid: front };
+    let path = format!("{}/{front}", paths::REGISTER);
+    assert_eq!(service.post(&path, serde_json::to_value(request).unwrap()).await, StatusCode::OK);
+    let mut tab = service.open_stream(front, &keys, SessionUuid::new_v4()).await;
+    service.activate(front, &mut tab).await;
 }

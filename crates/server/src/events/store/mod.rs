@@ -145,6 +145,9 @@ pub enum ActivateRefusal {
     NotFound,
     /// The stream was activated before.
     AlreadyActive,
+    /// The front has this many active streams, the most it may have (a stream that replaces
+    /// its session's active one does not count).
+    TooManyStreams(usize),
 }
 
 /// Whether a session may send direct events.
@@ -237,6 +240,18 @@ pub struct ReplayPage {
     pub reset: bool,
 }
 
+/// What a sweep removes: everything that expired by these times.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cutoffs {
+    /// Now: events and claims that expired by now go.
+    pub now: Timestamp,
+    /// Sessions idle since this time or earlier go, with the events waiting for them.
+    pub idle: Timestamp,
+    /// Fronts last active (or registered) at this time or earlier, without an active stream,
+    /// go.
+    pub front: Timestamp,
+}
+
 /// What a sweep removed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Swept {
@@ -244,6 +259,8 @@ pub struct Swept {
     pub events: usize,
     /// Sessions forgotten.
     pub sessions: usize,
+    /// Fronts deleted.
+    pub fronts: usize,
 }
 
 /// What an engine tells the service that started it. Calls come in the order the store
@@ -289,10 +306,14 @@ pub trait EventStore: Send + Sync + fmt::Debug {
 
     /// Makes `stream` its session's active stream (the session is known from now on and not
     /// idle) and tells the instance that holds it, and the one holding the stream it replaces.
+    /// Refused if the front has `max_active` active streams and this one replaces none. The
+    /// front counts as active at `now` (see [`EventStore::sweep`]).
     fn activate_stream(
         &self,
         front: FrontUuid,
         stream: StreamUuid,
+        max_active: usize,
+        now: Timestamp,
     ) -> StoreFuture<'_, Result<Activation, ActivateRefusal>>;
 
     /// Forgets a stream that ended; if it was its session's active stream, the session is idle
@@ -336,8 +357,10 @@ pub trait EventStore: Send + Sync + fmt::Debug {
     fn release_direct(&self, front: FrontBid, event: EventUuid) -> StoreFuture<'_, ()>;
 
     /// Removes expired events, sessions idle since `idle_cutoff` or earlier with the events
-    /// still waiting for them, and direct-event claims past their keeping time.
-    fn sweep(&self, now: Timestamp, idle_cutoff: Timestamp) -> StoreFuture<'_, Swept>;
+    /// still waiting for them, direct-event claims past their keeping time, and fronts without
+    /// an active stream whose last activation (or registration) was at `front_cutoff` or
+    /// earlier.
+    fn sweep(&self, cutoffs: Cutoffs) -> StoreFuture<'_, Swept>;
 
     /// Whether the store answers now (for readiness).
     fn ping(&self) -> StoreFuture<'_, ()>;

@@ -14,6 +14,8 @@
 //! | `ws:{f:<bid>}:s:<session>` | hash | a session: `st` (its active stream or empty), `node`, `idle` (ms or empty) |
 //! | `ws:{f:<bid>}:st:<stream>` | hash | an open stream: `session`, `node`, `scope`, `act`; expires if never activated |
 //! | `ws:{f:<bid>}:fs` | set | the front's active front-scoped streams |
+//! | `ws:{f:<bid>}:act` | set | the front's active streams (for the per-front limit) |
+//! | `ws:fronts:seen` | sorted set | front UUIDs by their last activation (or registration), for pruning |
 //! | `ws:{f:<bid>}:seen:<uuid>` | string | a handled direct event, until its keeping time |
 //! | `ws:idle` | sorted set | idle sessions (`<bid>:<session>`) by idle-since, for expiry |
 //! | `ws:nodes`, `ws:node:<id>:st` | sorted set, set | instances by last sign of life; the streams each holds |
@@ -57,7 +59,7 @@ use protocol::{
 use tokio::task::JoinHandle;
 
 use super::{
-    ActivateRefusal, Activation, BackRecord, EventStore, Feed, FrontRow, NewEvent, NodeId,
+    ActivateRefusal, Activation, BackRecord, Cutoffs, EventStore, Feed, FrontRow, NewEvent, NodeId,
     OpenStream, PublishRefusal, Registration, ReplayPage, ReplayRequest, Served, Since, StoreError,
     StoreFuture, StoredEvent, Swept, cap_page,
 };
@@ -103,7 +105,7 @@ fn node_streams(node: &str) -> String {
     format!("ws:node:{node}:st")
 }
 
-/// KEYS: front key, bid counter. ARGV: public key.
+/// KEYS: front key, bid counter. ARGV: public key, front UUID, now.
 const REGISTER: &str = r"
 local bid = redis.call('HGET', KEYS[1], 'bid')
 if bid then
@@ -112,6 +114,7 @@ if bid then
 end
 bid = redis.call('INCR', KEYS[2])
 redis.call('HSET', KEYS[1], 'bid', bid, 'key', ARGV[1])
+redis.call('ZADD', 'ws:fronts:seen', ARGV[3], ARGV[2])
 return {1, bid}
 ";
 
@@ -123,16 +126,21 @@ end
 return redis.call('HMGET', KEYS[1], 'uuid', 'secret')
 ";
 
-/// KEYS: front prefix. ARGV: stream, bid, now.
+/// KEYS: front prefix. ARGV: stream, bid, now, most active streams, front UUID.
 const ACTIVATE: &str = r"
 local st = KEYS[1] .. 'st:' .. ARGV[1]
 local rec = redis.call('HMGET', st, 'session', 'node', 'scope', 'act')
 if not rec[1] then return {'notfound'} end
 if rec[4] == '1' then return {'active'} end
-redis.call('HSET', st, 'act', '1')
-redis.call('PERSIST', st)
 local skey = KEYS[1] .. 's:' .. rec[1]
 local prev = redis.call('HMGET', skey, 'st', 'node')
+local replacing = prev[1] and prev[1] ~= ''
+local active = redis.call('SCARD', KEYS[1] .. 'act')
+if not replacing and active >= tonumber(ARGV[4]) then return {'toomany', tostring(active)} end
+redis.call('HSET', st, 'act', '1')
+redis.call('PERSIST', st)
+redis.call('SADD', KEYS[1] .. 'act', ARGV[1])
+redis.call('ZADD', 'ws:fronts:seen', ARGV[3], ARGV[5])
 redis.call('HSET', skey, 'st', ARGV[1], 'node', rec[2], 'idle', '')
 redis.call('ZREM', 'ws:idle', ARGV[2] .. ':' .. rec[1])
 if rec[3] == '1' then redis.call('SADD', KEYS[1] .. 'fs', ARGV[1]) end
@@ -141,6 +149,7 @@ local replaced, replaced_node = '', ''
 if prev[1] and prev[1] ~= '' and prev[1] ~= ARGV[1] then
   replaced, replaced_node = prev[1], prev[2] or ''
   redis.call('SREM', KEYS[1] .. 'fs', replaced)
+  redis.call('SREM', KEYS[1] .. 'act', replaced)
   redis.call('PUBLISH', 'ws:node:' .. replaced_node, 'end ' .. replaced)
 end
 return {'ok', rec[1], rec[2], replaced, replaced_node}
@@ -153,6 +162,7 @@ local st = KEYS[1] .. 'st:' .. ARGV[1]
 local session = redis.call('HGET', st, 'session')
 redis.call('DEL', st)
 redis.call('SREM', KEYS[1] .. 'fs', ARGV[1])
+redis.call('SREM', KEYS[1] .. 'act', ARGV[1])
 if not session then return 0 end
 local skey = KEYS[1] .. 's:' .. session
 if redis.call('HGET', skey, 'st') == ARGV[1] then
@@ -418,7 +428,7 @@ impl EventStore for RedisEngine {
         &self,
         front: FrontUuid,
         key: PublicKey,
-        _now: Timestamp,
+        now: Timestamp,
     ) -> StoreFuture<'_, Registration> {
         Box::pin(async move {
             let mut conn = self.conn();
@@ -429,6 +439,8 @@ impl EventStore for RedisEngine {
                 .key(front_key(front))
                 .key(SEQ_BID)
                 .arg(key.to_base64())
+                .arg(front.to_string())
+                .arg(ms(now))
                 .invoke_async(&mut conn)
                 .await?;
             Ok(if ok == 1 {
@@ -470,6 +482,8 @@ impl EventStore for RedisEngine {
         &self,
         front: FrontUuid,
         stream: StreamUuid,
+        max_active: usize,
+        now: Timestamp,
     ) -> StoreFuture<'_, Result<Activation, ActivateRefusal>> {
         Box::pin(async move {
             let mut conn = self.conn();
@@ -483,12 +497,18 @@ impl EventStore for RedisEngine {
                 .key(prefix(row.bid))
                 .arg(stream.to_string())
                 .arg(row.bid.0)
-                .arg(ms(Timestamp::now()))
+                .arg(ms(now))
+                .arg(max_active)
+                .arg(front.to_string())
                 .invoke_async(&mut conn)
                 .await?;
             match answer.first().map(String::as_str) {
                 Some("ok") => {}
                 Some("active") => return Ok(Err(ActivateRefusal::AlreadyActive)),
+                Some("toomany") => {
+                    let active = answer.get(1).and_then(|n| n.parse().ok()).unwrap_or(max_active);
+                    return Ok(Err(ActivateRefusal::TooManyStreams(active)));
+                }
                 _ => return Ok(Err(ActivateRefusal::NotFound)),
             }
             let corrupt = || StoreError::Corrupt(format!("stream {stream} of front {}", row.bid.0));
@@ -648,7 +668,7 @@ impl EventStore for RedisEngine {
         })
     }
 
-    fn sweep(&self, now: Timestamp, idle_cutoff: Timestamp) -> StoreFuture<'_, Swept> {
+    fn sweep(&self, cutoffs: Cutoffs) -> StoreFuture<'_, Swept> {
         Box::pin(async move {
             let mut conn = self.conn();
             let node = self.shared.node().unwrap_or_else(|| Arc::from("-"));
@@ -664,7 +684,7 @@ impl EventStore for RedisEngine {
             if took.is_none() {
                 return Ok(Swept::default());
             }
-            let result = self.sweep_now(&mut conn, now, idle_cutoff).await;
+            let result = self.sweep_now(&mut conn, cutoffs).await;
             let _: () = ::redis::cmd("DEL").arg(SWEEPER).query_async(&mut conn).await?;
             result
         })
@@ -893,9 +913,9 @@ impl RedisEngine {
     async fn sweep_now(
         &self,
         conn: &mut ConnectionManager,
-        now: Timestamp,
-        idle_cutoff: Timestamp,
+        cutoffs: Cutoffs,
     ) -> Result<Swept, StoreError> {
+        let Cutoffs { now, idle: idle_cutoff, front: front_cutoff } = cutoffs;
         let mut swept = Swept::default();
         // Instances that stopped showing signs of life: their streams are gone.
         let dead_before = ms(now) - i64::try_from(NODE_DEAD_AFTER.as_millis()).unwrap_or(0);
@@ -956,6 +976,34 @@ impl RedisEngine {
             if isize::try_from(batch).unwrap_or(0) < SWEEP_BATCH {
                 break;
             }
+        }
+        // Fronts without a stream activated since the cutoff and none active now.
+        let idle_fronts: Vec<String> = ::redis::cmd("ZRANGEBYSCORE")
+            .arg("ws:fronts:seen")
+            .arg("-inf")
+            .arg(ms(front_cutoff))
+            .arg("LIMIT")
+            .arg(0)
+            .arg(SWEEP_BATCH)
+            .query_async(conn)
+            .await?;
+        for uuid in idle_fronts {
+            let key = format!("ws:front:{uuid}");
+            let bid: Option<i64> =
+                ::redis::cmd("HGET").arg(&key).arg("bid").query_async(conn).await?;
+            if let Some(bid) = bid {
+                let active: usize = ::redis::cmd("SCARD")
+                    .arg(format!("{}act", prefix(FrontBid(bid))))
+                    .query_async(conn)
+                    .await?;
+                if active > 0 {
+                    continue;
+                }
+                let _: () = ::redis::cmd("DEL").arg(&key).query_async(conn).await?;
+                swept.fronts += 1;
+            }
+            let _: () =
+                ::redis::cmd("ZREM").arg("ws:fronts:seen").arg(&uuid).query_async(conn).await?;
         }
         Ok(swept)
     }

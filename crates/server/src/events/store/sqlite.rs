@@ -20,7 +20,7 @@ use protocol::{BackUuid, EventUuid, FrontUuid, PublicKey, SessionUuid, StreamUui
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use super::{
-    ActivateRefusal, Activation, BackRecord, EventStore, Feed, FrontRow, NewEvent, NodeId,
+    ActivateRefusal, Activation, BackRecord, Cutoffs, EventStore, Feed, FrontRow, NewEvent, NodeId,
     OpenStream, PublishRefusal, Registration, ReplayPage, ReplayRequest, Served, Since, StoreError,
     StoreFuture, StoredEvent, Swept, cap_page,
 };
@@ -89,6 +89,8 @@ struct Streams {
     open: HashMap<StreamUuid, StreamRec>,
     /// The active stream of each session.
     active: HashMap<(FrontBid, SessionUuid), StreamUuid>,
+    /// How many active streams each front has (fronts with none are absent).
+    active_per_front: HashMap<FrontBid, usize>,
     /// The active front-scoped streams of each front.
     front_scoped: HashMap<FrontBid, HashSet<StreamUuid>>,
     feed: Option<Arc<dyn Feed>>,
@@ -135,6 +137,13 @@ impl SqliteEngine {
         db.with(|conn| {
             conn.set_prepared_statement_cache_capacity(64);
             conn.execute_batch(SCHEMA)?;
+            // Added after the first release: when the front last had a stream activated.
+            let has_last_active = conn
+                .prepare("SELECT 1 FROM pragma_table_info('ev_fronts') WHERE name = 'last_active'")?
+                .exists([])?;
+            if !has_last_active {
+                conn.execute_batch("ALTER TABLE ev_fronts ADD COLUMN last_active INTEGER")?;
+            }
             conn.execute(
                 "UPDATE ev_sessions SET idle_since = ?1, active_stream = NULL
                  WHERE idle_since IS NULL",
@@ -241,6 +250,8 @@ impl EventStore for SqliteEngine {
         &self,
         front_uuid: FrontUuid,
         stream: StreamUuid,
+        max_active: usize,
+        now: Timestamp,
     ) -> StoreFuture<'_, Result<Activation, ActivateRefusal>> {
         self.run(move |conn, streams| {
             let Some(row) = front(conn, front_uuid)? else {
@@ -253,13 +264,26 @@ impl EventStore for SqliteEngine {
             if rec.active {
                 return Ok(Err(ActivateRefusal::AlreadyActive));
             }
-            session_activated(conn, row.bid, rec.session, stream)?;
+            let session = rec.session;
+            let active = streams.active_per_front.get(&row.bid).copied().unwrap_or(0);
+            if !streams.active.contains_key(&(row.bid, session)) && active >= max_active {
+                return Ok(Err(ActivateRefusal::TooManyStreams(active)));
+            }
+            session_activated(conn, row.bid, session, stream)?;
+            conn.prepare_cached("UPDATE ev_fronts SET last_active = ?2 WHERE bid = ?1")?
+                .execute(params![row.bid.0, now.millis()])?;
+            let Some(rec) = streams.open.get_mut(&stream) else {
+                return Ok(Err(ActivateRefusal::NotFound));
+            };
             rec.active = true;
             let (session, front_scope) = (rec.session, rec.front_scope);
             if front_scope {
                 streams.front_scoped.entry(row.bid).or_default().insert(stream);
             }
             let replaced = streams.active.insert((row.bid, session), stream);
+            if replaced.is_none() {
+                *streams.active_per_front.entry(row.bid).or_default() += 1;
+            }
             let activation = Activation {
                 front: row.bid,
                 session,
@@ -294,6 +318,12 @@ impl EventStore for SqliteEngine {
             }
             if streams.active.get(&(front, session)) == Some(&stream) {
                 streams.active.remove(&(front, session));
+                if let Some(count) = streams.active_per_front.get_mut(&front) {
+                    *count = count.saturating_sub(1);
+                    if *count == 0 {
+                        streams.active_per_front.remove(&front);
+                    }
+                }
                 conn.prepare_cached(
                     "UPDATE ev_sessions SET active_stream = NULL, idle_since = ?4
                      WHERE front_bid = ?1 AND session_uuid = ?2 AND active_stream = ?3",
@@ -405,8 +435,9 @@ impl EventStore for SqliteEngine {
         })
     }
 
-    fn sweep(&self, now: Timestamp, idle_cutoff: Timestamp) -> StoreFuture<'_, Swept> {
-        self.run(move |conn, _| {
+    fn sweep(&self, cutoffs: Cutoffs) -> StoreFuture<'_, Swept> {
+        let Cutoffs { now, idle: idle_cutoff, front: front_cutoff } = cutoffs;
+        self.run(move |conn, streams| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let mut events =
                 tx.execute("DELETE FROM ev_events WHERE expires_at <= ?1", [now.millis()])?;
@@ -423,8 +454,25 @@ impl EventStore for SqliteEngine {
                 [idle_cutoff.millis()],
             )?;
             tx.execute("DELETE FROM ev_direct_seen WHERE keep_until <= ?1", [now.millis()])?;
+            // Fronts no stream was activated for since the cutoff, and none is active now.
+            let idle_fronts: Vec<i64> = tx
+                .prepare_cached(
+                    "SELECT bid FROM ev_fronts WHERE coalesce(last_active, registered_at) <= ?1",
+                )?
+                .query_map([front_cutoff.millis()], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            let mut fronts = 0;
+            for bid in idle_fronts {
+                if streams.active_per_front.contains_key(&FrontBid(bid)) {
+                    continue;
+                }
+                for table in ["ev_sessions", "ev_events", "ev_direct_seen"] {
+                    tx.execute(&format!("DELETE FROM {table} WHERE front_bid = ?1"), [bid])?;
+                }
+                fronts += tx.execute("DELETE FROM ev_fronts WHERE bid = ?1", [bid])?;
+            }
             tx.commit()?;
-            Ok(Swept { events, sessions })
+            Ok(Swept { events, sessions, fronts })
         })
     }
 
