@@ -8,58 +8,10 @@ use std::time::{Duration, Instant};
 use loadgen::{Client, ClientError, Front};
 use protocol::{ErrorCode, SessionUuid, paths};
 use serde_json::json;
-use tokio::io::{AsyncBufReadExt as _, BufReader};
 
 use super::{long_lived, next};
 use crate::tokens::harness::RedisServer;
-use crate::util::{TestServer, within};
-
-/// An instance of the `server` binary, as operators run it, killed with SIGKILL when asked or
-/// dropped.
-struct Process {
-    child: Child,
-    url: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Process {
-    async fn start(redis_url: &str) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_server"))
-            .args(["--listen", "127.0.0.1:0", "--redis-url", redis_url])
-            .arg("--data-dir")
-            .arg(dir.path())
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("the server binary starts");
-        let stdout = tokio::process::ChildStdout::from_std(child.stdout.take().unwrap()).unwrap();
-        let mut lines = BufReader::new(stdout).lines();
-        let url = within(async {
-            loop {
-                let line = lines.next_line().await.unwrap().expect("the server printed its URL");
-                if let Some(url) = line.strip_prefix("server: listening on ") {
-                    return url.to_owned();
-                }
-            }
-        })
-        .await;
-        Self { child, url, _dir: dir }
-    }
-
-    /// `kill -9`: no graceful shutdown, nothing cleaned up in Redis.
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
+use crate::util::{Process, TestServer, within};
 
 async fn on_redis(redis: &RedisServer) -> TestServer {
     let url = redis.url.clone();
@@ -75,7 +27,7 @@ fn code(result: &Result<impl std::fmt::Debug, ClientError>) -> Option<ErrorCode>
 async fn three_instances_on_one_redis_act_as_one_backend() {
     let mut redis = RedisServer::start_persistent().await;
     let a = on_redis(&redis).await;
-    let mut b = Process::start(&redis.url).await;
+    let mut b = Process::start(&["--redis-url", &redis.url]).await;
     let c = on_redis(&redis).await;
     let (on_a, on_b, on_c) = (a.client(), Client::new(&b.url), c.client());
 
@@ -234,7 +186,7 @@ async fn reconnect(front: &Front, session: SessionUuid, last: &str) -> loadgen::
 async fn behind_nginx_round_robin_two_tabs_lose_nothing_when_an_instance_is_killed() {
     let redis = RedisServer::start_persistent().await;
     let a = on_redis(&redis).await;
-    let mut b = Process::start(&redis.url).await;
+    let mut b = Process::start(&["--redis-url", &redis.url]).await;
     let nginx = Nginx::start([&a.url, &b.url]).await;
     let through = Client::new(&nginx.url);
 

@@ -6,6 +6,7 @@
 mod cluster;
 mod delivery;
 mod errors;
+mod faults;
 mod handshake;
 mod limits;
 mod restart;

@@ -3,11 +3,13 @@
 
 #![allow(dead_code)]
 
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use server::events::Hub;
 use server::{AppState, Config};
 use tempfile::TempDir;
+use tokio::io::{AsyncBufReadExt as _, BufReader};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -112,4 +114,65 @@ pub(crate) async fn wait_until(mut condition: impl FnMut() -> bool) {
         }
     })
     .await;
+}
+
+/// An instance of the `server` binary, as operators run it, killed with SIGKILL when asked or
+/// dropped.
+pub(crate) struct Process {
+    child: Child,
+    pub(crate) url: String,
+    dir: Option<tempfile::TempDir>,
+    args: Vec<String>,
+}
+
+impl Process {
+    /// Starts `server --listen 127.0.0.1:0 --data-dir <fresh> <args>`.
+    pub(crate) async fn start(args: &[&str]) -> Self {
+        let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+        Self::spawn(tempfile::tempdir().unwrap(), args).await
+    }
+
+    /// Starts it again on the same data directory, with the same arguments (another port).
+    pub(crate) async fn restart(mut self) -> Self {
+        self.kill();
+        let (dir, args) = (self.dir.take().unwrap(), std::mem::take(&mut self.args));
+        Self::spawn(dir, args).await
+    }
+
+    async fn spawn(dir: tempfile::TempDir, args: Vec<String>) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_server"))
+            .args(["--listen", "127.0.0.1:0"])
+            .args(&args)
+            .arg("--data-dir")
+            .arg(dir.path())
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the server binary starts");
+        let stdout = tokio::process::ChildStdout::from_std(child.stdout.take().unwrap()).unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let url = within(async {
+            loop {
+                let line = lines.next_line().await.unwrap().expect("the server printed its URL");
+                if let Some(url) = line.strip_prefix("server: listening on ") {
+                    return url.to_owned();
+                }
+            }
+        })
+        .await;
+        Self { child, url, dir: Some(dir), args }
+    }
+
+    /// `kill -9`: no graceful shutdown, nothing cleaned up in the store.
+    pub(crate) fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
+    }
 }
