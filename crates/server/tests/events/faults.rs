@@ -100,3 +100,56 @@ async fn under_load_a_killed_server_restarted_on_its_data_dir_loses_and_repeats_
         assert_eq!(missing, 0, "tab {session}: {missing} acknowledged events never arrived");
     }
 }
+
+/// Regression: streams that never read pinned all that was sent to them (ten such streams held
+/// +222 MiB after a large replay). A client that does not read holds at most its own share: its
+/// queue of frames (`--stream-buffer`, shared with every other stream) and the connection's
+/// write buffer, then it is cut off as too slow, while a stream that reads gets everything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_that_never_read_hold_only_their_share_and_delay_no_one() {
+    const SLOW: usize = 100;
+    const EVENTS: usize = 3_000;
+    let args = ["--max-streams-per-front", "1000", "--registrations-per-sec", "0"];
+    let server = Process::start(&args).await;
+    let mut front = Front::generate(&Client::new(&server.url));
+    front.register().await.unwrap();
+    let mut slow = Vec::new();
+    for _ in 0..SLOW {
+        // Connected and activated, then never read again.
+        slow.push(front.connect(SessionUuid::new_v4(), None).await.unwrap());
+    }
+    let fast = front.connect(SessionUuid::new_v4(), None).await.unwrap();
+    let marker = EventUuid::new_v4();
+    let reader = tokio::spawn(read(fast, Some(marker)));
+    let sender = front.connect(SessionUuid::new_v4(), None).await.unwrap();
+    let before = server.rss();
+
+    // 3,000 broadcasts of 8 KiB: 24 MiB for each stream, 2.4 GiB for the slow ones if they
+    // pinned what they were sent.
+    let payload = "x".repeat(8 * 1024);
+    let mut sent = Vec::new();
+    for chunk in 0..EVENTS / 10 {
+        let sends = (0..10).map(|i| sender.send("broadcast", json!([chunk * 10 + i, &payload])));
+        for uuid in futures_util::future::join_all(sends).await {
+            sent.push(uuid.unwrap());
+        }
+    }
+    let grown = server.rss().saturating_sub(before);
+    // A slow stream's share: 64 queued frames of 8 KiB, and hyper's write buffer (at most
+    // ~400 KiB). Everything else (the events themselves) is shared or gone.
+    let share = 64 * 9 * 1024 + 400 * 1024;
+    eprintln!("server RSS grew {} KiB for {SLOW} streams that never read", grown / 1024);
+    assert!(grown < (SLOW * share) as u64, "RSS grew {grown} bytes, more than {SLOW} shares");
+
+    // The stream that reads got every event, once, in order.
+    let mut end = sender.direct_event("broadcast", json!("end"), false).unwrap();
+    end.meta.uuid = marker;
+    end.meta.stamp = sender.peer().unwrap().stamp(&marker, end.meta.published);
+    sender.send_event(&end).await.unwrap();
+    let (_, _, seen) = within(reader).await.unwrap();
+    let answers: Vec<EventUuid> = seen.iter().filter_map(|(_, answers)| *answers).collect();
+    assert_eq!(answers.len(), EVENTS + 1, "every broadcast and the marker, once");
+    assert!(sent.iter().all(|uuid| answers.contains(uuid)), "none missing");
+    assert!(seen.windows(2).all(|w| w[0].0 < w[1].0), "in order");
+    drop(slow);
+}

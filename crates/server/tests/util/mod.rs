@@ -164,6 +164,14 @@ impl Process {
         Self { child, url, dir: Some(dir), args }
     }
 
+    /// Its resident memory now (`VmRSS`), in bytes.
+    pub(crate) fn rss(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+        let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+        kib * 1024
+    }
+
     /// `kill -9`: no graceful shutdown, nothing cleaned up in the store.
     pub(crate) fn kill(&mut self) {
         let _ = self.child.kill();
