@@ -18,6 +18,10 @@
 //!   binary), `loadgen serve --redis-url` and a `redis-server` as children on free loopback
 //!   ports, and kills them when it ends.
 //!
+//! - `loadgen soak` churns against a running server for a fixed time (tabs opening with the
+//!   full handshake and closing, broadcasts flowing) and prints the server's resident memory
+//!   once a minute and its drift from the first sample after warm-up to the last.
+//!
 //! Typical run (optimised build, two terminals or `&`):
 //!
 //! ```text
@@ -36,6 +40,7 @@
 
 mod cluster;
 mod serve;
+mod soak;
 mod streams;
 
 use clap::{Parser, Subcommand};
@@ -57,6 +62,9 @@ enum Command {
     /// Measure one instance on the embedded store beside a cluster on one Redis (started as
     /// child processes) and print one table.
     Cluster(cluster::ClusterArgs),
+    /// Churn streams and events against a running server for a fixed time; print its memory
+    /// drift.
+    Soak(soak::SoakArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -71,5 +79,6 @@ fn main() -> anyhow::Result<()> {
         Command::Serve(args) => runtime.block_on(serve::run(args)),
         Command::Streams(args) => runtime.block_on(streams::run(args)),
         Command::Cluster(args) => runtime.block_on(cluster::run(args)),
+        Command::Soak(args) => runtime.block_on(soak::run(args)),
     }
 }

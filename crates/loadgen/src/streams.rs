@@ -143,7 +143,7 @@ where
 }
 
 /// Resident memory of `pid` in bytes (`VmRSS` of /proc/PID/status).
-fn rss_bytes(pid: u32) -> anyhow::Result<u64> {
+pub(crate) fn rss_bytes(pid: u32) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .with_context(|| format!("reading /proc/{pid}/status"))?;
     let kib = status
