@@ -8,9 +8,9 @@ use std::time::Duration;
 use protocol::messages::FrontBid;
 use protocol::{BackUuid, EventUuid, FrontUuid, KeyPair, SessionUuid, StreamUuid, Timestamp};
 use server::events::store::{
-    ActivateRefusal, BackRecord, EventStore, Feed, FrontRow, NewEvent, NodeId, OpenStream,
-    PublishRefusal, RedisEngine, Registration, ReplayRequest, Served, Since, SqliteEngine,
-    StoredEvent,
+    ActivateRefusal, BackRecord, EventStore, Feed, FrontRow, IdempotencyClaim, NewEvent, NodeId,
+    OpenStream, PublishRefusal, RedisEngine, Registration, ReplayRequest, Served, Since,
+    SqliteEngine, StoredEvent,
 };
 
 use crate::tokens::harness::RedisServer;
@@ -48,6 +48,7 @@ both_engines!(
     an_id_beyond_the_store_is_a_reset,
     a_closed_streams_session_is_forgotten_after_the_cutoff_with_its_events,
     a_direct_event_is_claimed_once_until_released,
+    a_publish_key_is_claimed_once_then_stands_for_its_event_until_it_expires,
 );
 
 /// What a test feed was told.
@@ -444,4 +445,36 @@ async fn a_direct_event_is_claimed_once_until_released(engine: &Engine) {
     assert!(engine.store.claim_direct(row.bid, event, keep, now()).await.unwrap());
     let (_, other) = engine.front().await;
     assert!(engine.store.claim_direct(other.bid, event, keep, now()).await.unwrap(), "per front");
+}
+
+async fn a_publish_key_is_claimed_once_then_stands_for_its_event_until_it_expires(engine: &Engine) {
+    let (_, row) = engine.front().await;
+    let claim = |key: &str, until: Timestamp, at: Timestamp| {
+        engine.store.claim_publish(row.bid, key.to_owned(), until, at)
+    };
+    let t0 = now();
+    let soon = t0.plus_millis(30_000);
+    assert_eq!(claim("k1", soon, t0).await.unwrap(), IdempotencyClaim::Claimed);
+    assert_eq!(claim("k1", soon, t0).await.unwrap(), IdempotencyClaim::InProgress);
+
+    let lives_until = t0.plus_millis(3_600_000);
+    engine.store.settle_publish(row.bid, "k1".into(), Some(42), lives_until, t0).await.unwrap();
+    assert_eq!(claim("k1", soon, t0).await.unwrap(), IdempotencyClaim::Published(42));
+    let (_, other) = engine.front().await;
+    let other_front = engine.store.claim_publish(other.bid, "k1".into(), soon, t0).await.unwrap();
+    assert_eq!(other_front, IdempotencyClaim::Claimed, "keys are per front");
+
+    // A failed publish gives its key back.
+    assert_eq!(claim("k2", soon, t0).await.unwrap(), IdempotencyClaim::Claimed);
+    engine.store.settle_publish(row.bid, "k2".into(), None, soon, t0).await.unwrap();
+    assert_eq!(claim("k2", soon, t0).await.unwrap(), IdempotencyClaim::Claimed);
+
+    // Past the event's life the key is free again (SQLite compares with `now`; Redis lets the
+    // key expire, so its record here lives 50 ms).
+    let short = t0.plus_millis(50);
+    engine.store.settle_publish(row.bid, "k3".into(), Some(7), short, t0).await.unwrap();
+    assert_eq!(claim("k3", soon, t0).await.unwrap(), IdempotencyClaim::Published(7));
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    let later = now().max(t0.plus_millis(51));
+    assert_eq!(claim("k3", soon, later).await.unwrap(), IdempotencyClaim::Claimed);
 }
