@@ -14,10 +14,11 @@ async fn get(server: &TestServer, path: &str) -> (u16, Value) {
 }
 
 /// Asks `/readyz` until it answers `status` (each answer takes up to the store's command
-/// timeout while Redis is down); fails after 30 tries.
+/// timeout while Redis is down); fails after 100 tries (20 s and more), a generous margin for
+/// the connections and the subscription to come back.
 async fn readyz_until(server: &TestServer, status: u16) -> Value {
     let mut seen = Vec::new();
-    for _ in 0..30 {
+    for _ in 0..100 {
         let (got, body) = get(server, paths::READYZ).await;
         if got == status {
             return body;
