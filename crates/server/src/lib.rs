@@ -31,6 +31,7 @@
 
 pub mod api;
 pub mod config;
+pub mod config_file;
 pub mod db;
 pub mod error;
 pub mod events;

@@ -4,18 +4,22 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::Parser;
 use server::{Config, events, tokens};
 
 /// The browser-session backend: front registration, encrypted reverse streams (SSE), direct
 /// events, the VTX token exchange and one-time-token login.
 ///
 /// With no subcommand, it serves.
-#[derive(Debug, Parser)]
+#[derive(Debug, clap::Parser)]
 #[command(version, after_long_help = fixed_limits())]
 struct Cli {
     #[command(subcommand)]
     cmd: Option<Cmd>,
+    /// Read settings from this TOML file: one key per flag, named as the flag
+    /// (`header-read-timeout-secs = 30`). A flag or its environment variable overrides the
+    /// file; `server config default` prints a commented file with every key.
+    #[arg(long, value_name = "PATH", env = "SERVER_CONFIG", global = true)]
+    config: Option<PathBuf>,
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:8080", env = "SERVER_LISTEN")]
     listen: SocketAddr,
@@ -104,6 +108,35 @@ enum Cmd {
     /// Write a one-time login token into the enterprise store and print the login URL
     /// `/auth?token=…` (to try the one-time-token login).
     MintToken(tokens::MintTokenArgs),
+    /// Configuration files: check one, or print the default one.
+    #[command(subcommand)]
+    Config(ConfigCmd),
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum ConfigCmd {
+    /// Check that every key of FILE names a flag and every value parses; exit 1 if not.
+    Check {
+        /// The TOML file.
+        file: PathBuf,
+    },
+    /// Print a configuration file with every key, commented out, at its default.
+    Default,
+}
+
+/// Parses the command line, with the keys of the `--config` file for the flags that neither the
+/// command line nor the environment set.
+fn parse() -> anyhow::Result<Cli> {
+    use clap::{CommandFactory as _, FromArgMatches as _};
+    let command = Cli::command();
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let matches = command.clone().get_matches_from(args.clone());
+    let Some(file) = matches.get_one::<PathBuf>("config") else {
+        return Ok(Cli::from_arg_matches(&matches)?);
+    };
+    let args = server::config_file::merge(&command, &matches, args, file)?;
+    let matches = command.get_matches_from(args);
+    Ok(Cli::from_arg_matches(&matches)?)
 }
 
 #[tokio::main]
@@ -114,7 +147,18 @@ async fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| "info,tower_http=warn".into()),
         )
         .init();
-    let cli = Cli::parse();
+    let cli = parse()?;
+    if let Some(Cmd::Config(cmd)) = &cli.cmd {
+        use clap::CommandFactory as _;
+        match cmd {
+            ConfigCmd::Check { file } => {
+                server::config_file::check(&Cli::command(), file)?;
+                println!("{}: ok", file.display());
+            }
+            ConfigCmd::Default => print!("{}", server::config_file::default_file(&Cli::command())),
+        }
+        return Ok(());
+    }
     let mut config = Config {
         data_dir: cli.data_dir,
         static_dir: cli.static_dir,

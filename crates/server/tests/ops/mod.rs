@@ -1,8 +1,10 @@
 //! What an operator and the application's own backend use: `/healthz` and `/readyz` (also
 //! with Redis going away and coming back), the server API behind its key, the Prometheus
-//! metrics, and the request hygiene layers (request ids, sensitive headers, panics).
+//! metrics, the request hygiene layers (request ids, sensitive headers, panics) and the
+//! binary's configuration file.
 
 mod api;
+mod config;
 mod health;
 mod hygiene;
 mod metrics;
