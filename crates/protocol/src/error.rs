@@ -112,11 +112,20 @@ pub enum ErrorCode {
     EventsLost,
     /// The server failed; details are in its log.
     Internal,
+    /// The server API: no tab of that front has that session UUID (never activated, or
+    /// forgotten after the session TTL).
+    SessionNotFound,
+    /// The server API: the `X-API-Key` header is missing or wrong.
+    InvalidApiKey,
+    /// The server API: a publish with that `idempotencyKey` is still under way; try again.
+    IdempotencyInProgress,
+    /// `/readyz`: a store does not answer, or the server is shutting down.
+    NotReady,
 }
 
 impl ErrorCode {
     /// Every code, in declaration order (for documentation and tests).
-    pub const ALL: [Self; 31] = [
+    pub const ALL: [Self; 35] = [
         Self::InvalidUuid,
         Self::InvalidKey,
         Self::InvalidJson,
@@ -148,6 +157,10 @@ impl ErrorCode {
         Self::StoreUnavailable,
         Self::EventsLost,
         Self::Internal,
+        Self::SessionNotFound,
+        Self::InvalidApiKey,
+        Self::IdempotencyInProgress,
+        Self::NotReady,
     ];
 
     /// The stable string form, as it appears in `{"error": …}`.
@@ -184,6 +197,10 @@ impl ErrorCode {
             Self::StoreUnavailable => "store_unavailable",
             Self::EventsLost => "events_lost",
             Self::Internal => "internal",
+            Self::SessionNotFound => "session_not_found",
+            Self::InvalidApiKey => "invalid_api_key",
+            Self::IdempotencyInProgress => "idempotency_in_progress",
+            Self::NotReady => "not_ready",
         }
     }
 }

@@ -6,6 +6,7 @@
 //! that arrive from outside are parsed into validated newtypes ([`ids`], [`keys`], [`Sealed`]),
 //! so that a malformed UUID, key or ciphertext is a typed [`ParseError`] and never a panic.
 
+pub mod api;
 pub mod error;
 pub mod event;
 pub mod ids;
@@ -59,6 +60,14 @@ pub mod paths {
     pub const API_DASHBOARD: &str = "/api/dashboard";
     /// Demo route guarded by the `CanViewReports` permission.
     pub const API_REPORTS: &str = "/api/reports";
+    /// The server API: publish an event (header [`crate::api::API_KEY_HEADER`]).
+    pub const API_PUBLISH: &str = "/api/events/publish";
+    /// Liveness: the process serves HTTP.
+    pub const HEALTHZ: &str = "/healthz";
+    /// Readiness: the stores answer and the server is not shutting down.
+    pub const READYZ: &str = "/readyz";
+    /// Prometheus metrics (text exposition format).
+    pub const METRICS: &str = "/metrics";
 }
 
 /// Keys the browser stores under, shared by the page client and the service worker.

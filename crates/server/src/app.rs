@@ -4,19 +4,27 @@ use std::future::Future;
 use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
-use axum::http::{HeaderValue, Method, StatusCode, header};
-use axum::response::IntoResponse;
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
 use axum::{Router, middleware};
 use protocol::{ErrorCode, Timestamp};
 use tokio::net::TcpListener;
+use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::sensitive_headers::{
+    SetSensitiveRequestHeadersLayer, SetSensitiveResponseHeadersLayer,
+};
 use tower_http::services::ServeDir;
-use tower_http::trace::TraceLayer;
+use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
 
 use crate::config::Config;
 use crate::error::{MAX_BODY_BYTES, error_response};
 use crate::events::store::{EventStore, RedisEngine, SqliteEngine};
-use crate::{events, http, tokens};
+use crate::health::Draining;
+use crate::metrics::TimedStore;
+use crate::{api, events, health, http, metrics, tokens};
 
 /// Shared state of all handlers; cheap to clone.
 #[derive(Clone, Debug)]
@@ -27,6 +35,8 @@ pub struct AppState {
     pub tokens: tokens::Tokens,
     /// Static files and CORS.
     pub config: Config,
+    /// Set once shutdown begins: `/readyz` answers 503 from then on.
+    pub draining: Draining,
 }
 
 impl AppState {
@@ -37,17 +47,18 @@ impl AppState {
         // Made first: it creates the data directory and the database file with their modes.
         let db = config.open_db()?;
         let store: Arc<dyn EventStore> = match &config.redis_url {
-            Some(url) => Arc::new(RedisEngine::connect(url).await?),
-            None => Arc::new(SqliteEngine::open(&config.db_path(), Timestamp::now())?),
+            Some(url) => Arc::new(TimedStore(RedisEngine::connect(url).await?)),
+            None => Arc::new(TimedStore(SqliteEngine::open(&config.db_path(), Timestamp::now())?)),
         };
         let events = events::Events::open(&config, store).await?;
         let tokens = tokens::Tokens::open(&config, db).await?;
-        Ok(Self { events, tokens, config })
+        Ok(Self { events, tokens, config, draining: Draining::default() })
     }
 
     /// Ends the services: open streams end, background tasks and subscriptions stop. Requests
     /// still served afterwards are answered, but no stream opens.
     pub async fn shutdown(&self) {
+        self.draining.start();
         self.events.shutdown().await;
         self.tokens.shutdown();
     }
@@ -58,6 +69,10 @@ pub fn app(state: AppState) -> Router {
     let mut router = Router::new()
         .merge(events::router(state.events.clone()))
         .merge(tokens::router(state.tokens.clone()))
+        .merge(api::router(state.events.clone(), state.config.api_key.clone()))
+        .merge(metrics::router(state.config.metrics.clone(), state.events.clone()))
+        .route(protocol::paths::HEALTHZ, get(health::healthz))
+        .route(protocol::paths::READYZ, get(health::readyz).with_state(state.clone()))
         // Here, once, after every route: axum applies it only to the routes added before it,
         // and a route without it answers a wrong method with an empty 405.
         .method_not_allowed_fallback(method_not_allowed)
@@ -68,13 +83,50 @@ pub fn app(state: AppState) -> Router {
         }
         None => router.fallback(not_found),
     };
+    // Innermost: a handler that panics answers 500 `internal`, counted and with CORS headers,
+    // instead of dropping the connection.
+    router = router
+        .layer(CatchPanicLayer::custom(panicked))
+        .layer(middleware::from_fn(metrics::count_results));
     // Inside CORS, so that a cross-origin page can read the 413 and 408 answers too.
     router = router
         .layer(middleware::from_fn_with_state(state.config.body_read_timeout, http::limit_request));
     if !state.config.cors_origins.is_empty() {
         router = router.layer(cors(&state.config.cors_origins));
     }
-    router.layer(TraceLayer::new_for_http())
+    // Outermost first for a request: secrets are marked sensitive before anything sees them (a
+    // sensitive header's value prints as `Sensitive`), the request gets its id, and the trace
+    // span (headers included, at debug level) carries both.
+    let request_id = HeaderName::from_static(REQUEST_ID);
+    router
+        .layer(SetSensitiveResponseHeadersLayer::new([header::SET_COOKIE]))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(DefaultMakeSpan::new().include_headers(true))
+                .on_response(DefaultOnResponse::new().include_headers(true)),
+        )
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+        .layer(SetSensitiveRequestHeadersLayer::new([
+            header::AUTHORIZATION,
+            header::COOKIE,
+            HeaderName::from_static(protocol::api::API_KEY_HEADER),
+        ]))
+}
+
+/// The request id header: kept when the client (or a proxy) sent one, else a new UUID; echoed
+/// on the response.
+const REQUEST_ID: &str = "x-request-id";
+
+/// The answer to a handler that panicked: a bug, logged here (the panic message went to the
+/// panic hook), never shown to the client.
+fn panicked(_panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    tracing::error!("a request handler panicked");
+    error_response(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        ErrorCode::Internal,
+        "the server failed; details are in its log",
+    )
 }
 
 async fn not_found() -> impl IntoResponse {
@@ -100,9 +152,13 @@ fn cors(origins: &[String]) -> CorsLayer {
             header::CONTENT_TYPE,
             header::AUTHORIZATION,
             header::HeaderName::from_static("last-event-id"),
+            header::HeaderName::from_static(REQUEST_ID),
         ])
         // The reverse stream's answer to `?scope=front`, read by pages of other origins.
-        .expose_headers([header::HeaderName::from_static(protocol::paths::STREAM_SCOPE_HEADER)])
+        .expose_headers([
+            header::HeaderName::from_static(protocol::paths::STREAM_SCOPE_HEADER),
+            header::HeaderName::from_static(REQUEST_ID),
+        ])
 }
 
 /// Serves the app on `listener` until `shutdown` resolves; open streams are ended then, so

@@ -30,6 +30,11 @@ pub struct Config {
     pub events: events::EventsConfig,
     /// Token exchange and login.
     pub tokens: tokens::TokensConfig,
+    /// The server API's key (`X-API-Key`); `None`: the API answers 404.
+    pub api_key: Option<crate::api::ApiKey>,
+    /// The Prometheus recorder's handle that `/metrics` renders (see
+    /// [`crate::metrics::install_prometheus`]); `None`: `/metrics` answers 404.
+    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 }
 
 impl Config {
@@ -44,6 +49,8 @@ impl Config {
             body_read_timeout: crate::DEFAULT_BODY_READ_TIMEOUT,
             events: events::EventsConfig::default(),
             tokens: tokens::TokensConfig::default(),
+            api_key: None,
+            metrics: None,
         }
     }
 

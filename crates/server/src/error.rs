@@ -16,8 +16,13 @@ use serde::de::DeserializeOwned;
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// Renders the one error body.
+///
+/// The code also goes into the response's extensions, where the metrics middleware reads the
+/// result of an answer without parsing its body.
 pub fn error_response(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Response {
-    (status, axum::Json(ErrorBody::new(code, message))).into_response()
+    let mut response = (status, axum::Json(ErrorBody::new(code, message))).into_response();
+    response.extensions_mut().insert(code);
+    response
 }
 
 /// A request could not be read: its body, content type or path parameters are wrong.

@@ -4,18 +4,22 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::Parser;
 use server::{Config, events, tokens};
 
 /// The browser-session backend: front registration, encrypted reverse streams (SSE), direct
 /// events, the VTX token exchange and one-time-token login.
 ///
 /// With no subcommand, it serves.
-#[derive(Debug, Parser)]
+#[derive(Debug, clap::Parser)]
 #[command(version, after_long_help = fixed_limits())]
 struct Cli {
     #[command(subcommand)]
     cmd: Option<Cmd>,
+    /// Read settings from this TOML file: one key per flag, named as the flag
+    /// (`header-read-timeout-secs = 30`). A flag or its environment variable overrides the
+    /// file; `server config default` prints a commented file with every key.
+    #[arg(long, value_name = "PATH", env = "SERVER_CONFIG", global = true)]
+    config: Option<PathBuf>,
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:8080", env = "SERVER_LISTEN")]
     listen: SocketAddr,
@@ -59,6 +63,14 @@ struct Cli {
         value_parser = clap::value_parser!(u64).range(1..)
     )]
     body_read_timeout_secs: u64,
+    /// Turn on the server API for the application's backend (`POST /api/events/publish`) with
+    /// the key on this file's first line; requests carry it in `X-API-Key`. Without it the
+    /// API answers 404.
+    #[arg(long, value_name = "PATH", env = "SERVER_API_KEY_FILE")]
+    api_key_file: Option<PathBuf>,
+    /// Serve Prometheus metrics (`GET /metrics`) on this address only, instead of on --listen.
+    #[arg(long, value_name = "ADDR", env = "SERVER_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
     #[command(flatten)]
     events: events::EventsArgs,
     #[command(flatten)]
@@ -77,12 +89,17 @@ fn fixed_limits() -> String {
     on a refresh are refused (401 ambiguous_cookie).
   - Venue JWKS: fresh for {fresh} s, fetched at most once per {refetch} s, keys distrusted
     {stale} s after the last successful fetch.
+  - Server API publish: name 1 to {name} characters; expiresInMs 1 to {ttl} (default 60000);
+    idempotencyKey 1 to {idem} printable ASCII characters; data within the body limit.
   - The data directory is created 0700, the files the server creates in it 0600.",
         body = server::error::MAX_BODY_BYTES / 1024,
         history = server::tokens::store::REFRESH_HISTORY,
         fresh = VENUE_JWKS_MAX_AGE.as_secs(),
         refetch = VENUE_JWKS_MIN_REFETCH.as_secs(),
         stale = VENUE_JWKS_MAX_STALE.as_secs(),
+        name = protocol::api::MAX_EVENT_NAME_CHARS,
+        ttl = protocol::api::MAX_EXPIRES_IN_MS,
+        idem = protocol::api::MAX_IDEMPOTENCY_KEY_CHARS,
     )
 }
 
@@ -91,6 +108,35 @@ enum Cmd {
     /// Write a one-time login token into the enterprise store and print the login URL
     /// `/auth?token=…` (to try the one-time-token login).
     MintToken(tokens::MintTokenArgs),
+    /// Configuration files: check one, or print the default one.
+    #[command(subcommand)]
+    Config(ConfigCmd),
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum ConfigCmd {
+    /// Check that every key of FILE names a flag and every value parses; exit 1 if not.
+    Check {
+        /// The TOML file.
+        file: PathBuf,
+    },
+    /// Print a configuration file with every key, commented out, at its default.
+    Default,
+}
+
+/// Parses the command line, with the keys of the `--config` file for the flags that neither the
+/// command line nor the environment set.
+fn parse() -> anyhow::Result<Cli> {
+    use clap::{CommandFactory as _, FromArgMatches as _};
+    let command = Cli::command();
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let matches = command.clone().get_matches_from(args.clone());
+    let Some(file) = matches.get_one::<PathBuf>("config") else {
+        return Ok(Cli::from_arg_matches(&matches)?);
+    };
+    let args = server::config_file::merge(&command, &matches, args, file)?;
+    let matches = command.get_matches_from(args);
+    Ok(Cli::from_arg_matches(&matches)?)
 }
 
 #[tokio::main]
@@ -101,7 +147,18 @@ async fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| "info,tower_http=warn".into()),
         )
         .init();
-    let cli = Cli::parse();
+    let cli = parse()?;
+    if let Some(Cmd::Config(cmd)) = &cli.cmd {
+        use clap::CommandFactory as _;
+        match cmd {
+            ConfigCmd::Check { file } => {
+                server::config_file::check(&Cli::command(), file)?;
+                println!("{}: ok", file.display());
+            }
+            ConfigCmd::Default => print!("{}", server::config_file::default_file(&Cli::command())),
+        }
+        return Ok(());
+    }
     let mut config = Config {
         data_dir: cli.data_dir,
         static_dir: cli.static_dir,
@@ -111,6 +168,8 @@ async fn main() -> anyhow::Result<()> {
         body_read_timeout: Duration::from_secs(cli.body_read_timeout_secs),
         events: cli.events.into(),
         tokens: cli.tokens.into(),
+        api_key: cli.api_key_file.as_deref().map(server::api::ApiKey::from_file).transpose()?,
+        metrics: None,
     };
     if let Some(url) = cli.redis_url {
         config = config.with_redis(url);
@@ -120,7 +179,22 @@ async fn main() -> anyhow::Result<()> {
         println!("{}", minted.login_url);
         return Ok(());
     }
+    let metrics = server::metrics::install_prometheus()?;
+    if cli.metrics_listen.is_none() {
+        config.metrics = Some(metrics.clone());
+    }
     let listener = tokio::net::TcpListener::bind(cli.listen).await?;
+    let state = server::AppState::open(config).await?;
+    if let Some(addr) = cli.metrics_listen {
+        let metrics_listener = tokio::net::TcpListener::bind(addr).await?;
+        println!("server: metrics on http://{}/metrics", metrics_listener.local_addr()?);
+        let router = server::metrics::router(Some(metrics), state.events.clone());
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(metrics_listener, router).await {
+                tracing::warn!(error = %e, "the metrics listener stopped");
+            }
+        });
+    }
     println!("server: listening on http://{}", listener.local_addr()?);
-    server::run(listener, config, server::shutdown_signal()).await
+    server::serve(listener, state, server::shutdown_signal()).await
 }

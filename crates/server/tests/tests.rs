@@ -7,6 +7,7 @@ mod util;
 
 mod events;
 mod http;
+mod ops;
 #[cfg(unix)]
 mod secrets;
 mod tokens;

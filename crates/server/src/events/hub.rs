@@ -162,8 +162,13 @@ impl Inner {
             body,
             now: self.clock.now(),
         };
+        let target = if session.is_some() { "session" } else { "front" };
         match self.store.publish(event).await? {
-            Ok(id) => Ok(Published { id, uuid: meta.uuid }),
+            Ok(id) => {
+                metrics::counter!("websession_events_published_total", "target" => target)
+                    .increment(1);
+                Ok(Published { id, uuid: meta.uuid })
+            }
             Err(PublishRefusal::SessionNotFound) => Err(match session {
                 Some(session) => PublishError::SessionNotFound(session),
                 None => PublishError::Unsupported("a front's event refused for a session"),
@@ -189,7 +194,11 @@ impl Inner {
             now: self.clock.now(),
         };
         match self.store.publish(event).await? {
-            Ok(id) => Ok(Published { id, uuid: meta.uuid }),
+            Ok(id) => {
+                metrics::counter!("websession_events_published_total", "target" => "all")
+                    .increment(1);
+                Ok(Published { id, uuid: meta.uuid })
+            }
             Err(PublishRefusal::SessionNotFound) => {
                 Err(PublishError::Unsupported("an event for every front has no session"))
             }
@@ -210,7 +219,9 @@ impl Inner {
         let mut frame = String::with_capacity(event.body.len() + 32);
         event_frame(event.id, &event.body, &mut frame);
         let frame = Arc::new(Frame::Event { id: event.id, bytes: frame.into() });
-        self.registry.send(&targets, &frame)
+        let taken = self.registry.send(&targets, &frame);
+        metrics::counter!("websession_events_delivered_total").increment(taken as u64);
+        taken
     }
 }
 

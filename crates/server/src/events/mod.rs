@@ -158,6 +158,26 @@ impl Events {
         }
     }
 
+    /// Active streams by scope: (one tab's, a whole front's).
+    pub fn active_streams_by_scope(&self) -> (usize, usize) {
+        self.inner.registry.active_by_scope()
+    }
+
+    /// The event store (the server API keeps its idempotency records there).
+    pub(crate) fn store(&self) -> &Arc<dyn EventStore> {
+        &self.inner.store
+    }
+
+    /// The `frontBid` of a registered front.
+    pub(crate) async fn front_bid(&self, front: FrontUuid) -> Result<Option<FrontBid>, StoreError> {
+        Ok(self.inner.front_info(front).await?.map(|info| info.bid))
+    }
+
+    /// Now, by the service's clock.
+    pub(crate) fn now(&self) -> protocol::Timestamp {
+        self.inner.clock.now()
+    }
+
     /// Whether the event store answers (readiness).
     pub async fn ready(&self) -> Result<(), StoreError> {
         self.inner.store.ping().await

@@ -296,6 +296,7 @@ impl Registry {
         }
         if !slow.is_empty() {
             tracing::info!(streams = slow.len(), "ending streams that do not keep up");
+            metrics::counter!("websession_stream_slow_closed_total").increment(slow.len() as u64);
             let mut state = self.state();
             slow.into_iter().for_each(|stream| state.end(stream));
         }
@@ -322,6 +323,15 @@ impl Registry {
         for slot in state.streams.values_mut() {
             slot.tx = None;
         }
+    }
+
+    /// How many active streams carry one tab's events and how many a whole front's
+    /// (`?scope=front`): (session, front).
+    pub(crate) fn active_by_scope(&self) -> (usize, usize) {
+        let state = self.state();
+        let active = state.streams.values().filter(|slot| slot.active);
+        let front = active.clone().filter(|slot| slot.front_scope).count();
+        (active.count() - front, front)
     }
 
     /// How many streams are open: (pending, active).

@@ -56,6 +56,7 @@ impl Cursor {
 
     /// Takes a page read from the store; returns its encoded events.
     fn advance(&mut self, page: &ReplayPage) -> Option<Bytes> {
+        metrics::counter!("websession_replay_events_total").increment(page.events.len() as u64);
         let mut out = String::new();
         if page.reset {
             // The client's id was not from this store's sequence (the store was reset): it

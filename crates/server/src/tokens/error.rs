@@ -161,7 +161,10 @@ impl IntoResponse for OAuthError {
             error: error.to_owned(),
             error_description: Some(self.0.public_message()),
         };
-        oauth_response(status, &body)
+        let mut response = oauth_response(status, &body);
+        // The product's own code, for the metrics (the body keeps the RFC's).
+        response.extensions_mut().insert(self.0.status_code().1);
+        response
     }
 }
 
@@ -169,7 +172,9 @@ impl IntoResponse for OAuthError {
 pub(crate) fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
     let body =
         OAuthErrorBody { error: error.to_owned(), error_description: Some(description.to_owned()) };
-    oauth_response(status, &body)
+    let mut response = oauth_response(status, &body);
+    response.extensions_mut().insert(ErrorCode::InvalidRequest);
+    response
 }
 
 fn oauth_response(status: StatusCode, body: &OAuthErrorBody) -> Response {

@@ -214,6 +214,12 @@ impl Tokens {
         &self.inner.access
     }
 
+    /// Whether the stores answer (readiness): the session store's and the one-time-token
+    /// store's answers to a ping, asked at once.
+    pub async fn ready(&self) -> (Result<(), store::StoreError>, Result<(), store::StoreError>) {
+        tokio::join!(self.inner.sessions.ping(), self.inner.enterprise.ping())
+    }
+
     /// The session store.
     pub fn sessions(&self) -> &Arc<dyn SessionStore> {
         &self.inner.sessions

@@ -21,14 +21,14 @@ use server::events::PublishOptions;
 use crate::util::{TestServer, within};
 
 /// A registered front of `server`.
-async fn registered(server: &TestServer) -> Front {
+pub(crate) async fn registered(server: &TestServer) -> Front {
     let mut front = Front::generate(&server.client());
     front.register().await.unwrap();
     front
 }
 
 /// The next event of `stream`; fails if the stream ends or nothing comes within five seconds.
-async fn next(stream: &mut Stream) -> Received {
+pub(crate) async fn next(stream: &mut Stream) -> Received {
     within(stream.next_event()).await.unwrap().expect("the stream ended")
 }
 

@@ -8,9 +8,9 @@ use std::time::Duration;
 use protocol::messages::FrontBid;
 use protocol::{BackUuid, EventUuid, FrontUuid, KeyPair, SessionUuid, StreamUuid, Timestamp};
 use server::events::store::{
-    ActivateRefusal, BackRecord, Cutoffs, EventStore, Feed, FrontRow, NewEvent, NodeId, OpenStream,
-    PublishRefusal, RedisEngine, Registration, ReplayRequest, Served, Since, SqliteEngine,
-    StoredEvent,
+    ActivateRefusal, BackRecord, Cutoffs, EventStore, Feed, FrontRow, IdempotencyClaim, NewEvent,
+    NodeId, OpenStream, PublishRefusal, RedisEngine, Registration, ReplayRequest, Served, Since,
+    SqliteEngine, StoredEvent,
 };
 
 use crate::tokens::harness::RedisServer;
@@ -50,6 +50,7 @@ both_engines!(
     a_direct_event_is_claimed_once_until_released,
     a_front_gets_at_most_its_limit_of_active_streams,
     a_front_without_an_active_stream_since_the_cutoff_is_pruned,
+    a_publish_key_is_claimed_once_then_stands_for_its_event_until_it_expires,
 );
 
 /// What a test feed was told.
@@ -528,4 +529,36 @@ async fn a_front_without_an_active_stream_since_the_cutoff_is_pruned(engine: &En
     let key = KeyPair::generate().public;
     let again = engine.store.register(idle, key, now()).await.unwrap();
     assert!(matches!(again, Registration::Registered(_)), "{again:?}");
+}
+
+async fn a_publish_key_is_claimed_once_then_stands_for_its_event_until_it_expires(engine: &Engine) {
+    let (_, row) = engine.front().await;
+    let claim = |key: &str, until: Timestamp, at: Timestamp| {
+        engine.store.claim_publish(row.bid, key.to_owned(), until, at)
+    };
+    let t0 = now();
+    let soon = t0.plus_millis(30_000);
+    assert_eq!(claim("k1", soon, t0).await.unwrap(), IdempotencyClaim::Claimed);
+    assert_eq!(claim("k1", soon, t0).await.unwrap(), IdempotencyClaim::InProgress);
+
+    let lives_until = t0.plus_millis(3_600_000);
+    engine.store.settle_publish(row.bid, "k1".into(), Some(42), lives_until, t0).await.unwrap();
+    assert_eq!(claim("k1", soon, t0).await.unwrap(), IdempotencyClaim::Published(42));
+    let (_, other) = engine.front().await;
+    let other_front = engine.store.claim_publish(other.bid, "k1".into(), soon, t0).await.unwrap();
+    assert_eq!(other_front, IdempotencyClaim::Claimed, "keys are per front");
+
+    // A failed publish gives its key back.
+    assert_eq!(claim("k2", soon, t0).await.unwrap(), IdempotencyClaim::Claimed);
+    engine.store.settle_publish(row.bid, "k2".into(), None, soon, t0).await.unwrap();
+    assert_eq!(claim("k2", soon, t0).await.unwrap(), IdempotencyClaim::Claimed);
+
+    // Past the event's life the key is free again (SQLite compares with `now`; Redis lets the
+    // key expire, so its record here lives 50 ms).
+    let short = t0.plus_millis(50);
+    engine.store.settle_publish(row.bid, "k3".into(), Some(7), short, t0).await.unwrap();
+    assert_eq!(claim("k3", soon, t0).await.unwrap(), IdempotencyClaim::Published(7));
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    let later = now().max(t0.plus_millis(51));
+    assert_eq!(claim("k3", soon, later).await.unwrap(), IdempotencyClaim::Claimed);
 }

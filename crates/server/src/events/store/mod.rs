@@ -252,6 +252,17 @@ pub struct Cutoffs {
     pub front: Timestamp,
 }
 
+/// What an idempotency key of the server API already stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdempotencyClaim {
+    /// Nothing: the caller holds the key now and publishes, then settles it.
+    Claimed,
+    /// The event published under that key, with its id.
+    Published(i64),
+    /// Another request holds the key and has not settled it yet.
+    InProgress,
+}
+
 /// What a sweep removed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Swept {
@@ -356,9 +367,30 @@ pub trait EventStore: Send + Sync + fmt::Debug {
     /// Gives a claim back after its handler failed, so that the front may send it again.
     fn release_direct(&self, front: FrontBid, event: EventUuid) -> StoreFuture<'_, ()>;
 
+    /// Claims `key` of `front` for a publish of the server API, until `keep_until`, unless a
+    /// claim is kept for it (then says what it stands for). Expired claims count as absent.
+    fn claim_publish(
+        &self,
+        front: FrontBid,
+        key: String,
+        keep_until: Timestamp,
+        now: Timestamp,
+    ) -> StoreFuture<'_, IdempotencyClaim>;
+
+    /// Settles a claim of [`EventStore::claim_publish`]: `Some(id)` keeps it until
+    /// `keep_until` as standing for event `id`; `None` (the publish failed) gives it back.
+    fn settle_publish(
+        &self,
+        front: FrontBid,
+        key: String,
+        id: Option<i64>,
+        keep_until: Timestamp,
+        now: Timestamp,
+    ) -> StoreFuture<'_, ()>;
+
     /// Removes expired events, sessions idle since `idle_cutoff` or earlier with the events
-    /// still waiting for them, direct-event claims past their keeping time, and fronts without
-    /// an active stream whose last activation (or registration) was at `front_cutoff` or
+    /// still waiting for them, direct-event and publish claims past their keeping time, and fronts
+    /// without an active stream whose last activation (or registration) was at `front_cutoff` or
     /// earlier.
     fn sweep(&self, cutoffs: Cutoffs) -> StoreFuture<'_, Swept>;
 

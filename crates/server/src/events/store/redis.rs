@@ -17,6 +17,7 @@
 //! | `ws:{f:<bid>}:act` | set | the front's active streams (for the per-front limit) |
 //! | `ws:fronts:seen` | sorted set | front UUIDs by their last activation (or registration), for pruning |
 //! | `ws:{f:<bid>}:seen:<uuid>` | string | a handled direct event, until its keeping time |
+//! | `ws:{f:<bid>}:idem:<key>` | string | a server-API publish's idempotency key: its event id, or `-` while under way |
 //! | `ws:idle` | sorted set | idle sessions (`<bid>:<session>`) by idle-since, for expiry |
 //! | `ws:nodes`, `ws:node:<id>:st` | sorted set, set | instances by last sign of life; the streams each holds |
 //! | `ws:sweeper` | string | which instance sweeps now (`SET NX PX`) |
@@ -59,9 +60,9 @@ use protocol::{
 use tokio::task::JoinHandle;
 
 use super::{
-    ActivateRefusal, Activation, BackRecord, Cutoffs, EventStore, Feed, FrontRow, NewEvent, NodeId,
-    OpenStream, PublishRefusal, Registration, ReplayPage, ReplayRequest, Served, Since, StoreError,
-    StoreFuture, StoredEvent, Swept, cap_page,
+    ActivateRefusal, Activation, BackRecord, Cutoffs, EventStore, Feed, FrontRow, IdempotencyClaim,
+    NewEvent, NodeId, OpenStream, PublishRefusal, Registration, ReplayPage, ReplayRequest, Served,
+    Since, StoreError, StoreFuture, StoredEvent, Swept, cap_page,
 };
 use crate::tokens::redact_url;
 
@@ -220,6 +221,19 @@ redis.call('PUBLISH', 'ws:ev', id .. ' ' .. ARGV[5] .. ' ' .. session .. ' ' .. 
 return id
 ";
 
+/// KEYS: the idempotency key. ARGV: its TTL (ms). Returns what the key holds, or claims it
+/// (`-`, under way) and returns nil. One script: `SET NX GET` needs Redis 7.
+static CLAIM_PUBLISH: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| {
+    Script::new(
+        r"
+local kept = redis.call('GET', KEYS[1])
+if kept then return kept end
+redis.call('SET', KEYS[1], '-', 'PX', ARGV[1])
+return false
+",
+    )
+});
+
 /// KEYS: front prefix. ARGV: session, bid, cutoff. Forgets a session idle since the cutoff or
 /// before, with the events still waiting for it. Returns how many events went.
 const FORGET: &str = r"
@@ -273,6 +287,8 @@ struct Shared {
     task: Mutex<Option<JoinHandle<()>>>,
     /// This instance's streams, told of their activation directly when it happens here.
     feed: Mutex<Option<Arc<dyn Feed>>>,
+    /// The subscription is up (readiness: [`EventStore::ping`] fails while it is down).
+    subscribed: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -337,6 +353,7 @@ impl RedisEngine {
             node: Mutex::new(None),
             task: Mutex::new(None),
             feed: Mutex::new(None),
+            subscribed: std::sync::atomic::AtomicBool::new(false),
         };
         Ok(Self { shared: Arc::new(shared) })
     }
@@ -668,6 +685,58 @@ impl EventStore for RedisEngine {
         })
     }
 
+    fn claim_publish(
+        &self,
+        front: FrontBid,
+        key: String,
+        keep_until: Timestamp,
+        now: Timestamp,
+    ) -> StoreFuture<'_, IdempotencyClaim> {
+        Box::pin(async move {
+            let mut conn = self.conn();
+            let kept: Option<String> = CLAIM_PUBLISH
+                .key(format!("{}idem:{key}", prefix(front)))
+                .arg((ms(keep_until) - ms(now)).max(1))
+                .invoke_async(&mut conn)
+                .await?;
+            Ok(match kept.as_deref() {
+                None => IdempotencyClaim::Claimed,
+                Some("-") => IdempotencyClaim::InProgress,
+                Some(id) => IdempotencyClaim::Published(id.parse().map_err(|_| {
+                    StoreError::Corrupt(format!("idempotency record {id:?} of front {}", front.0))
+                })?),
+            })
+        })
+    }
+
+    fn settle_publish(
+        &self,
+        front: FrontBid,
+        key: String,
+        id: Option<i64>,
+        keep_until: Timestamp,
+        now: Timestamp,
+    ) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            let mut conn = self.conn();
+            let key = format!("{}idem:{key}", prefix(front));
+            let cmd = match id {
+                Some(id) => {
+                    let mut set = ::redis::cmd("SET");
+                    set.arg(key).arg(id).arg("PX").arg((ms(keep_until) - ms(now)).max(1));
+                    set
+                }
+                None => {
+                    let mut del = ::redis::cmd("DEL");
+                    del.arg(key);
+                    del
+                }
+            };
+            let _: () = cmd.query_async(&mut conn).await?;
+            Ok(())
+        })
+    }
+
     fn sweep(&self, cutoffs: Cutoffs) -> StoreFuture<'_, Swept> {
         Box::pin(async move {
             let mut conn = self.conn();
@@ -694,6 +763,10 @@ impl EventStore for RedisEngine {
         Box::pin(async move {
             let mut conn = self.conn();
             let _: String = ::redis::cmd("PING").query_async(&mut conn).await?;
+            let started = lock(&self.shared.task).is_some();
+            if started && !self.shared.subscribed.load(std::sync::atomic::Ordering::Relaxed) {
+                return Err(StoreError::Unavailable("the event subscription is down".into()));
+            }
             Ok(())
         })
     }
@@ -1027,6 +1100,10 @@ impl Subscriber {
             match self.subscribed().await {
                 Ok(()) => backoff = Duration::from_millis(100),
                 Err(e) => {
+                    self.engine
+                        .shared
+                        .subscribed
+                        .store(false, std::sync::atomic::Ordering::Relaxed);
                     tracing::warn!(error = %e, "event subscription lost; resubscribing");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(1));
@@ -1042,6 +1119,7 @@ impl Subscriber {
         pubsub.subscribe(node_channel(&self.node)).await?;
         // Published while no subscription listened: read from the streams.
         self.catch_up().await?;
+        self.engine.shared.subscribed.store(true, std::sync::atomic::Ordering::Relaxed);
         if let Some(ready) = self.ready.take() {
             let _ = ready.send(());
         }

@@ -20,9 +20,9 @@ use protocol::{BackUuid, EventUuid, FrontUuid, PublicKey, SessionUuid, StreamUui
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use super::{
-    ActivateRefusal, Activation, BackRecord, Cutoffs, EventStore, Feed, FrontRow, NewEvent, NodeId,
-    OpenStream, PublishRefusal, Registration, ReplayPage, ReplayRequest, Served, Since, StoreError,
-    StoreFuture, StoredEvent, Swept, cap_page,
+    ActivateRefusal, Activation, BackRecord, Cutoffs, EventStore, Feed, FrontRow, IdempotencyClaim,
+    NewEvent, NodeId, OpenStream, PublishRefusal, Registration, ReplayPage, ReplayRequest, Served,
+    Since, StoreError, StoreFuture, StoredEvent, Swept, cap_page,
 };
 use crate::db::Db;
 
@@ -72,6 +72,15 @@ CREATE TABLE IF NOT EXISTS ev_direct_seen (
     PRIMARY KEY (front_bid, event_uuid)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS ev_direct_seen_expiry ON ev_direct_seen (keep_until);
+-- Idempotency keys of the server API's publishes: `event_id` NULL while the publish is under way.
+CREATE TABLE IF NOT EXISTS ev_publish_keys (
+    front_bid   INTEGER NOT NULL,
+    key         TEXT NOT NULL,
+    event_id    INTEGER,
+    keep_until  INTEGER NOT NULL,
+    PRIMARY KEY (front_bid, key)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS ev_publish_keys_expiry ON ev_publish_keys (keep_until);
 ";
 
 /// A stream this instance holds, as the store knows it.
@@ -435,6 +444,68 @@ impl EventStore for SqliteEngine {
         })
     }
 
+    fn claim_publish(
+        &self,
+        front: FrontBid,
+        key: String,
+        keep_until: Timestamp,
+        now: Timestamp,
+    ) -> StoreFuture<'_, IdempotencyClaim> {
+        self.run(move |conn, _| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.execute(
+                "DELETE FROM ev_publish_keys WHERE front_bid = ?1 AND key = ?2 AND keep_until <= ?3",
+                params![front.0, key, now.millis()],
+            )?;
+            let kept: Option<Option<i64>> = tx
+                .query_row(
+                    "SELECT event_id FROM ev_publish_keys WHERE front_bid = ?1 AND key = ?2",
+                    params![front.0, key],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let claim = match kept {
+                Some(Some(id)) => IdempotencyClaim::Published(id),
+                Some(None) => IdempotencyClaim::InProgress,
+                None => {
+                    tx.execute(
+                        "INSERT INTO ev_publish_keys (front_bid, key, keep_until) VALUES (?1, ?2, ?3)",
+                        params![front.0, key, keep_until.millis()],
+                    )?;
+                    IdempotencyClaim::Claimed
+                }
+            };
+            tx.commit()?;
+            Ok(claim)
+        })
+    }
+
+    fn settle_publish(
+        &self,
+        front: FrontBid,
+        key: String,
+        id: Option<i64>,
+        keep_until: Timestamp,
+        _now: Timestamp,
+    ) -> StoreFuture<'_, ()> {
+        self.run(move |conn, _| {
+            match id {
+                Some(id) => conn.execute(
+                    "INSERT INTO ev_publish_keys (front_bid, key, event_id, keep_until)
+                     VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (front_bid, key)
+                     DO UPDATE SET event_id = excluded.event_id, keep_until = excluded.keep_until",
+                    params![front.0, key, id, keep_until.millis()],
+                )?,
+                None => conn.execute(
+                    "DELETE FROM ev_publish_keys WHERE front_bid = ?1 AND key = ?2",
+                    params![front.0, key],
+                )?,
+            };
+            Ok(())
+        })
+    }
+
     fn sweep(&self, cutoffs: Cutoffs) -> StoreFuture<'_, Swept> {
         let Cutoffs { now, idle: idle_cutoff, front: front_cutoff } = cutoffs;
         self.run(move |conn, streams| {
@@ -471,6 +542,7 @@ impl EventStore for SqliteEngine {
                 }
                 fronts += tx.execute("DELETE FROM ev_fronts WHERE bid = ?1", [bid])?;
             }
+            tx.execute("DELETE FROM ev_publish_keys WHERE keep_until <= ?1", [now.millis()])?;
             tx.commit()?;
             Ok(Swept { events, sessions, fronts })
         })

@@ -167,6 +167,9 @@ pub trait SessionStore: Send + Sync + fmt::Debug {
 
     /// Deletes the session under `RT:{sponsor_id}:{subscriber_id}`. `true` if there was one.
     fn delete<'a>(&'a self, sponsor_id: &'a str, subscriber_id: &'a str) -> StoreFuture<'a, bool>;
+
+    /// Whether the store answers now (readiness, `GET /readyz`).
+    fn ping(&self) -> StoreFuture<'_, ()>;
 }
 
 /// The enterprise store of one-time tokens.
@@ -183,6 +186,9 @@ pub trait OneTimeTokenStore: Send + Sync + fmt::Debug {
     /// Removes and returns the claims under `token`, atomically: of any number of concurrent
     /// calls with one token, one gets the claims.
     fn take<'a>(&'a self, token: &'a str) -> StoreFuture<'a, Option<OneTimeTokenClaims>>;
+
+    /// Whether the store answers now (readiness, `GET /readyz`).
+    fn ping(&self) -> StoreFuture<'_, ()>;
 }
 
 /// Milliseconds from `now` until `until`, at least 1 (Redis refuses a TTL of 0).

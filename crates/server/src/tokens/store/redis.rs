@@ -355,6 +355,14 @@ impl SessionStore for RedisStore {
             Ok(n == 1)
         })
     }
+
+    fn ping(&self) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            let mut conn = self.conn.clone();
+            let _: String = ::redis::cmd("PING").query_async(&mut conn).await?;
+            Ok(())
+        })
+    }
 }
 
 impl OneTimeTokenStore for RedisStore {
@@ -386,6 +394,14 @@ impl OneTimeTokenStore for RedisStore {
                 .invoke_async(&mut conn)
                 .await?;
             json.as_deref().map(claims_from_json).transpose()
+        })
+    }
+
+    fn ping(&self) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            let mut conn = self.conn.clone();
+            let _: String = ::redis::cmd("PING").query_async(&mut conn).await?;
+            Ok(())
         })
     }
 }

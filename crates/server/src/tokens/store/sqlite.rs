@@ -444,6 +444,10 @@ impl SessionStore for SqliteStore {
         let key = super::session_key(sponsor_id, subscriber_id);
         self.run(move |conn| delete_session(conn, &key, None))
     }
+
+    fn ping(&self) -> StoreFuture<'_, ()> {
+        self.run(|conn| Ok(conn.query_row("SELECT 1", [], |_| Ok(()))?))
+    }
 }
 
 impl OneTimeTokenStore for SqliteStore {
@@ -477,6 +481,10 @@ impl OneTimeTokenStore for SqliteStore {
                 .optional()?;
             json.as_deref().map(claims_from_json).transpose()
         })
+    }
+
+    fn ping(&self) -> StoreFuture<'_, ()> {
+        self.run(|conn| Ok(conn.query_row("SELECT 1", [], |_| Ok(()))?))
     }
 }
 

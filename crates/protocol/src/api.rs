@@ -1,0 +1,119 @@
+//! Bodies of the operator-facing endpoints: the server API that the application's own backend
+//! calls (`POST /api/events/publish`, behind an API key) and the health endpoints.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::ids::{FrontUuid, SessionUuid};
+
+/// The request header that carries the server API's key.
+pub const API_KEY_HEADER: &str = "x-api-key";
+
+/// The longest event `name` the server API publishes, in characters.
+pub const MAX_EVENT_NAME_CHARS: usize = 128;
+/// The longest `expiresInMs`: a day. An event (and its idempotency record) is kept at most that
+/// long.
+pub const MAX_EXPIRES_IN_MS: u64 = 24 * 60 * 60 * 1000;
+/// The longest `idempotencyKey`, in characters (printable ASCII, no spaces).
+pub const MAX_IDEMPOTENCY_KEY_CHARS: usize = 128;
+
+/// `POST /api/events/publish` body: an event for one tab (`sessionUuid`) or for every tab of a
+/// front.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PublishRequest {
+    /// The front to publish to.
+    pub front_uuid: FrontUuid,
+    /// One tab of the front; absent: every tab of the front, the ones that connect later
+    /// included (until the event expires).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_uuid: Option<SessionUuid>,
+    /// `meta.name`: 1 to [`MAX_EVENT_NAME_CHARS`] characters, no control characters.
+    pub name: String,
+    /// The event's `data`; absent: `null`.
+    #[serde(default)]
+    pub data: Value,
+    /// Seal `data` to the front's key (`meta.encrypted`), as direct events are.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub encrypted: bool,
+    /// How long the event is worth delivering: 1 to [`MAX_EXPIRES_IN_MS`]; absent: 60 s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_in_ms: Option<u64>,
+    /// The same key for the same front, within the event's lifetime, publishes once and
+    /// answers the first publish's id: 1 to [`MAX_IDEMPOTENCY_KEY_CHARS`] printable ASCII
+    /// characters without spaces.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+}
+
+impl PublishRequest {
+    /// Checks the bounds that serde cannot: the reason for the first one broken.
+    pub fn check(&self) -> Result<(), String> {
+        let chars = self.name.chars().count();
+        if chars == 0 || chars > MAX_EVENT_NAME_CHARS {
+            return Err(format!("name must have 1 to {MAX_EVENT_NAME_CHARS} characters"));
+        }
+        if self.name.chars().any(char::is_control) {
+            return Err("name must not contain control characters".into());
+        }
+        if let Some(ms) = self.expires_in_ms
+            && !(1..=MAX_EXPIRES_IN_MS).contains(&ms)
+        {
+            return Err(format!("expiresInMs must be 1 to {MAX_EXPIRES_IN_MS}"));
+        }
+        if let Some(key) = &self.idempotency_key
+            && (key.is_empty()
+                || key.len() > MAX_IDEMPOTENCY_KEY_CHARS
+                || !key.bytes().all(|b| b.is_ascii_graphic()))
+        {
+            return Err(format!(
+                "idempotencyKey must be 1 to {MAX_IDEMPOTENCY_KEY_CHARS} printable ASCII \
+                 characters without spaces"
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// `POST /api/events/publish` answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublishResponse {
+    /// The event's id in its front's sequence (the SSE `id:` its streams see).
+    pub id: i64,
+}
+
+/// `GET /healthz` answer: the process lives and serves HTTP.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Health {
+    /// Always `"ok"`.
+    pub status: String,
+}
+
+/// The state of one readiness check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckState {
+    /// It answers.
+    Ok,
+    /// It does not answer (details in the server's log).
+    Down,
+}
+
+/// `GET /readyz` answer: `200 {"status": "ready", "checks": …}`, or `503` with
+/// `"status": "not_ready"` and the error body's `error` (`not_ready`) and `message` besides.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Readiness {
+    /// `not_ready` when not ready (the stable code of every error body).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Which checks failed, for people.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// `ready` or `not_ready`.
+    pub status: String,
+    /// Each check by name: `eventStore`, `sessionStore`, `oneTimeTokenStore`, and `draining`
+    /// (`down` once the server is shutting down).
+    pub checks: BTreeMap<String, CheckState>,
+}

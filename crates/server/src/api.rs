@@ -1,0 +1,211 @@
+//! The server API for the application's own backend: `POST /api/events/publish`, behind an
+//! API key (`X-API-Key`, compared in constant time). Without a configured key the API answers
+//! 404, so a server started without one exposes nothing.
+//!
+//! | code                      | status | when                                                    |
+//! |---------------------------|--------|---------------------------------------------------------|
+//! | `not_found`               | 404    | no API key is configured: the API is off                |
+//! | `invalid_api_key`         | 401    | `X-API-Key` is missing or wrong                         |
+//! | `invalid_json`, `invalid_uuid`, `unsupported_media_type`, `body_too_large` | 400/415/413 | the body is not a publish request |
+//! | `invalid_request`         | 400    | a bound is broken (`name`, `expiresInMs`, `idempotencyKey`) |
+//! | `front_not_registered`    | 404    | the front is unknown                                    |
+//! | `session_not_found`       | 404    | the tab is unknown (never activated, or forgotten)      |
+//! | `idempotency_in_progress` | 409    | a publish with that `idempotencyKey` is still under way |
+//! | `store_unavailable`       | 503    | the event store does not answer                         |
+
+use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use protocol::api::{API_KEY_HEADER, PublishRequest, PublishResponse};
+use protocol::event::DEFAULT_TTL_MILLIS;
+use protocol::{ErrorCode, FrontUuid, SessionUuid};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::error::{Json, RequestError, error_response};
+use crate::events::store::{IdempotencyClaim, StoreError};
+use crate::events::{Events, PublishError, PublishOptions};
+
+/// How long an idempotency key stays claimed while its publish is under way; a server that
+/// dies meanwhile blocks the key no longer than this.
+const CLAIM_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The server API's key. Its `Debug` never shows it.
+#[derive(Clone)]
+pub struct ApiKey {
+    /// SHA-256 of the key: comparing digests in constant time hides the key's length too.
+    digest: Arc<[u8; 32]>,
+}
+
+impl fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ApiKey(***)")
+    }
+}
+
+impl ApiKey {
+    /// A key given as text (surrounding whitespace removed). `None` if nothing is left.
+    pub fn new(key: &str) -> Option<Self> {
+        let key = key.trim();
+        (!key.is_empty()).then(|| Self { digest: Arc::new(Sha256::digest(key).into()) })
+    }
+
+    /// Reads the key from the first line of `path` (the rest of the file is ignored).
+    pub fn from_file(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("API key file {}: {e}", path.display()))?;
+        Self::new(text.lines().next().unwrap_or_default()).ok_or_else(|| {
+            anyhow::anyhow!("API key file {}: the first line is empty", path.display())
+        })
+    }
+
+    /// Whether `presented` is this key, in time independent of where they differ.
+    pub fn matches(&self, presented: &[u8]) -> bool {
+        let presented: [u8; 32] = Sha256::digest(presented).into();
+        bool::from(presented.ct_eq(self.digest.as_ref()))
+    }
+}
+
+/// Why the server API refused a request.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ApiError {
+    /// No API key is configured.
+    #[error("the server API is off: start the server with --api-key-file")]
+    Off,
+    /// `X-API-Key` is missing or wrong.
+    #[error("the X-API-Key header is missing or wrong")]
+    InvalidApiKey,
+    /// The body is malformed or breaks a bound.
+    #[error(transparent)]
+    Request(#[from] RequestError),
+    /// The front is unknown.
+    #[error("front {0} is not registered")]
+    FrontNotRegistered(FrontUuid),
+    /// The tab is unknown.
+    #[error("session {0} is unknown or expired")]
+    SessionNotFound(SessionUuid),
+    /// Another request holds the idempotency key.
+    #[error("a publish with this idempotencyKey is under way; try again")]
+    InProgress,
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The hub refused what this API asks of it (a bug).
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = match &self {
+            Self::Off => (StatusCode::NOT_FOUND, ErrorCode::NotFound),
+            Self::InvalidApiKey => (StatusCode::UNAUTHORIZED, ErrorCode::InvalidApiKey),
+            Self::Request(e) => e.status_code(),
+            Self::FrontNotRegistered(_) => (StatusCode::NOT_FOUND, ErrorCode::FrontNotRegistered),
+            Self::SessionNotFound(_) => (StatusCode::NOT_FOUND, ErrorCode::SessionNotFound),
+            Self::InProgress => (StatusCode::CONFLICT, ErrorCode::IdempotencyInProgress),
+            Self::Store(StoreError::Unavailable(_)) => {
+                (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::StoreUnavailable)
+            }
+            Self::Store(_) | Self::Internal(_) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal)
+            }
+        };
+        if status.is_server_error() {
+            tracing::warn!(error = %self, "server API request failed");
+            let message = match code {
+                ErrorCode::StoreUnavailable => "the event store does not answer; try again",
+                _ => "the server failed; details are in its log",
+            };
+            return error_response(status, code, message);
+        }
+        error_response(status, code, self.to_string())
+    }
+}
+
+impl From<PublishError> for ApiError {
+    fn from(e: PublishError) -> Self {
+        match e {
+            PublishError::FrontNotRegistered(front) => Self::FrontNotRegistered(front),
+            PublishError::SessionNotFound(session) => Self::SessionNotFound(session),
+            PublishError::Store(e) => Self::Store(e),
+            other => Self::Internal(other.to_string()),
+        }
+    }
+}
+
+/// The server API's routes; with `key` `None` every route answers 404 `not_found`.
+pub(crate) fn router(events: Events, key: Option<ApiKey>) -> Router {
+    use protocol::paths::API_PUBLISH;
+    Router::new()
+        .route(API_PUBLISH, post(publish))
+        .route_layer(middleware::from_fn_with_state(key, require_key))
+        .with_state(events)
+}
+
+/// Lets a request through only with the configured key.
+async fn require_key(State(key): State<Option<ApiKey>>, request: Request, next: Next) -> Response {
+    let Some(key) = key else { return ApiError::Off.into_response() };
+    let presented = request.headers().get(API_KEY_HEADER).map(|v| v.as_bytes());
+    match presented {
+        Some(presented) if key.matches(presented) => next.run(request).await,
+        _ => ApiError::InvalidApiKey.into_response(),
+    }
+}
+
+/// `POST /api/events/publish`.
+async fn publish(
+    State(events): State<Events>,
+    Json(request): Json<PublishRequest>,
+) -> Result<Json<PublishResponse>, ApiError> {
+    request.check().map_err(RequestError::InvalidRequest)?;
+    let ttl_ms = request.expires_in_ms.unwrap_or(DEFAULT_TTL_MILLIS.unsigned_abs());
+    let Some(key) = request.idempotency_key.clone() else {
+        return Ok(Json(PublishResponse { id: send(&events, request, ttl_ms).await? }));
+    };
+    let front = request.front_uuid;
+    let bid = events.front_bid(front).await?.ok_or(ApiError::FrontNotRegistered(front))?;
+    let store = events.store().clone();
+    let now = events.now();
+    let claimed_until = now.plus_millis(CLAIM_TIMEOUT.as_millis() as i64);
+    match store.claim_publish(bid, key.clone(), claimed_until, now).await? {
+        IdempotencyClaim::Published(id) => return Ok(Json(PublishResponse { id })),
+        IdempotencyClaim::InProgress => return Err(ApiError::InProgress),
+        IdempotencyClaim::Claimed => {}
+    }
+    let sent = send(&events, request, ttl_ms).await;
+    // The key stands for the event as long as the event lives.
+    let until = now.plus_millis(i64::try_from(ttl_ms).unwrap_or(i64::MAX));
+    let settled = store.settle_publish(bid, key, sent.as_ref().ok().copied(), until, events.now());
+    if let Err(e) = settled.await {
+        // The event went out; a retry within the claim's timeout answers 409, later it
+        // publishes again. Said in the log, not to the client, whose publish succeeded.
+        tracing::warn!(error = %e, "could not record a publish's idempotency key");
+    }
+    Ok(Json(PublishResponse { id: sent? }))
+}
+
+/// Publishes through the hub, as the application would.
+async fn send(events: &Events, request: PublishRequest, ttl_ms: u64) -> Result<i64, ApiError> {
+    let options = PublishOptions {
+        expires_in: Some(Duration::from_millis(ttl_ms)),
+        request_uuid: None,
+        encrypted: request.encrypted,
+    };
+    let hub = events.hub();
+    let (front, name, data) = (request.front_uuid, &request.name, request.data);
+    let published = match request.session_uuid {
+        Some(session) => hub.publish_to_session(front, session, name, data, options).await?,
+        None => hub.publish_to_front(front, name, data, options).await?,
+    };
+    Ok(published.id)
+}
