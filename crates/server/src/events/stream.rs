@@ -45,13 +45,15 @@ struct Cursor {
     since: Since,
     /// The highest event id written: live events at or below it came in the replay already.
     last_sent: i64,
+    /// The client was told that events were lost (once per stream).
+    told_lost: bool,
 }
 
 impl Cursor {
     /// A replay after `last_event_id`, or of what was never delivered if there is none.
     fn new(last_event_id: Option<i64>) -> Self {
         let since = last_event_id.map_or(Since::Undelivered(0), Since::Id);
-        Self { since, last_sent: last_event_id.unwrap_or(0) }
+        Self { since, last_sent: last_event_id.unwrap_or(0), told_lost: false }
     }
 
     /// Takes a page read from the store; returns its encoded events.
@@ -60,13 +62,19 @@ impl Cursor {
         let mut out = String::new();
         if page.reset {
             // The client's id was not from this store's sequence (the store was reset): it
-            // starts over from what was never delivered, and is told that events may be lost.
+            // starts over from what was never delivered.
             self.last_sent = 0;
-            let notice = ErrorBody::new(
-                ErrorCode::EventsLost,
+        }
+        if (page.reset || page.lost) && !std::mem::replace(&mut self.told_lost, true) {
+            // No silent gap: the client is told, then gets what the store still has.
+            let message = if page.reset {
                 "the store does not know this Last-Event-ID (it was reset): events sent before \
-                 may be lost; the stream goes on with what was never delivered",
-            );
+                 may be lost; the stream goes on with what was never delivered"
+            } else {
+                "events after this Last-Event-ID were trimmed from the store (its per-front \
+                 cap): some are lost; the stream goes on with what is kept"
+            };
+            let notice = ErrorBody::new(ErrorCode::EventsLost, message);
             let notice = serde_json::to_string(&notice).unwrap_or_default();
             sse::encode_into(&SseEvent::data(notice).with_event(EVENTS_LOST_EVENT), &mut out);
         }

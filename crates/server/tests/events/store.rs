@@ -562,3 +562,32 @@ async fn a_publish_key_is_claimed_once_then_stands_for_its_event_until_it_expire
     let later = now().max(t0.plus_millis(51));
     assert_eq!(claim("k3", soon, later).await.unwrap(), IdempotencyClaim::Claimed);
 }
+
+/// Resuming from before what the Redis engine trimmed (its per-front cap) is not exact: the
+/// replay says events were lost, then gives what is kept. (The embedded store trims only what
+/// expired, which is no loss.)
+#[tokio::test]
+async fn a_replay_from_before_the_trimmed_events_says_they_were_lost() {
+    let redis = RedisServer::start().await;
+    let store = RedisEngine::connect_with_cap(&redis.url, 3).await.unwrap();
+    let engine = Engine::start(Arc::new(store), Some(redis), None).await;
+    let (_, row) = engine.front().await;
+    let mut ids = Vec::new();
+    for n in 0..5 {
+        ids.push(engine.publish(Some(row.bid), None, &format!("e{n}")).await.unwrap());
+    }
+    let replay = |since| ReplayRequest {
+        front: row.bid,
+        session: None,
+        since,
+        now: now(),
+        max_events: 10,
+        max_bytes: 1 << 20,
+    };
+    let page = engine.store.replay(replay(Since::Id(ids[0]))).await.unwrap();
+    assert!(page.lost, "e1 was trimmed after e0");
+    let got: Vec<&str> = page.events.iter().map(|e| &*e.body).collect();
+    assert_eq!(got, ["e2", "e3", "e4"], "what is kept");
+    let page = engine.store.replay(replay(Since::Id(ids[1]))).await.unwrap();
+    assert!(!page.lost, "everything after e1 is kept");
+}

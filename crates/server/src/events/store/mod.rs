@@ -238,6 +238,9 @@ pub struct ReplayPage {
     /// (or it is another server's id). The replay started over from what was not delivered,
     /// and the client must learn that events may be lost.
     pub reset: bool,
+    /// Events after the cursor were trimmed from the store (the per-front cap): the replay
+    /// goes on with what is left, and the client must learn that events were lost.
+    pub lost: bool,
 }
 
 /// What a sweep removes: everything that expired by these times.

@@ -9,6 +9,7 @@
 //! | `ws:seq:bid`, `ws:seq:ev` | counters | frontBids; event ids (one sequence for all fronts) |
 //! | `ws:{f:<bid>}:ev` | stream | the front's events, entry id `0-<event id>`; fields `s` (session or empty), `x` (expiry, ms), `b` (body) |
 //! | `ws:all:ev` | stream | events for every front, alike |
+//! | `ws:{f:<bid>}:trim`, `ws:all:trim` | string | the highest id trimmed from the stream by its cap |
 //! | `ws:{f:<bid>}:und` | sorted set | ids of the front's events no stream was given yet |
 //! | `ws:{f:<bid>}:sev:<session>` | list | ids of a tab's events, deleted with the tab |
 //! | `ws:{f:<bid>}:s:<session>` | hash | a session: `st` (its active stream or empty), `node`, `idle` (ms or empty) |
@@ -205,8 +206,17 @@ local function keep(key)
   if redis.call('PTTL', key) < ttl then redis.call('PEXPIRE', key, ttl) end
 end
 local ev = KEYS[1] .. 'ev'
-redis.call('XADD', ev, 'MAXLEN', '~', ARGV[6], '0-' .. id, 's', ARGV[1], 'x', ARGV[2], 'b', ARGV[3])
+redis.call('XADD', ev, '0-' .. id, 's', ARGV[1], 'x', ARGV[2], 'b', ARGV[3])
 keep(ev)
+-- Over the cap, the oldest entries go, and the stream remembers up to where: a client that
+-- resumes from before that is told that events were lost.
+if redis.call('XLEN', ev) > tonumber(ARGV[6]) then
+  redis.call('XTRIM', ev, 'MAXLEN', ARGV[6])
+  local first = redis.call('XRANGE', ev, '-', '+', 'COUNT', 1)[1]
+  local trimmed = tonumber(string.sub(first[1], 3)) - 1
+  redis.call('SET', KEYS[1] .. 'trim', trimmed)
+  keep(KEYS[1] .. 'trim')
+end
 if ARGV[5] ~= '0' then
   redis.call('ZADD', KEYS[1] .. 'und', id, id)
   keep(KEYS[1] .. 'und')
@@ -287,6 +297,8 @@ struct Shared {
     task: Mutex<Option<JoinHandle<()>>>,
     /// This instance's streams, told of their activation directly when it happens here.
     feed: Mutex<Option<Arc<dyn Feed>>>,
+    /// Entries kept per event stream ([`STREAM_CAP`] unless set).
+    cap: usize,
     /// The subscription is up (readiness: [`EventStore::ping`] fails while it is down).
     subscribed: std::sync::atomic::AtomicBool,
 }
@@ -318,6 +330,12 @@ impl RedisEngine {
     /// Connects to the Redis at `url` and checks that it keeps what events need: a server whose
     /// `maxmemory-policy` is not `noeviction` is refused.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        Self::connect_with_cap(url, STREAM_CAP).await
+    }
+
+    /// [`RedisEngine::connect`], keeping at most `cap` events per front (the oldest are
+    /// trimmed first, and a client resuming from before them is told events were lost).
+    pub async fn connect_with_cap(url: &str, cap: usize) -> Result<Self, StoreError> {
         let shown = redact_url(url);
         let unavailable =
             |e: ::redis::RedisError| StoreError::Unavailable(format!("redis {shown}: {e}"));
@@ -354,6 +372,7 @@ impl RedisEngine {
             task: Mutex::new(None),
             feed: Mutex::new(None),
             subscribed: std::sync::atomic::AtomicBool::new(false),
+            cap: cap.max(1),
         };
         Ok(Self { shared: Arc::new(shared) })
     }
@@ -623,7 +642,7 @@ impl EventStore for RedisEngine {
                 .arg(event.body)
                 .arg(ms(event.now))
                 .arg(bid)
-                .arg(STREAM_CAP)
+                .arg(self.shared.cap)
                 .invoke_async(&mut conn)
                 .await?;
             Ok(if id < 0 { Err(PublishRefusal::SessionNotFound) } else { Ok(id) })
@@ -890,6 +909,12 @@ impl RedisEngine {
         seen: i64,
     ) -> Result<ReplayPage, StoreError> {
         let n = request.max_events.max(1);
+        let (own_trim, all_trim): (Option<i64>, Option<i64>) = ::redis::pipe()
+            .get(format!("{}trim", prefix(request.front)))
+            .get(format!("{ALL}trim"))
+            .query_async(conn)
+            .await?;
+        let lost = own_trim.is_some_and(|t| t > seen) || all_trim.is_some_and(|t| t > seen);
         let own = Self::range(conn, &format!("{}ev", prefix(request.front)), seen, n).await?;
         let all = Self::range(conn, &format!("{ALL}ev"), seen, n).await?;
         // A source that filled its page may hold more past its last entry: merge only up to
@@ -913,7 +938,7 @@ impl RedisEngine {
             (_, _, Some(read)) => Since::Id(read),
             _ => request.since,
         };
-        Ok(ReplayPage { events, next, done: limit.is_none() && !cut, reset: false })
+        Ok(ReplayPage { events, next, done: limit.is_none() && !cut, reset: false, lost })
     }
 
     /// A page of the events no stream was given, marked given as they are read.
@@ -956,7 +981,7 @@ impl RedisEngine {
         }
         let read_up_to = if cut { events.last().map(|e| e.id) } else { ids.last().copied() };
         let next = Since::Undelivered(read_up_to.unwrap_or(after));
-        Ok(ReplayPage { events, next, done: ids.len() < n && !cut, reset: false })
+        Ok(ReplayPage { events, next, done: ids.len() < n && !cut, reset: false, lost: false })
     }
 
     /// The entries a stream of `request` may have: unexpired, for its session or for all.

@@ -684,5 +684,7 @@ fn replay(conn: &Connection, request: &ReplayRequest) -> Result<ReplayPage, Stor
         (Since::Undelivered(_), Some(last)) => Since::Undelivered(last.id),
         (since, None) => since,
     };
-    Ok(ReplayPage { events, next, done: !full && !cut, reset })
+    // Nothing is trimmed here but by expiry, which is no loss: an event is worth delivering
+    // only until it expires.
+    Ok(ReplayPage { events, next, done: !full && !cut, reset, lost: false })
 }
