@@ -191,10 +191,10 @@ impl<H: Http> Inner<H> {
     /// another user's drops the cache first.
     async fn run(&self, generation: u64) -> Outcome {
         let outcome = self.chain(generation).await;
-        if let Err(failure) = &outcome {
-            if failure.code == ErrorCode::VenueSessionExpired {
-                self.store(generation, State::forget);
-            }
+        if let Err(failure) = &outcome
+            && failure.code == ErrorCode::VenueSessionExpired
+        {
+            self.store(generation, State::forget);
         }
         outcome
     }
