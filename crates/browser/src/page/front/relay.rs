@@ -64,7 +64,7 @@ impl Inner {
     }
 
     pub(super) async fn elect(self: Rc<Self>) {
-        let name = lock_name("stream", &self.front_uuid);
+        let name = lock_name("stream", &self.front_uuid.get());
         let signal = self.election.signal();
         match locks::acquire(&name, false, Some(&signal)).await {
             Ok(Some(lock)) if !self.is_closed() && self.role.get() == Role::Follower => {
