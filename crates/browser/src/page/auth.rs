@@ -59,6 +59,11 @@ pub struct AuthOptions {
     /// bearer. A request to any other origin is a plain fetch: the access token never leaves
     /// for a third party because a URL was built wrong. Default none.
     pub bearer_origins: Vec<String>,
+    /// How long a refresh waits for the Web Lock `websession-refresh` before it refreshes
+    /// without it, so that a tab that holds the lock and never lets go cannot freeze the
+    /// refresh of every tab (the backend's grace window covers two refreshes at once). `0`
+    /// waits for ever. Default 10 000 ms.
+    pub lock_timeout_ms: f64,
 }
 
 impl std::fmt::Debug for AuthOptions {
@@ -71,6 +76,7 @@ impl std::fmt::Debug for AuthOptions {
             .field("refresh_margin_ms", &self.refresh_margin_ms)
             .field("auto_refresh", &self.auto_refresh)
             .field("bearer_origins", &self.bearer_origins)
+            .field("lock_timeout_ms", &self.lock_timeout_ms)
             .finish_non_exhaustive()
     }
 }
@@ -86,6 +92,7 @@ impl Default for AuthOptions {
             auto_refresh: true,
             on_expired: None,
             bearer_origins: Vec::new(),
+            lock_timeout_ms: locks::DEFAULT_LOCK_TIMEOUT_MS,
         }
     }
 }
@@ -465,7 +472,20 @@ impl Inner {
     /// call refreshed meanwhile). One tab at a time, under the Web Lock.
     async fn refresh(self: &Rc<Self>, seen: Option<String>) -> Result<Refreshed, PageError> {
         let _lock = if locks::supported() {
-            locks::acquire(REFRESH_LOCK, false, None).await?
+            match locks::acquire(REFRESH_LOCK, false, None, Some(self.options.lock_timeout_ms))
+                .await
+            {
+                Ok(lock) => lock,
+                // A holder that never lets go: refresh without the lock rather than never.
+                Err(PageError::Timeout(ms)) => {
+                    js::warn(&format!(
+                        "websession: the Web Lock {REFRESH_LOCK} was not granted within {ms} ms; \
+                         refreshing without it"
+                    ));
+                    None
+                }
+                Err(e) => return Err(e),
+            }
         } else {
             None
         };

@@ -111,6 +111,26 @@ async fn a_401_refreshes_once_and_retries() {
     auth.close();
 }
 
+/// A holder of the refresh lock that never lets go (a frozen tab, another library's deadlock)
+/// cannot freeze the refresh: after the lock timeout the tab refreshes without the lock.
+#[wasm_bindgen_test]
+async fn a_refresh_lock_that_is_never_released_does_not_freeze_the_refresh() {
+    let base = server!();
+    let token = util::mint(base, "alice", &["CanAccessDashboard"], 3_600).await;
+    let (mut options, _) = options(base, Some(token));
+    options.auto_refresh = false;
+    options.lock_timeout_ms = 300.0;
+    let auth = util::start(options).await;
+    let first = auth.access_token().expect("a token");
+    let stuck = util::StuckLock::hold("websession-refresh").await;
+    assert_eq!(auth.refresh().await, Ok(true), "refreshed without the lock");
+    assert_ne!(auth.access_token(), Some(first));
+    assert_eq!(status(&auth, &format!("{base}/api/dashboard")).await, 200);
+    stuck.release();
+    auth.logout().await.expect("logs out");
+    auth.close();
+}
+
 #[wasm_bindgen_test]
 async fn the_end_of_the_session_calls_on_expired() {
     let base = server!();

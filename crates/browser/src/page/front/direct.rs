@@ -150,10 +150,18 @@ impl Inner {
     pub(super) async fn flush(self: &Rc<Self>) {
         let lock = if locks::supported() {
             let signal = self.closing.signal();
-            match locks::acquire(&lock_name("queue", &self.front_uuid.get()), false, Some(&signal))
+            let name = lock_name("queue", &self.front_uuid.get());
+            match locks::acquire(&name, false, Some(&signal), Some(self.options.lock_timeout_ms))
                 .await
             {
                 Ok(lock) => lock,
+                // Another tab flushes (and its flush sends ours too), or a holder that never
+                // lets go: this tab's sends stop waiting behind the queue and go out directly;
+                // the queue is tried again at the next activation.
+                Err(PageError::Timeout(_)) => {
+                    self.queue_waiting.set(false);
+                    return;
+                }
                 Err(_) => return,
             }
         } else {

@@ -125,6 +125,8 @@ struct Inner {
     dom_listeners: RefCell<Vec<DomListener>>,
     /// The leader's stream carries the whole front: relay it.
     relaying: Cell<bool>,
+    /// A follower heard the leader's state since it last looked: the leader is alive.
+    heard_leader: Cell<bool>,
     /// The backend has no front scope (the leader found out): followers go solo.
     no_front_scope: Cell<bool>,
     /// This tab queued events that may still wait, so new ones queue behind them.
@@ -187,7 +189,7 @@ impl Front {
         let mut held = Vec::new();
         if locks::supported() {
             // One live tab per session UUID: a duplicated tab finds the lock taken.
-            match locks::acquire(&lock_name("session", &session), true, None).await? {
+            match locks::acquire(&lock_name("session", &session), true, None, None).await? {
                 Some(lock) => held.push(lock),
                 None if explicit.is_some() => {
                     return Err(PageError::InvalidArgument(format!(
@@ -197,7 +199,7 @@ impl Front {
                 None => {
                     session = session::new_tab_session();
                     if let Some(lock) =
-                        locks::acquire(&lock_name("session", &session), true, None).await?
+                        locks::acquire(&lock_name("session", &session), true, None, None).await?
                     {
                         held.push(lock);
                     }
@@ -229,6 +231,7 @@ impl Front {
             held_locks: RefCell::new(held),
             dom_listeners: RefCell::default(),
             relaying: Cell::new(false),
+            heard_leader: Cell::new(false),
             no_front_scope: Cell::new(false),
             queue_waiting: Cell::new(true),
             flushing: Cell::new(false),
