@@ -284,7 +284,10 @@ impl Auth {
             while inner.login.borrow().is_none() && js::now_ms() < deadline {
                 js::sleep(10.0).await;
             }
+            // A visitor who never logged in (or whose session ended) has no marker cookie: no
+            // refresh request, which the browser would log in red as a failed request.
             if inner.login.borrow().is_none()
+                && !known_logged_out(&inner.options.base)
                 && let Err(e) = inner.refresh(None).await
             {
                 *inner.error.borrow_mut() = Some(e);
@@ -415,6 +418,26 @@ fn set_bearer(request: &Request, token: &str) -> Result<(), PageError> {
         .headers()
         .set("Authorization", &format!("Bearer {token}"))
         .map_err(|e| PageError::InvalidArgument(js::describe(&e)))
+}
+
+/// Whether the page knows without a request that there is no login session: the backend is on
+/// this page's host (cookies ignore the port), so its readable marker cookie
+/// (`websessionLoggedIn`, set and cleared with the refresh cookie) would be visible here, and
+/// it is not. A backend on another host cannot be seen this way: then the refresh is tried.
+fn known_logged_out(base: &str) -> bool {
+    let global = js::global();
+    let Some(cookies) = js::get_string(&js::get(&global, "document"), "cookie") else {
+        return false;
+    };
+    let href = js::get_string(&js::get(&global, "location"), "href").unwrap_or_default();
+    let host = |url: &str| web_sys::Url::new_with_base(url, &href).ok().map(|u| u.hostname());
+    let same_host = base.is_empty() || host(base).is_some_and(|h| Some(h) == host(&href));
+    same_host
+        && !cookies.split(';').any(|pair| {
+            pair.trim().split_once('=').is_some_and(|(name, value)| {
+                name == paths::SESSION_MARKER_COOKIE && !value.is_empty()
+            })
+        })
 }
 
 /// The origin of `url`, resolved against the page's address (`None` for a URL that does not

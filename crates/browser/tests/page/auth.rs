@@ -131,6 +131,34 @@ async fn a_refresh_lock_that_is_never_released_does_not_freeze_the_refresh() {
     auth.close();
 }
 
+/// A logged-out visitor costs no failing request (a red line in the console): without the
+/// readable marker cookie the client knows there is no session and does not try a refresh.
+#[wasm_bindgen_test]
+async fn a_logged_out_visitor_makes_no_refresh_request() {
+    let base = server!();
+    let token = util::mint(base, "alice", &["CanAccessDashboard"], 3_600).await;
+    let auth = util::start(options(base, Some(token)).0).await;
+    let marker = || {
+        let document = js_sys::Reflect::get(&js_sys::global(), &"document".into()).expect("doc");
+        let cookies = js_sys::Reflect::get(&document, &"cookie".into()).expect("cookies");
+        cookies.as_string().unwrap_or_default().contains("websessionLoggedIn=1")
+    };
+    assert!(marker(), "the login set the readable marker");
+    auth.logout().await.expect("logs out");
+    auth.close();
+    assert!(!marker(), "the logout cleared it");
+
+    let refreshes = util::FetchLog::install(paths::AUTH_REFRESH);
+    let (options, expired) = options(base, None);
+    let visitor = util::start(options).await;
+    assert!(!visitor.logged_in());
+    assert_eq!(refreshes.count(), 0, "a refresh request was made for a logged-out visitor");
+    refreshes.remove();
+    assert_eq!(visitor.error(), None);
+    assert!(expired.borrow().is_empty());
+    visitor.close();
+}
+
 #[wasm_bindgen_test]
 async fn the_end_of_the_session_calls_on_expired() {
     let base = server!();
