@@ -140,10 +140,17 @@ pub(crate) async fn acquire(
     }
 }
 
+/// The `AbortSignal` class and its static method `name` (read with `Reflect`: [`js::get`] reads
+/// objects only, and a class is a function).
+fn abort_signal_static(name: &str) -> Option<(JsValue, Function)> {
+    let class = js::get(&js::global(), "AbortSignal");
+    let method = js_sys::Reflect::get(&class, &JsValue::from_str(name)).ok()?;
+    method.dyn_into::<Function>().ok().map(|method| (class, method))
+}
+
 /// `AbortSignal.timeout(ms)`: aborts with a `TimeoutError`, and leaves nothing to clean up.
 fn timeout_signal(ms: f64) -> Option<AbortSignal> {
-    let class = js::get(&js::global(), "AbortSignal");
-    let timeout = js::get_function(&class, "timeout")?;
+    let (class, timeout) = abort_signal_static("timeout")?;
     // Whole milliseconds, at least one; the API takes an unsigned long.
     let ms = JsValue::from_f64(ms.ceil().clamp(1.0, f64::from(u32::MAX)));
     timeout.call1(&class, &ms).ok().map(JsCast::unchecked_into)
@@ -152,10 +159,9 @@ fn timeout_signal(ms: f64) -> Option<AbortSignal> {
 /// `AbortSignal.any([a, b])`, which keeps the first reason (`AbortError` for a close,
 /// `TimeoutError` for the timeout); `a` alone where the browser lacks it.
 fn any_signal(a: &AbortSignal, b: &AbortSignal) -> AbortSignal {
-    let class = js::get(&js::global(), "AbortSignal");
     let signals = js_sys::Array::of2(a, b);
-    js::get_function(&class, "any")
-        .and_then(|any| any.call1(&class, &signals).ok())
+    abort_signal_static("any")
+        .and_then(|(class, any)| any.call1(&class, &signals).ok())
         .map_or_else(|| a.clone(), JsCast::unchecked_into)
 }
 
