@@ -107,7 +107,8 @@ pub async fn save(identity: &Identity) -> Result<(), IdentityError> {
     Db::open().await?.write(identity, Write::Put).await.map(|_| ())
 }
 
-/// Replaces the stored record (corrupt or not) with a fresh, unregistered identity.
+/// Replaces the stored record (corrupt, or refused by the backend with `front_key_conflict`)
+/// with a fresh, unregistered identity.
 pub async fn replace_corrupt() -> Result<Identity, IdentityError> {
     let fresh = Identity {
         front_bid: None,

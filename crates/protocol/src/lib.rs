@@ -56,6 +56,10 @@ pub mod paths {
     pub const AUTH_COOKIE_PATH: &str = "/api/auth";
     /// The name of the refresh-token cookie.
     pub const REFRESH_COOKIE: &str = "refreshToken";
+    /// The name of the readable marker cookie (`1`, path `/`) that lives exactly as long as
+    /// the refresh-token cookie: a page reads it to learn that there is no login session
+    /// without a request that fails.
+    pub const SESSION_MARKER_COOKIE: &str = "websessionLoggedIn";
     /// Demo route guarded by the `CanAccessDashboard` permission.
     pub const API_DASHBOARD: &str = "/api/dashboard";
     /// Demo route guarded by the `CanViewReports` permission.

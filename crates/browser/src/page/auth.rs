@@ -59,6 +59,11 @@ pub struct AuthOptions {
     /// bearer. A request to any other origin is a plain fetch: the access token never leaves
     /// for a third party because a URL was built wrong. Default none.
     pub bearer_origins: Vec<String>,
+    /// How long a refresh waits for the Web Lock `websession-refresh` before it refreshes
+    /// without it, so that a tab that holds the lock and never lets go cannot freeze the
+    /// refresh of every tab (the backend's grace window covers two refreshes at once). `0`
+    /// waits for ever. Default 10 000 ms.
+    pub lock_timeout_ms: f64,
 }
 
 impl std::fmt::Debug for AuthOptions {
@@ -71,6 +76,7 @@ impl std::fmt::Debug for AuthOptions {
             .field("refresh_margin_ms", &self.refresh_margin_ms)
             .field("auto_refresh", &self.auto_refresh)
             .field("bearer_origins", &self.bearer_origins)
+            .field("lock_timeout_ms", &self.lock_timeout_ms)
             .finish_non_exhaustive()
     }
 }
@@ -86,6 +92,7 @@ impl Default for AuthOptions {
             auto_refresh: true,
             on_expired: None,
             bearer_origins: Vec::new(),
+            lock_timeout_ms: locks::DEFAULT_LOCK_TIMEOUT_MS,
         }
     }
 }
@@ -277,7 +284,10 @@ impl Auth {
             while inner.login.borrow().is_none() && js::now_ms() < deadline {
                 js::sleep(10.0).await;
             }
+            // A visitor who never logged in (or whose session ended) has no marker cookie: no
+            // refresh request, which the browser would log in red as a failed request.
             if inner.login.borrow().is_none()
+                && !known_logged_out(&inner.options.base)
                 && let Err(e) = inner.refresh(None).await
             {
                 *inner.error.borrow_mut() = Some(e);
@@ -410,6 +420,26 @@ fn set_bearer(request: &Request, token: &str) -> Result<(), PageError> {
         .map_err(|e| PageError::InvalidArgument(js::describe(&e)))
 }
 
+/// Whether the page knows without a request that there is no login session: the backend is on
+/// this page's host (cookies ignore the port), so its readable marker cookie
+/// (`websessionLoggedIn`, set and cleared with the refresh cookie) would be visible here, and
+/// it is not. A backend on another host cannot be seen this way: then the refresh is tried.
+fn known_logged_out(base: &str) -> bool {
+    let global = js::global();
+    let Some(cookies) = js::get_string(&js::get(&global, "document"), "cookie") else {
+        return false;
+    };
+    let href = js::get_string(&js::get(&global, "location"), "href").unwrap_or_default();
+    let host = |url: &str| web_sys::Url::new_with_base(url, &href).ok().map(|u| u.hostname());
+    let same_host = base.is_empty() || host(base).is_some_and(|h| Some(h) == host(&href));
+    same_host
+        && !cookies.split(';').any(|pair| {
+            pair.trim().split_once('=').is_some_and(|(name, value)| {
+                name == paths::SESSION_MARKER_COOKIE && !value.is_empty()
+            })
+        })
+}
+
 /// The origin of `url`, resolved against the page's address (`None` for a URL that does not
 /// parse; `"null"` for opaque ones such as `data:`, which match no backend).
 fn origin_of(url: &str) -> Option<String> {
@@ -465,7 +495,20 @@ impl Inner {
     /// call refreshed meanwhile). One tab at a time, under the Web Lock.
     async fn refresh(self: &Rc<Self>, seen: Option<String>) -> Result<Refreshed, PageError> {
         let _lock = if locks::supported() {
-            locks::acquire(REFRESH_LOCK, false, None).await?
+            match locks::acquire(REFRESH_LOCK, false, None, Some(self.options.lock_timeout_ms))
+                .await
+            {
+                Ok(lock) => lock,
+                // A holder that never lets go: refresh without the lock rather than never.
+                Err(PageError::Timeout(ms)) => {
+                    js::warn(&format!(
+                        "websession: the Web Lock {REFRESH_LOCK} was not granted within {ms} ms; \
+                         refreshing without it"
+                    ));
+                    None
+                }
+                Err(e) => return Err(e),
+            }
         } else {
             None
         };

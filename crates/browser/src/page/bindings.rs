@@ -41,6 +41,8 @@ export interface FrontOptions {
   backoff?: { initialMs?: number; maxMs?: number };
   /** Default timeout of `request` in ms. Default 8000. */
   requestTimeoutMs?: number;
+  /** How long to wait for a Web Lock (the queue's, the stream's leadership) before going on without it, so that a holder that never lets go cannot freeze the stream; `0` waits for ever. Default 10000. */
+  lockTimeoutMs?: number;
   /** Use this session UUID instead of the tab's one from `sessionStorage` (tests, embedding). */
   sessionUuid?: string;
 }
@@ -166,6 +168,8 @@ export interface AuthOptions {
   refreshMarginMs?: number;
   /** Refresh ahead of expiry; off, only when an answer is 401. Default `true`. */
   autoRefresh?: boolean;
+  /** How long a refresh waits for the Web Lock `websession-refresh` before refreshing without it; `0` waits for ever. Default 10000. */
+  lockTimeoutMs?: number;
   /** Called when the login session ends. Default: go to `loginPath`. */
   onExpired?: (reason: ExpiryReason) => void;
   /** Origins besides the backend's (`base`, or this page's) to which `auth.fetch` sends the bearer, e.g. `["https://files.example.com"]`. A request to any other origin is a plain `fetch`: no token, no refresh on 401. Default none. */
@@ -223,6 +227,9 @@ fn front_options(value: &JsValue) -> Result<FrontOptions, PageError> {
     }
     if let Some(ms) = number_option(value, "requestTimeoutMs")? {
         o.request_timeout_ms = ms;
+    }
+    if let Some(ms) = number_option(value, "lockTimeoutMs")? {
+        o.lock_timeout_ms = ms;
     }
     if let Some(uuid) = js::get_string(value, "sessionUuid") {
         let uuid: SessionUuid =
@@ -463,6 +470,9 @@ fn auth_options(value: &JsValue) -> Result<AuthOptions, PageError> {
     }
     if let Some(auto) = js::get_bool(value, "autoRefresh") {
         o.auto_refresh = auto;
+    }
+    if let Some(ms) = number_option(value, "lockTimeoutMs")? {
+        o.lock_timeout_ms = ms;
     }
     let origins = js::get(value, "bearerOrigins");
     if !origins.is_undefined() && !origins.is_null() {

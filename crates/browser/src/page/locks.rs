@@ -67,14 +67,28 @@ impl Drop for Pending {
     }
 }
 
+/// How long a tab waits for a lock that another context holds before it goes on without it:
+/// a holder that never lets go (a frozen tab, a bug, another library's deadlock) must not
+/// freeze the refresh, the queue or the stream of every tab of the origin.
+pub(crate) const DEFAULT_LOCK_TIMEOUT_MS: f64 = 10_000.0;
+
 /// Waits for the exclusive lock `name`. With `if_available`, answers `None` at once when another
-/// holder has it. `signal` abandons the wait ([`PageError::Closed`]).
+/// holder has it. `signal` abandons the wait ([`PageError::Closed`]); after `timeout_ms` (when
+/// positive) the wait ends with [`PageError::Timeout`], and the lock request leaves the queue.
 pub(crate) async fn acquire(
     name: &str,
     if_available: bool,
     signal: Option<&AbortSignal>,
+    timeout_ms: Option<f64>,
 ) -> Result<Option<HeldLock>, PageError> {
     let manager = manager().ok_or(PageError::Unsupported("Web Locks (navigator.locks)"))?;
+    let timeout = timeout_ms.filter(|ms| *ms > 0.0 && !if_available).and_then(timeout_signal);
+    let signal = match (signal, &timeout) {
+        (Some(signal), Some(timeout)) => Some(any_signal(signal, timeout)),
+        (Some(signal), None) => Some(signal.clone()),
+        (None, timeout) => timeout.clone(),
+    };
+    let signal = signal.as_ref();
     let release: Rc<RefCell<Option<Function>>> = Rc::default();
     let hold = {
         let release = release.clone();
@@ -114,11 +128,41 @@ pub(crate) async fn acquire(
             Ok(Some(HeldLock { release }))
         }
         Ok(_) => Ok(None),
+        Err(e) if js::get_string(&e, "name").as_deref() == Some("TimeoutError") => {
+            // Whole milliseconds, as the signal counted them.
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+            Err(PageError::Timeout(timeout_ms.unwrap_or_default().ceil() as u32))
+        }
         Err(e) if js::get_string(&e, "name").as_deref() == Some("AbortError") => {
             Err(PageError::Closed)
         }
         Err(e) => Err(PageError::Storage(format!("Web Locks: {}", js::describe(&e)))),
     }
+}
+
+/// The `AbortSignal` class and its static method `name` (read with `Reflect`: [`js::get`] reads
+/// objects only, and a class is a function).
+fn abort_signal_static(name: &str) -> Option<(JsValue, Function)> {
+    let class = js::get(&js::global(), "AbortSignal");
+    let method = js_sys::Reflect::get(&class, &JsValue::from_str(name)).ok()?;
+    method.dyn_into::<Function>().ok().map(|method| (class, method))
+}
+
+/// `AbortSignal.timeout(ms)`: aborts with a `TimeoutError`, and leaves nothing to clean up.
+fn timeout_signal(ms: f64) -> Option<AbortSignal> {
+    let (class, timeout) = abort_signal_static("timeout")?;
+    // Whole milliseconds, at least one; the API takes an unsigned long.
+    let ms = JsValue::from_f64(ms.ceil().clamp(1.0, f64::from(u32::MAX)));
+    timeout.call1(&class, &ms).ok().map(JsCast::unchecked_into)
+}
+
+/// `AbortSignal.any([a, b])`, which keeps the first reason (`AbortError` for a close,
+/// `TimeoutError` for the timeout); `a` alone where the browser lacks it.
+fn any_signal(a: &AbortSignal, b: &AbortSignal) -> AbortSignal {
+    let signals = js_sys::Array::of2(a, b);
+    abort_signal_static("any")
+        .and_then(|(class, any)| any.call1(&class, &signals).ok())
+        .map_or_else(|| a.clone(), JsCast::unchecked_into)
 }
 
 /// A `BroadcastChannel` whose messages (JSON text) go to a Rust callback. Closed when dropped.

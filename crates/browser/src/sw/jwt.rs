@@ -16,6 +16,9 @@ pub struct Jwt {
     pub expires_at_ms: Option<i64>,
     /// Whether it has a non-empty `ecoid` claim.
     pub has_ecoid: bool,
+    /// Whose token it is: the `sub` and `ecoid` claims as sent (`None` when both are missing).
+    /// The worker keeps a cached pair only for a venue JWT of the same user.
+    pub user: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -24,6 +27,8 @@ struct Claims {
     exp: Option<f64>,
     #[serde(default)]
     ecoid: Option<serde_json::Value>,
+    #[serde(default)]
+    sub: Option<serde_json::Value>,
 }
 
 impl Jwt {
@@ -44,6 +49,10 @@ impl Jwt {
         let claims = serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&bytes)
             .and_then(|map| serde_json::from_value::<Claims>(serde_json::Value::Object(map)))
             .map_err(|e| format!("JWT payload is not JSON claims: {e}"))?;
+        let user = match (&claims.sub, &claims.ecoid) {
+            (None | Some(serde_json::Value::Null), None | Some(serde_json::Value::Null)) => None,
+            (sub, ecoid) => Some(serde_json::json!([sub, ecoid]).to_string()),
+        };
         let has_ecoid = match claims.ecoid {
             None | Some(serde_json::Value::Null) => false,
             Some(serde_json::Value::String(s)) => !s.trim().is_empty(),
@@ -51,7 +60,7 @@ impl Jwt {
         };
         #[allow(clippy::cast_possible_truncation)] // `exp` seconds in f64 are far inside i64 range
         let expires_at_ms = claims.exp.filter(|e| e.is_finite()).map(|exp| (exp * 1000.0) as i64);
-        Ok(Self { token: token.to_owned(), expires_at_ms, has_ecoid })
+        Ok(Self { token: token.to_owned(), expires_at_ms, has_ecoid, user })
     }
 
     /// Whether the token is still good at `now_ms`, counting it expired `margin_ms` before `exp`.
@@ -77,6 +86,9 @@ pub(crate) mod tests {
         assert_eq!(decoded.expires_at_ms, Some(1_700_000_000_000));
         assert!(decoded.has_ecoid);
         assert_eq!(decoded.token, token);
+        assert_eq!(decoded.user.as_deref(), Some(r#"["alice","e-1"]"#));
+        let anonymous = Jwt::decode(&jwt(&serde_json::json!({"exp": 1}))).expect("decodes");
+        assert_eq!(anonymous.user, None, "a token without `sub` and `ecoid` is nobody's");
     }
 
     #[test]
@@ -104,7 +116,8 @@ pub(crate) mod tests {
 
     #[test]
     fn freshness_counts_the_margin() {
-        let j = Jwt { token: String::new(), expires_at_ms: Some(100_000), has_ecoid: true };
+        let j =
+            Jwt { token: String::new(), expires_at_ms: Some(100_000), has_ecoid: true, user: None };
         assert!(j.is_fresh(39_999, 60_000));
         assert!(!j.is_fresh(40_000, 60_000));
         assert!(j.is_fresh(99_999, 0));

@@ -1,14 +1,31 @@
 //! The worker's session: the tokens in memory, the order of the chain (seed 000's diagram), the
 //! retry after a VTX `401`, and the single flight that makes any number of concurrent requests
 //! share one run of the chain.
+//!
+//! Whose tokens: the worker cannot read the venue's `HttpOnly` session cookie, so it cannot see a
+//! sign-out or another user's sign-in. Every request therefore starts with the dashboard scrape,
+//! the one hop that says which venue session the browser has now, and the cached tokens are
+//! answered only when they belong to it:
+//!
+//! - the dashboard sends the worker to the login page (signed out): the cache is dropped and the
+//!   answer is `venue_session_expired`;
+//! - the XSRF token is the one the cached venue JWT came with: the same session (the venue keeps
+//!   one token per session), so the cached pair is answered (one request, no exchange);
+//! - a different XSRF token (a new session, or a venue that renders a new token each time): a
+//!   new venue JWT is fetched, and the cached pair is kept only when that JWT names the same user
+//!   (`sub` and `ecoid`); otherwise both cached tokens are dropped before anything is answered.
+//!
+//! So one venue user's tokens never reach another, at the price of one dashboard request per
+//! warm answer (a few milliseconds on the venue's own origin); a cookie marker would be cheaper
+//! but the venue's cookie is `HttpOnly` and the worker sees no `Cookie` header.
 
 use std::cell::RefCell;
 use std::rc::Rc;
 
 use futures_util::FutureExt as _;
 use futures_util::future::{LocalBoxFuture, Shared};
-use protocol::Timestamp;
 use protocol::tokens::{ChainStage, SessionTokens};
+use protocol::{ErrorCode, Timestamp};
 
 use super::chain::{self, ChainConfig, ExchangeError, Failure, Http};
 use super::jwt::Jwt;
@@ -30,6 +47,7 @@ impl<H> std::fmt::Debug for Session<H> {
         f.debug_struct("Session")
             .field("config", &self.inner.config)
             .field("venue_cached", &state.venue.is_some())
+            .field("xsrf_cached", &state.xsrf.is_some())
             .field("eid_cached", &state.eid.is_some())
             .field("in_flight", &state.flight.is_some())
             .finish_non_exhaustive()
@@ -55,6 +73,9 @@ struct Inner<H> {
 #[derive(Default)]
 struct State {
     venue: Option<Jwt>,
+    /// The dashboard's XSRF token that `venue` was fetched with or last confirmed by: the marker
+    /// of the venue session the cached tokens belong to.
+    xsrf: Option<String>,
     /// The EID JWT and the venue JWT it was exchanged from: an EID JWT is reused only with the
     /// venue JWT it belongs to, so the answer's two tokens always match.
     eid: Option<(Jwt, String)>,
@@ -94,12 +115,10 @@ impl<H: Http + 'static> Session<H> {
         &self.inner.config
     }
 
-    /// Fresh tokens: from memory when both are fresh, otherwise from the run of the chain in
-    /// progress, or from a new run that later callers share.
+    /// Fresh tokens for the browser's current venue session: from the run of the chain in
+    /// progress, or from a new run that later callers share. A run answers from memory when the
+    /// venue session is the one the cached tokens belong to (see the module's comment).
     pub async fn tokens(&self) -> Result<SessionTokens, Failure> {
-        if let Some(tokens) = self.inner.warm() {
-            return Ok(tokens);
-        }
         let flight = {
             let mut state = self.inner.state.borrow_mut();
             match &state.flight {
@@ -127,10 +146,18 @@ impl<H: Http + 'static> Session<H> {
     /// and the next request starts a new run.
     pub fn clear(&self) {
         let mut state = self.inner.state.borrow_mut();
-        state.venue = None;
-        state.eid = None;
+        state.forget();
         state.flight = None;
         state.generation += 1;
+    }
+}
+
+impl State {
+    /// Drops every token and the session marker.
+    fn forget(&mut self) {
+        self.venue = None;
+        self.xsrf = None;
+        self.eid = None;
     }
 }
 
@@ -141,14 +168,6 @@ impl<H: Http> Inner<H> {
 
     fn margin_ms(&self) -> i64 {
         i64::try_from(self.config.margin.as_millis()).unwrap_or(i64::MAX)
-    }
-
-    /// Both tokens, when both are in memory, fresh, and belong together.
-    fn warm(&self) -> Option<SessionTokens> {
-        let state = self.state.borrow();
-        let venue = self.fresh_venue(&state)?;
-        let eid = self.fresh_eid(&state, &venue)?;
-        venue.has_ecoid.then(|| tokens(&eid, &venue, self.now()))
     }
 
     fn fresh_venue(&self, state: &State) -> Option<Jwt> {
@@ -168,17 +187,50 @@ impl<H: Http> Inner<H> {
         }
     }
 
-    /// One run of the chain, as in the seed's diagram.
+    /// One run of the chain, as in the seed's diagram; a venue session that is gone or
+    /// another user's drops the cache first.
     async fn run(&self, generation: u64) -> Outcome {
+        let outcome = self.chain(generation).await;
+        if let Err(failure) = &outcome
+            && failure.code == ErrorCode::VenueSessionExpired
+        {
+            self.store(generation, State::forget);
+        }
+        outcome
+    }
+
+    async fn chain(&self, generation: u64) -> Outcome {
+        // Always asked: the dashboard is what tells one venue session from the next.
+        let xsrf = chain::xsrf_token(&self.http, &self.config).await?;
         let mut retried = false;
         loop {
-            let cached = self.fresh_venue(&self.state.borrow());
+            let cached = {
+                let state = self.state.borrow();
+                let same_session = state.xsrf.as_deref() == Some(xsrf.as_str());
+                same_session.then(|| self.fresh_venue(&state)).flatten()
+            };
             let venue = match cached {
                 Some(venue) => venue,
                 None => {
-                    let xsrf = chain::xsrf_token(&self.http, &self.config).await?;
-                    let venue = chain::venue_jwt(&self.http, &self.config, &xsrf).await?;
-                    self.store(generation, |s| s.venue = Some(venue.clone()));
+                    let fetched = chain::venue_jwt(&self.http, &self.config, &xsrf).await?;
+                    let mut venue = fetched.clone();
+                    self.store(generation, |s| {
+                        let kept = s.venue.as_ref().filter(|old| {
+                            old.user.is_some()
+                                && old.user == fetched.user
+                                && old.is_fresh(self.now(), self.margin_ms())
+                        });
+                        match kept {
+                            // The same user in a new session (or a venue that renders a new
+                            // XSRF token each time): the cached pair is still theirs.
+                            Some(old) => venue = old.clone(),
+                            None => {
+                                s.eid = None;
+                                s.venue = Some(fetched);
+                            }
+                        }
+                        s.xsrf = Some(xsrf.clone());
+                    });
                     venue
                 }
             };
@@ -201,10 +253,7 @@ impl<H: Http> Inner<H> {
                     Err(ExchangeError::Unauthorized(detail)) => {
                         // The venue JWT may have been revoked or signed by a rotated key: get a
                         // new one and try once more.
-                        self.store(generation, |s| {
-                            s.venue = None;
-                            s.eid = None;
-                        });
+                        self.store(generation, State::forget);
                         if retried {
                             return Err(Failure::acquisition_failed(
                                 ChainStage::Vtx,
@@ -287,6 +336,9 @@ mod tests {
         vtx: RefCell<Answer>,
         vtx_401s: Cell<u32>,
         ecoid: Cell<bool>,
+        /// The venue session: its XSRF token and its user.
+        xsrf: RefCell<&'static str>,
+        user: Cell<&'static str>,
         seen_headers: RefCell<Vec<String>>,
     }
 
@@ -327,10 +379,13 @@ mod tests {
             };
             Ok(match answer {
                 Answer::Normal => match hop {
-                    "/Dashboard" => ok(r#"<input name="__RequestVerificationToken" value="x-1">"#.to_owned()),
+                    "/Dashboard" => ok(format!(
+                        r#"<input name="__RequestVerificationToken" value="{}">"#,
+                        self.xsrf.borrow()
+                    )),
                     "/Auth/Authorize" => {
                         let n = self.calls.borrow().len();
-                        let mut claims = json!({"sub": "alice", "exp": now_s + 3600, "n": n});
+                        let mut claims = json!({"sub": self.user.get(), "exp": now_s + 3600, "n": n});
                         if self.ecoid.get() {
                             claims["ecoid"] = json!("eco-1");
                         }
@@ -382,6 +437,8 @@ mod tests {
             vtx: RefCell::new(Answer::Normal),
             vtx_401s: Cell::new(0),
             ecoid: Cell::new(true),
+            xsrf: RefCell::new("x-1"),
+            user: Cell::new("alice"),
             seen_headers: RefCell::default(),
         });
         let settings = Settings { hop_timeout: Duration::from_millis(500), ..Settings::default() };
@@ -421,7 +478,7 @@ mod tests {
         assert_eq!(cold.eid_expires_at.millis(), NOW + 600_000);
         let warm = get(&session).unwrap();
         assert_eq!(warm, cold);
-        assert_eq!(counts(&fake), [1, 1, 1]);
+        assert_eq!(counts(&fake), [2, 1, 1], "the dashboard confirms the session, no more");
     }
 
     #[test]
@@ -458,16 +515,16 @@ mod tests {
         // One millisecond before `exp - margin` the EID JWT is still good …
         fake.clock.set(eid_exp - 60_000 - 1);
         assert_eq!(get(&session).unwrap(), cold);
-        assert_eq!(counts(&fake), [1, 1, 1]);
+        assert_eq!(counts(&fake), [2, 1, 1]);
         // … at `exp - margin` it is not: only the exchange runs again.
         fake.clock.set(eid_exp - 60_000);
         let renewed = get(&session).unwrap();
-        assert_eq!((counts(&fake), renewed.venue_jwt == cold.venue_jwt), ([1, 1, 2], true));
+        assert_eq!((counts(&fake), renewed.venue_jwt == cold.venue_jwt), ([3, 1, 2], true));
         assert_ne!(renewed.eid_jwt, cold.eid_jwt);
         // The venue JWT expires the same way, and takes a new EID JWT with it.
         fake.clock.set(cold.venue_expires_at.millis() - 60_000);
         let next = get(&session).unwrap();
-        assert_eq!(counts(&fake), [2, 2, 3]);
+        assert_eq!(counts(&fake), [4, 2, 3]);
         assert_ne!(next.venue_jwt, cold.venue_jwt);
     }
 
@@ -476,7 +533,7 @@ mod tests {
         let (session, fake) = setup();
         fake.vtx_401s.set(1);
         assert!(get(&session).is_ok());
-        assert_eq!(counts(&fake), [2, 2, 2]);
+        assert_eq!(counts(&fake), [1, 2, 2]);
 
         let (session, fake) = setup();
         fake.vtx_401s.set(5);
@@ -484,7 +541,7 @@ mod tests {
             failure(get(&session)),
             (ErrorCode::TokenAcquisitionFailed, ChainStage::Vtx, 502)
         );
-        assert_eq!(counts(&fake), [2, 2, 2]);
+        assert_eq!(counts(&fake), [1, 2, 2]);
     }
 
     #[test]
@@ -503,7 +560,7 @@ mod tests {
         fake.ecoid.set(false);
         assert_eq!(failure(get(&session)), (ErrorCode::NotProvisioned, ChainStage::Authorize, 403));
         assert_eq!(failure(get(&session)), (ErrorCode::NotProvisioned, ChainStage::Authorize, 403));
-        assert_eq!(counts(&fake), [1, 1, 0]);
+        assert_eq!(counts(&fake), [2, 1, 0]);
     }
 
     #[test]
@@ -579,6 +636,50 @@ mod tests {
             *fake.authorize.borrow_mut() = Answer::Body(format!("{quote}{token}{quote}\n"));
             assert_eq!(get(&session).unwrap().venue_jwt, token);
         }
+    }
+
+    #[test]
+    fn another_venue_user_never_gets_the_cached_tokens() {
+        let (session, fake) = setup();
+        let alice = get(&session).unwrap();
+        // Bob signs in on the same browser: a new venue session, a user without `ecoid`.
+        *fake.xsrf.borrow_mut() = "x-bob";
+        fake.user.set("bob");
+        fake.ecoid.set(false);
+        assert_eq!(failure(get(&session)), (ErrorCode::NotProvisioned, ChainStage::Authorize, 403));
+        assert_eq!(counts(&fake), [2, 2, 1]);
+        // Alice again, in yet another session: none of her old tokens were kept.
+        *fake.xsrf.borrow_mut() = "x-alice-2";
+        fake.user.set("alice");
+        fake.ecoid.set(true);
+        let again = get(&session).unwrap();
+        assert_eq!(counts(&fake), [3, 3, 2]);
+        assert_ne!(again.eid_jwt, alice.eid_jwt);
+    }
+
+    #[test]
+    fn a_venue_sign_out_drops_the_cached_tokens() {
+        let (session, fake) = setup();
+        let first = get(&session).unwrap();
+        *fake.dashboard.borrow_mut() =
+            Answer::Redirect("https://app.example/Account/Login?ReturnUrl=%2FDashboard", "");
+        assert_eq!(failure(get(&session)), (ErrorCode::VenueSessionExpired, ChainStage::Xsrf, 401));
+        // Even a venue that gave the next session the same XSRF token gets a new chain.
+        *fake.dashboard.borrow_mut() = Answer::Normal;
+        let second = get(&session).unwrap();
+        assert_eq!(counts(&fake), [3, 2, 2]);
+        assert_ne!(second.eid_jwt, first.eid_jwt);
+    }
+
+    #[test]
+    fn the_same_user_in_a_new_venue_session_keeps_the_cached_tokens() {
+        let (session, fake) = setup();
+        let first = get(&session).unwrap();
+        *fake.xsrf.borrow_mut() = "x-2";
+        assert_eq!(get(&session).unwrap(), first);
+        assert_eq!(counts(&fake), [2, 2, 1], "a new venue JWT names the user; no exchange");
+        assert_eq!(get(&session).unwrap(), first);
+        assert_eq!(counts(&fake), [3, 2, 1], "the new session is confirmed by its XSRF token");
     }
 
     #[test]

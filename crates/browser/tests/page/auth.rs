@@ -111,6 +111,54 @@ async fn a_401_refreshes_once_and_retries() {
     auth.close();
 }
 
+/// A holder of the refresh lock that never lets go (a frozen tab, another library's deadlock)
+/// cannot freeze the refresh: after the lock timeout the tab refreshes without the lock.
+#[wasm_bindgen_test]
+async fn a_refresh_lock_that_is_never_released_does_not_freeze_the_refresh() {
+    let base = server!();
+    let token = util::mint(base, "alice", &["CanAccessDashboard"], 3_600).await;
+    let (mut options, _) = options(base, Some(token));
+    options.auto_refresh = false;
+    options.lock_timeout_ms = 300.0;
+    let auth = util::start(options).await;
+    let first = auth.access_token().expect("a token");
+    let stuck = util::StuckLock::hold("websession-refresh").await;
+    assert_eq!(auth.refresh().await, Ok(true), "refreshed without the lock");
+    assert_ne!(auth.access_token(), Some(first));
+    assert_eq!(status(&auth, &format!("{base}/api/dashboard")).await, 200);
+    stuck.release();
+    auth.logout().await.expect("logs out");
+    auth.close();
+}
+
+/// A logged-out visitor costs no failing request (a red line in the console): without the
+/// readable marker cookie the client knows there is no session and does not try a refresh.
+#[wasm_bindgen_test]
+async fn a_logged_out_visitor_makes_no_refresh_request() {
+    let base = server!();
+    let token = util::mint(base, "alice", &["CanAccessDashboard"], 3_600).await;
+    let auth = util::start(options(base, Some(token)).0).await;
+    let marker = || {
+        let document = js_sys::Reflect::get(&js_sys::global(), &"document".into()).expect("doc");
+        let cookies = js_sys::Reflect::get(&document, &"cookie".into()).expect("cookies");
+        cookies.as_string().unwrap_or_default().contains("websessionLoggedIn=1")
+    };
+    assert!(marker(), "the login set the readable marker");
+    auth.logout().await.expect("logs out");
+    auth.close();
+    assert!(!marker(), "the logout cleared it");
+
+    let refreshes = util::FetchLog::install(paths::AUTH_REFRESH);
+    let (options, expired) = options(base, None);
+    let visitor = util::start(options).await;
+    assert!(!visitor.logged_in());
+    assert_eq!(refreshes.count(), 0, "a refresh request was made for a logged-out visitor");
+    refreshes.remove();
+    assert_eq!(visitor.error(), None);
+    assert!(expired.borrow().is_empty());
+    visitor.close();
+}
+
 #[wasm_bindgen_test]
 async fn the_end_of_the_session_calls_on_expired() {
     let base = server!();

@@ -1,6 +1,7 @@
 //! What the original lost: events sent while the backend is away (the offline queue), a backend
 //! whose store was wiped (re-registration), and events published while the stream was down
-//! (resume with `Last-Event-ID`, nothing lost, nothing twice); and a corrupt stored identity.
+//! (resume with `Last-Event-ID`, nothing lost, nothing twice); a corrupt stored identity, and one
+//! whose UUID someone else registered first (`front_key_conflict`).
 
 use std::cell::RefCell;
 use std::collections::HashSet;
@@ -122,6 +123,35 @@ async fn a_corrupt_stored_identity_is_replaced_and_reported() {
     // And the new front works.
     let reply = front.request("echo", json!("new front"), Default::default()).await;
     assert_eq!(reply.map(|r| r.data), Ok(json!("new front")));
+}
+
+/// The backend's store was reset and someone else registered this front's UUID with another
+/// key first: the tab takes a new identity, registers it and goes on, and says so in `onError`.
+#[wasm_bindgen_test]
+async fn a_front_key_conflict_gives_a_new_identity_instead_of_stopping() {
+    let base = server!();
+    let mine = Identity {
+        front_bid: None,
+        front_keys: KeyPair::generate(),
+        front_uuid: protocol::FrontUuid::new_v4(),
+    };
+    let mut thief = Identity { front_keys: KeyPair::generate(), ..mine.clone() };
+    identity::register(base, &mut thief).await.expect("the other key registers first");
+    identity::save(&mine).await.expect("saved");
+
+    let front = util::open(util::options(base)).await;
+    let heard = Rc::new(RefCell::new(Vec::new()));
+    let record = heard.clone();
+    let _sub =
+        front.on_error(move |e| record.borrow_mut().push((e.code().to_owned(), e.to_string())));
+    assert!(util::wait_state(&front, StreamState::Active, 10_000).await, "{:?}", heard.borrow());
+    assert_ne!(front.front_uuid(), mine.front_uuid, "a new identity replaced the refused one");
+    assert_eq!(heard.borrow().first().map(|(code, _)| code.as_str()), Some("front_key_conflict"));
+    let reply = front.request("echo", json!("new identity"), Default::default()).await;
+    assert_eq!(reply.map(|r| r.data), Ok(json!("new identity")));
+    // The new identity is the stored one: the next tab uses it too.
+    let stored = identity::load().await.expect("loads").expect("stored");
+    assert_eq!((stored.front_uuid, stored.front_bid), (front.front_uuid(), front.front_bid()));
 }
 
 #[wasm_bindgen_test]

@@ -11,6 +11,24 @@ use wasm_bindgen_test::wasm_bindgen_test;
 
 use super::util::{self, Inbox, server};
 
+/// The stream's lock held by something that never lets go and never relays (a frozen tab):
+/// after the lock timeout the tab opens a stream of its own instead of waiting for ever.
+#[wasm_bindgen_test]
+async fn a_stream_lock_held_by_a_silent_holder_does_not_freeze_the_stream() {
+    let base = server!();
+    let identity = browser::identity::load_or_create().await.expect("identity");
+    let stuck = util::StuckLock::hold(&format!("websession-stream:{}", identity.front_uuid)).await;
+    let options =
+        browser::page::FrontOptions { share: true, lock_timeout_ms: 300.0, ..util::options(base) };
+    let front = util::open(options).await;
+    assert!(util::wait_state(&front, StreamState::Active, 10_000).await, "{:?}", front.state());
+    assert_eq!(front.role(), Role::Solo);
+    let reply = front.request("echo", json!("own stream"), Default::default()).await;
+    assert_eq!(reply.map(|r| r.data), Ok(json!("own stream")));
+    front.close();
+    stuck.release();
+}
+
 #[wasm_bindgen_test]
 async fn eight_tabs_share_one_stream_and_hand_it_over() {
     let base = server!();

@@ -391,3 +391,29 @@ pub(crate) async fn mark(base: &str, front: FrontUuid, inboxes: &[&Inbox]) {
         assert!(marked.await, "inbox {n} did not get the marker: {:?}", inbox.events());
     }
 }
+
+/// A Web Lock held by a holder that never lets go of it by itself (a frozen tab, another
+/// library's deadlock), until [`StuckLock::release`].
+pub(crate) struct StuckLock(js_sys::Function);
+
+impl StuckLock {
+    /// Resolves once the lock `name` is held.
+    pub(crate) async fn hold(name: &str) -> Self {
+        let take = js_sys::Function::new_with_args(
+            "name",
+            "return new Promise((granted) => navigator.locks.request(name, \
+             () => new Promise((release) => granted(release))));",
+        );
+        let promise: Promise = take
+            .call1(&JsValue::NULL, &JsValue::from_str(name))
+            .expect("a request")
+            .unchecked_into();
+        let release = JsFuture::from(promise).await.expect("the lock is granted");
+        Self(release.unchecked_into())
+    }
+
+    /// Lets go of the lock.
+    pub(crate) fn release(self) {
+        let _ = self.0.call0(&JsValue::NULL);
+    }
+}

@@ -51,7 +51,7 @@ async fn cold_chain_then_warm_path() {
 
     let warm = tokens(&session).await;
     assert_eq!(warm, cold);
-    assert_eq!(counters().await, [1, 1, 1], "the warm path makes no request");
+    assert_eq!(counters().await, [2, 1, 1], "the warm path only confirms the venue session");
 }
 
 #[wasm_bindgen_test]
@@ -139,7 +139,7 @@ async fn a_vtx_401_drops_the_venue_jwt_and_retries_the_chain_once() {
     fault("vtx", "unauthorized-once").await;
     let session = util::session(&util::settings());
     let answer = tokens(&session).await;
-    assert_eq!(counters().await, [2, 2, 2], "one full retry");
+    assert_eq!(counters().await, [1, 2, 2], "one retry from the authorize hop");
     assert!(Jwt::decode(&answer.eid_jwt).is_ok());
 
     // A second 401, for the fresh venue JWT, is final.
@@ -148,7 +148,7 @@ async fn a_vtx_401_drops_the_venue_jwt_and_retries_the_chain_once() {
     let session = util::session(&util::settings());
     let failure = failure(&session).await;
     assert_eq!(summary(&failure), (ErrorCode::TokenAcquisitionFailed, ChainStage::Vtx, 502));
-    assert_eq!(counters().await, [2, 2, 2], "retried once, not more");
+    assert_eq!(counters().await, [1, 2, 2], "retried once, not more");
     reset().await;
 }
 
@@ -173,18 +173,40 @@ async fn tokens_expire_margin_seconds_before_exp() {
 
     now.set(eid_exp - margin_ms - 1);
     assert_eq!(tokens(&session).await, cold, "just before exp - margin: still warm");
-    assert_eq!(counters().await, [1, 1, 1]);
+    assert_eq!(counters().await, [2, 1, 1]);
 
     now.set(eid_exp - margin_ms);
     let renewed = tokens(&session).await;
-    assert_eq!(counters().await, [1, 1, 2], "at exp - margin the EID JWT is renewed");
+    assert_eq!(counters().await, [3, 1, 2], "at exp - margin the EID JWT is renewed");
     assert_eq!(renewed.venue_jwt, cold.venue_jwt, "with the cached venue JWT");
     assert_ne!(renewed.eid_jwt, cold.eid_jwt);
 
     now.set(venue_exp - margin_ms);
     tokens(&session).await;
     // (The stand-in's JWTs have no `jti`: a new one within the same second is the same text.)
-    assert_eq!(counters().await, [2, 2, 3], "at its exp - margin the venue JWT is renewed too");
+    assert_eq!(counters().await, [4, 2, 3], "at its exp - margin the venue JWT is renewed too");
+}
+
+/// The worker never hands one venue user's tokens to another: after bob signs in where alice
+/// was, bob gets his own answer, never alice's cached claims.
+#[wasm_bindgen_test]
+async fn another_venue_user_never_gets_the_previous_users_tokens() {
+    login("alice").await;
+    reset().await;
+    let session = util::session(&util::settings());
+    let alice = tokens(&session).await;
+    assert!(Jwt::decode(&alice.venue_jwt).expect("venue JWT").has_ecoid);
+
+    login("bob").await;
+    let bob = failure(&session).await;
+    assert_eq!(summary(&bob), (ErrorCode::NotProvisioned, ChainStage::Authorize, 403));
+
+    logout().await;
+    let nobody = failure(&session).await;
+    assert_eq!(summary(&nobody), (ErrorCode::VenueSessionExpired, ChainStage::Xsrf, 401));
+    // Three chains' dashboards and the one that bob's login was sent on to; alice's exchange
+    // only: bob's answer took a venue JWT of his own.
+    assert_eq!(counters().await, [4, 2, 1]);
 }
 
 #[wasm_bindgen_test]

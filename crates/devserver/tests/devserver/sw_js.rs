@@ -122,7 +122,11 @@ async fn sw_js_answers_cold_then_warm_and_leaves_other_requests_alone() {
 
     let warm = page.fetch("/uc/session/vtx").await;
     assert_eq!(warm["body"], cold["body"]);
-    assert_eq!(page.counters(), [1, 1, 1], "the warm answer comes from the worker's memory");
+    assert_eq!(
+        page.counters(),
+        [2, 1, 1],
+        "the warm answer comes from the worker's memory once the dashboard confirms the session"
+    );
 
     // Not ours: the network answers (no Server-Timing from the worker).
     for path in ["/uc/session/vtx/other", "/web-event-stream-open/x/y", "/blank.html"] {
@@ -173,6 +177,34 @@ async fn ten_parallel_fetches_run_the_chain_once() {
     assert_eq!(answers.len(), 10);
     assert!(answers.iter().all(|a| a[0] == 200 && a[1] == answers[0][1]), "{answers:?}");
     assert_eq!(page.counters(), [1, 1, 1], "one dashboard, one authorize, one VTX request");
+    page.close().await;
+}
+
+/// The worker never hands one venue user's tokens to another: alice's warm tokens are not
+/// bob's answer after bob signs in on the same browser, nor anyone's after a sign-out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_venue_user_never_gets_the_previous_users_tokens() {
+    let page = Page::open().await;
+    page.login("alice").await;
+    let alice = page.fetch("/uc/session/vtx").await;
+    assert_eq!(alice["status"], 200, "{alice}");
+
+    page.login("bob").await;
+    let bob = page.fetch("/uc/session/vtx").await;
+    assert_eq!((&bob["status"], &bob["body"]["error"]), (&json!(403), &json!("not_provisioned")));
+    assert!(bob["body"]["eidJwt"].is_null(), "bob got alice's tokens: {bob}");
+
+    page.login("alice").await;
+    assert_eq!(page.fetch("/uc/session/vtx").await["status"], 200);
+    page.browser
+        .run("await fetch('/Account/Logout', { method: 'POST' }); return 1;", &[])
+        .await
+        .unwrap();
+    let out = page.fetch("/uc/session/vtx").await;
+    assert_eq!(
+        (&out["status"], &out["body"]["error"]),
+        (&json!(401), &json!("venue_session_expired"))
+    );
     page.close().await;
 }
 
@@ -307,7 +339,7 @@ async fn a_session_clear_message_drops_the_workers_tokens() {
     page.server.dev.reset();
     assert_eq!(page.fetch("/uc/session/vtx").await["status"], 200);
     assert_eq!(page.fetch("/uc/session/vtx").await["status"], 200);
-    assert_eq!(page.counters(), [1, 1, 1], "the second answer came from the worker's memory");
+    assert_eq!(page.counters(), [2, 1, 1], "the second answer came from the worker's memory");
     // Through the real message path. The shim runs the message and the fetch after it in the
     // order they arrived (both wait for the same start), so the fetch sees the cleared session.
     let script = "navigator.serviceWorker.controller.postMessage({ type: 'session-clear' }); \
@@ -315,6 +347,6 @@ async fn a_session_clear_message_drops_the_workers_tokens() {
     page.browser.run(script, &[]).await.unwrap();
     let again = page.fetch("/uc/session/vtx").await;
     assert_eq!(again["status"], 200, "{again}");
-    assert_eq!(page.counters(), [2, 2, 2], "the whole chain ran again");
+    assert_eq!(page.counters(), [3, 2, 2], "the whole chain ran again");
     page.close().await;
 }

@@ -4,27 +4,41 @@
 //! `HttpOnly` keeps it from page scripts, `SameSite=Strict` from other sites' requests, and the
 //! path from every request but the auth endpoints. `Secure` stays on even for the demo:
 //! browsers accept `Secure` cookies over plain http on `localhost` and `127.0.0.1`.
+//!
+//! Next to it goes a marker, `websessionLoggedIn=1; Secure; SameSite=Strict; Path=/`, readable
+//! by the page's scripts and set and cleared with the refresh cookie (same `Max-Age`): a page
+//! without it knows there is no session and makes no refresh request that would fail. It
+//! carries nothing secret; a forged one only costs the page that one failing request.
 
 use axum::http::{HeaderMap, HeaderValue, header};
 use protocol::Timestamp;
-use protocol::paths::{AUTH_COOKIE_PATH, REFRESH_COOKIE};
+use protocol::paths::{AUTH_COOKIE_PATH, REFRESH_COOKIE, SESSION_MARKER_COOKIE};
 
-/// The `Set-Cookie` value that stores `token` until `valid_until`.
-pub(crate) fn set(token: &str, now: Timestamp, valid_until: Timestamp) -> HeaderValue {
+/// The `Set-Cookie` values that store `token` until `valid_until`: the refresh cookie and the
+/// marker, with the same lifetime.
+pub(crate) fn set(token: &str, now: Timestamp, valid_until: Timestamp) -> [HeaderValue; 2] {
     // Whole seconds, rounded up, so the cookie never ends before the session.
     let max_age = (valid_until.millis().saturating_sub(now.millis()).max(0) + 999) / 1000;
-    value(&format!(
-        "{REFRESH_COOKIE}={token}; HttpOnly; Secure; SameSite=Strict; Path={AUTH_COOKIE_PATH}; \
-         Max-Age={max_age}"
-    ))
+    [
+        value(&format!(
+            "{REFRESH_COOKIE}={token}; HttpOnly; Secure; SameSite=Strict; \
+             Path={AUTH_COOKIE_PATH}; Max-Age={max_age}"
+        )),
+        value(&format!(
+            "{SESSION_MARKER_COOKIE}=1; Secure; SameSite=Strict; Path=/; Max-Age={max_age}"
+        )),
+    ]
 }
 
-/// The `Set-Cookie` value that deletes the cookie.
-pub(crate) fn clear() -> HeaderValue {
-    value(&format!(
-        "{REFRESH_COOKIE}=; HttpOnly; Secure; SameSite=Strict; Path={AUTH_COOKIE_PATH}; Max-Age=0; \
-         Expires=Thu, 01 Jan 1970 00:00:00 GMT"
-    ))
+/// The `Set-Cookie` values that delete the refresh cookie and the marker.
+pub(crate) fn clear() -> [HeaderValue; 2] {
+    const GONE: &str = "Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT";
+    [
+        value(&format!(
+            "{REFRESH_COOKIE}=; HttpOnly; Secure; SameSite=Strict; Path={AUTH_COOKIE_PATH}; {GONE}"
+        )),
+        value(&format!("{SESSION_MARKER_COOKIE}=; Secure; SameSite=Strict; Path=/; {GONE}")),
+    ]
 }
 
 fn value(text: &str) -> HeaderValue {
@@ -66,7 +80,7 @@ mod tests {
     #[test]
     fn the_cookie_has_every_attribute_and_lives_as_long_as_the_session() {
         let now = Timestamp::from_millis(1_000_000);
-        let cookie = set("abc", now, now.plus_millis(4 * 3600 * 1000 - 1));
+        let [cookie, marker] = set("abc", now, now.plus_millis(4 * 3600 * 1000 - 1));
         assert_eq!(
             cookie.to_str().ok(),
             Some(
@@ -74,7 +88,16 @@ mod tests {
                  Max-Age=14400"
             )
         );
-        assert!(clear().to_str().is_ok_and(|c| c.contains("Max-Age=0")));
+        assert_eq!(
+            marker.to_str().ok(),
+            Some("websessionLoggedIn=1; Secure; SameSite=Strict; Path=/; Max-Age=14400"),
+            "readable by the page (no HttpOnly), as long as the refresh cookie"
+        );
+        let [cookie, marker] = clear();
+        assert!(cookie.to_str().is_ok_and(|c| c.starts_with("refreshToken=;")));
+        assert!(cookie.to_str().is_ok_and(|c| c.contains("Max-Age=0")));
+        assert!(marker.to_str().is_ok_and(|c| c.starts_with("websessionLoggedIn=;")));
+        assert!(marker.to_str().is_ok_and(|c| c.contains("Max-Age=0; Expires=Thu, 01 Jan 1970")));
     }
 
     #[test]

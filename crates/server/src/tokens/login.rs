@@ -148,9 +148,9 @@ pub(crate) async fn authenticate(
 ) -> Result<Response, TokenError> {
     let Json(request) = body?;
     let (body, refresh_token) = tokens.authenticate(&request.token).await?;
-    let cookie = cookie::set(&refresh_token, tokens.inner.clock.now(), body.session_expires_at);
+    let cookies = cookie::set(&refresh_token, tokens.inner.clock.now(), body.session_expires_at);
     let mut response = axum::Json(body).into_response();
-    response.headers_mut().append(header::SET_COOKIE, cookie);
+    append_cookies(&mut response, cookies);
     no_store(&mut response);
     Ok(response)
 }
@@ -165,12 +165,25 @@ pub(crate) async fn refresh(
     let token = cookie::get(&headers)
         .map_err(|cookie::Ambiguous| TokenError::AmbiguousCookie)?
         .ok_or(TokenError::NoRefreshCookie)?;
-    let refreshed = tokens.refresh(token).await?;
+    let refreshed = match tokens.refresh(token).await {
+        Ok(refreshed) => refreshed,
+        // The session is over for good: the cookies go too, so the page's marker says so and
+        // the next page load makes no refresh request.
+        Err(
+            e @ (TokenError::SessionExpired
+            | TokenError::RefreshReused
+            | TokenError::InvalidToken(_)),
+        ) => {
+            let mut response = e.into_response();
+            append_cookies(&mut response, cookie::clear());
+            return Ok(response);
+        }
+        Err(e) => return Err(e),
+    };
     let expires = refreshed.response.session_expires_at;
     let mut response = axum::Json(refreshed.response).into_response();
     if let Some(next) = refreshed.refresh_token {
-        let cookie = cookie::set(&next, tokens.inner.clock.now(), expires);
-        response.headers_mut().append(header::SET_COOKIE, cookie);
+        append_cookies(&mut response, cookie::set(&next, tokens.inner.clock.now(), expires));
     }
     no_store(&mut response);
     Ok(response)
@@ -189,6 +202,12 @@ pub(crate) async fn logout(
     tracing::info!(deleted, "logout");
     let body = MessageBody { message: "Logged out successfully".to_owned() };
     let mut response = axum::Json(body).into_response();
-    response.headers_mut().append(header::SET_COOKIE, cookie::clear());
+    append_cookies(&mut response, cookie::clear());
     Ok(response)
+}
+
+fn append_cookies(response: &mut Response, cookies: [axum::http::HeaderValue; 2]) {
+    for cookie in cookies {
+        response.headers_mut().append(header::SET_COOKIE, cookie);
+    }
 }

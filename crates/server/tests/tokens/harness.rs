@@ -318,11 +318,23 @@ pub(crate) fn refresh_cookie(response: &reqwest::Response) -> Option<String> {
     })
 }
 
-/// The whole `Set-Cookie` header, if there is one.
+/// The whole `Set-Cookie` header of the refresh cookie, if there is one.
 pub(crate) fn set_cookie(response: &reqwest::Response) -> Option<String> {
+    named_set_cookie(response, "refreshToken=")
+}
+
+/// The whole `Set-Cookie` header of the readable session marker, if there is one.
+pub(crate) fn marker_cookie(response: &reqwest::Response) -> Option<String> {
+    named_set_cookie(response, "websessionLoggedIn=")
+}
+
+fn named_set_cookie(response: &reqwest::Response, prefix: &str) -> Option<String> {
     let all: Vec<_> = response.headers().get_all(SET_COOKIE).iter().collect();
-    assert!(all.len() <= 1, "one Set-Cookie at most: {all:?}");
-    all.first().map(|v| v.to_str().unwrap().to_owned())
+    assert!(all.len() <= 2, "the refresh cookie and the marker at most: {all:?}");
+    let named: Vec<_> =
+        all.iter().map(|v| v.to_str().unwrap()).filter(|v| v.starts_with(prefix)).collect();
+    assert!(named.len() <= 1, "one {prefix} at most: {all:?}");
+    named.first().map(|v| (*v).to_owned())
 }
 
 /// Asserts the app's error body with `status` and `code`, and returns its message.

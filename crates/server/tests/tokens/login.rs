@@ -10,7 +10,8 @@ use server::tokens::{MintTokenArgs, mint_token};
 
 use super::both_stores;
 use super::harness::{
-    Auth, Backend, SPONSOR, SUBSCRIBER, USER, decode, expect_error, refresh_cookie, set_cookie,
+    Auth, Backend, SPONSOR, SUBSCRIBER, USER, decode, expect_error, marker_cookie, refresh_cookie,
+    set_cookie,
 };
 
 const DASHBOARD: &str = "CanAccessDashboard";
@@ -29,6 +30,7 @@ both_stores!(
     the_session_expires_at_valid_until,
     access_tokens_never_outlive_the_session,
     logout_deletes_the_session_and_clears_the_cookie,
+    the_readable_session_marker_lives_and_dies_with_the_refresh_cookie,
     logout_with_the_bearer_alone_deletes_the_session,
     cross_site_refresh_and_logout_are_refused,
     a_refresh_without_the_cookie_is_session_expired,
@@ -243,6 +245,39 @@ async fn logout_deletes_the_session_and_clears_the_cookie(backend: Backend) {
         .await;
     // Logging out again is harmless.
     assert_eq!(auth.logout(Some(&second), None).await.status(), StatusCode::OK);
+}
+
+/// The page learns that there is no session from a cookie it can read, without a refresh
+/// request that fails: the marker is set with every refresh cookie and cleared with it.
+async fn the_readable_session_marker_lives_and_dies_with_the_refresh_cookie(backend: Backend) {
+    let auth = Auth::start(backend).await;
+    let token = auth.one_time_token(&[DASHBOARD], Duration::from_secs(4 * 3600)).await;
+    let response = auth.authenticate(&token).await;
+    let marker = "websessionLoggedIn=1; Secure; SameSite=Strict; Path=/; Max-Age=14400";
+    assert_eq!(marker_cookie(&response).as_deref(), Some(marker));
+    let first = refresh_cookie(&response).unwrap();
+    let rotated = auth.refresh(&first).await;
+    assert_eq!(marker_cookie(&rotated).as_deref(), Some(marker), "renewed with the rotation");
+    let second = refresh_cookie(&rotated).unwrap();
+
+    let cleared = |response: &reqwest::Response| {
+        let (cookie, marker) = (set_cookie(response), marker_cookie(response));
+        cookie.is_some_and(|c| c.starts_with("refreshToken=;") && c.contains("Max-Age=0"))
+            && marker
+                .is_some_and(|m| m.starts_with("websessionLoggedIn=;") && m.contains("Max-Age=0"))
+    };
+    // A refresh the server refuses for good (here: a reused token) ends both.
+    auth.advance(GRACE + Duration::from_millis(1));
+    let refused = auth.refresh(&first).await;
+    assert!(cleared(&refused), "{:?}", refused.headers());
+    expect_error(refused, StatusCode::UNAUTHORIZED, "refresh_reused").await;
+    let gone = auth.refresh(&second).await;
+    assert!(cleared(&gone), "{:?}", gone.headers());
+
+    // And so does a logout.
+    let login = auth.login(&[DASHBOARD]).await;
+    let response = auth.logout(Some(&login.refresh), Some(&login.access)).await;
+    assert!(cleared(&response), "{:?}", response.headers());
 }
 
 async fn logout_with_the_bearer_alone_deletes_the_session(backend: Backend) {

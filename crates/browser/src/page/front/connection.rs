@@ -26,6 +26,7 @@ impl Inner {
     pub(super) async fn run(self: Rc<Self>) {
         let mut attempt: u32 = 0;
         let mut registrations: u32 = 0;
+        let mut conflicts: u32 = 0;
         while !self.is_closed() {
             if !online() {
                 self.set_state(self.waiting_state());
@@ -42,6 +43,7 @@ impl Inner {
             if self.activations.get() != activations {
                 attempt = 0;
                 registrations = 0;
+                conflicts = 0;
             }
             match result {
                 Ok(()) => {}
@@ -55,8 +57,21 @@ impl Inner {
                     }
                 }
                 Err(e) if e.server_code() == Some(ErrorCode::FrontKeyConflict) => {
-                    self.fail(e);
-                    break;
+                    // The backend's store was reset and someone registered our UUID with
+                    // another key first: that UUID is theirs now. A new identity, registered
+                    // at once; a second conflict in a row (which a random UUID cannot cause)
+                    // waits out the back-off like any other failure.
+                    match self.replace_identity().await {
+                        Ok(notice) => self.report(&notice),
+                        Err(err) => {
+                            self.fail(err);
+                            break;
+                        }
+                    }
+                    conflicts += 1;
+                    if conflicts == 1 {
+                        continue;
+                    }
                 }
                 Err(e) => self.report(&e),
             }
@@ -73,6 +88,34 @@ impl Inner {
         let o = &self.options;
         let base = (o.backoff_initial_ms * 2f64.powi(attempt.min(20) as i32)).min(o.backoff_max_ms);
         base / 2.0 + js::random() * base / 2.0
+    }
+
+    /// After a `front_key_conflict`: the identity another tab already put in place of ours, or
+    /// a fresh one, stored and unregistered. Says what happened, as `front_key_conflict`.
+    async fn replace_identity(&self) -> Result<PageError, PageError> {
+        let old = self.front_uuid.get();
+        let stored = identity::load().await.ok().flatten().filter(|i| i.front_uuid != old);
+        let fresh = match stored {
+            Some(identity) => identity,
+            None => {
+                identity::replace_corrupt().await.map_err(|e| PageError::Identity(e.to_string()))?
+            }
+        };
+        let new = fresh.front_uuid;
+        *self.identity.borrow_mut() = fresh;
+        self.front_uuid.set(new);
+        *self.last_event_id.borrow_mut() = None;
+        if self.role.get() == Role::Leader {
+            self.post_state();
+        }
+        Ok(PageError::Http {
+            status: 409,
+            code: ErrorCode::FrontKeyConflict.as_str().to_owned(),
+            message: format!(
+                "front {old} is registered with another key (the backend's store was reset); \
+                 this browser now uses a new front identity, {new}"
+            ),
+        })
     }
 
     pub(super) async fn ensure_registered(self: &Rc<Self>) -> Result<(), PageError> {
@@ -103,7 +146,7 @@ impl Inner {
         let url = format!(
             "{}/{}/{}{}{}",
             http::join(&self.options.base, paths::STREAM_OPEN),
-            self.front_uuid,
+            self.front_uuid.get(),
             self.session,
             if leader { "?" } else { "" },
             if leader { paths::STREAM_SCOPE_FRONT_QUERY } else { "" }
@@ -157,7 +200,8 @@ impl Inner {
         let stream_uuid: StreamUuid = peer.open(&challenge.stream_uuid_enc).map_err(|e| {
             PageError::Protocol(format!("the challenge does not open with this front's key: {e}"))
         })?;
-        let body = http::to_json(&ActivateRequest { front_uuid: self.front_uuid, stream_uuid });
+        let body =
+            http::to_json(&ActivateRequest { front_uuid: self.front_uuid.get(), stream_uuid });
         let url = http::join(&self.options.base, paths::STREAM_ACTIVATE);
         let accepted: bool = Call::post(&url, Some(&body)).json("activation").await?;
         if !accepted {

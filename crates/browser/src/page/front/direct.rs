@@ -32,7 +32,7 @@ impl Inner {
         }
         let published = Timestamp::now();
         Ok(Outgoing {
-            front_uuid: self.front_uuid,
+            front_uuid: self.front_uuid.get(),
             name: name.to_owned(),
             data,
             uuid: EventUuid::new_v4(),
@@ -105,7 +105,7 @@ impl Inner {
             uuid: event.uuid,
             published: event.published,
             expired: Some(event.expired),
-            front_uuid: self.front_uuid,
+            front_uuid: self.front_uuid.get(),
             session_uuid: self.session,
             stamp: peer.stamp(&event.uuid, event.published),
             encrypted: event.encrypted.then_some(true),
@@ -150,15 +150,24 @@ impl Inner {
     pub(super) async fn flush(self: &Rc<Self>) {
         let lock = if locks::supported() {
             let signal = self.closing.signal();
-            match locks::acquire(&lock_name("queue", &self.front_uuid), false, Some(&signal)).await
+            let name = lock_name("queue", &self.front_uuid.get());
+            match locks::acquire(&name, false, Some(&signal), Some(self.options.lock_timeout_ms))
+                .await
             {
                 Ok(lock) => lock,
+                // Another tab flushes (and its flush sends ours too), or a holder that never
+                // lets go: this tab's sends stop waiting behind the queue and go out directly;
+                // the queue is tried again at the next activation.
+                Err(PageError::Timeout(_)) => {
+                    self.queue_waiting.set(false);
+                    return;
+                }
                 Err(_) => return,
             }
         } else {
             None
         };
-        let entries = match queue::list(self.front_uuid).await {
+        let entries = match queue::list(self.front_uuid.get()).await {
             Ok(entries) => entries,
             Err(e) => {
                 // No IndexedDB here (some private modes): nothing can be waiting, and direct
@@ -194,7 +203,7 @@ impl Inner {
             }
         }
         drop(lock);
-        if matches!(queue::list(self.front_uuid).await, Ok(rest) if rest.is_empty()) {
+        if matches!(queue::list(self.front_uuid.get()).await, Ok(rest) if rest.is_empty()) {
             self.queue_waiting.set(false);
         } else {
             self.flush_again.set(true);

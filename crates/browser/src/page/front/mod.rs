@@ -88,7 +88,7 @@ pub struct Front {
 impl std::fmt::Debug for Front {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Front")
-            .field("front_uuid", &self.inner.front_uuid)
+            .field("front_uuid", &self.inner.front_uuid.get())
             .field("session_uuid", &self.inner.session)
             .field("state", &self.inner.state.get())
             .field("role", &self.inner.role.get())
@@ -98,7 +98,8 @@ impl std::fmt::Debug for Front {
 
 struct Inner {
     options: FrontOptions,
-    front_uuid: FrontUuid,
+    /// The identity's UUID; replaced, with the identity, after a `front_key_conflict`.
+    front_uuid: Cell<FrontUuid>,
     session: SessionUuid,
     identity: RefCell<Identity>,
     back: RefCell<Option<(Back, Rc<Peer>)>>,
@@ -124,6 +125,8 @@ struct Inner {
     dom_listeners: RefCell<Vec<DomListener>>,
     /// The leader's stream carries the whole front: relay it.
     relaying: Cell<bool>,
+    /// A follower heard the leader's state since it last looked: the leader is alive.
+    heard_leader: Cell<bool>,
     /// The backend has no front scope (the leader found out): followers go solo.
     no_front_scope: Cell<bool>,
     /// This tab queued events that may still wait, so new ones queue behind them.
@@ -169,7 +172,8 @@ async fn load_identity() -> Result<(Identity, Option<PageError>), PageError> {
 
 impl Front {
     /// Opens the front and resolves once the stream is active. Fails when the identity cannot
-    /// be read or the backend refuses the front for good (`front_key_conflict`).
+    /// be read or stored. A `front_key_conflict` (another key registered this UUID first) is
+    /// not fatal: the front takes a new identity and reports it through `on_error`.
     pub async fn connect(options: FrontOptions) -> Result<Self, PageError> {
         let front = Self::open(options).await?;
         front.ready().await?;
@@ -185,7 +189,7 @@ impl Front {
         let mut held = Vec::new();
         if locks::supported() {
             // One live tab per session UUID: a duplicated tab finds the lock taken.
-            match locks::acquire(&lock_name("session", &session), true, None).await? {
+            match locks::acquire(&lock_name("session", &session), true, None, None).await? {
                 Some(lock) => held.push(lock),
                 None if explicit.is_some() => {
                     return Err(PageError::InvalidArgument(format!(
@@ -195,7 +199,7 @@ impl Front {
                 None => {
                     session = session::new_tab_session();
                     if let Some(lock) =
-                        locks::acquire(&lock_name("session", &session), true, None).await?
+                        locks::acquire(&lock_name("session", &session), true, None, None).await?
                     {
                         held.push(lock);
                     }
@@ -206,7 +210,7 @@ impl Front {
             || AbortController::new().map_err(|_| PageError::Unsupported("AbortController"));
         let last_event_id = if explicit.is_none() { session::stored_last_event_id() } else { None };
         let inner = Rc::new(Inner {
-            front_uuid: identity.front_uuid,
+            front_uuid: Cell::new(identity.front_uuid),
             session,
             identity: RefCell::new(identity),
             back: RefCell::new(None),
@@ -227,6 +231,7 @@ impl Front {
             held_locks: RefCell::new(held),
             dom_listeners: RefCell::default(),
             relaying: Cell::new(false),
+            heard_leader: Cell::new(false),
             no_front_scope: Cell::new(false),
             queue_waiting: Cell::new(true),
             flushing: Cell::new(false),
@@ -243,7 +248,7 @@ impl Front {
         }
         let channel = if inner.options.share && locks::supported() {
             let weak = Rc::downgrade(&inner);
-            let name = lock_name("front", &inner.front_uuid);
+            let name = lock_name("front", &inner.front_uuid.get());
             Channel::open(&name, move |text| {
                 if let Some(inner) = weak.upgrade() {
                     inner.on_relay(&text);
@@ -288,7 +293,7 @@ impl Front {
 
     /// The front's UUID.
     pub fn front_uuid(&self) -> FrontUuid {
-        self.inner.front_uuid
+        self.inner.front_uuid.get()
     }
 
     /// The backend's number for the front, once registered.

@@ -19,6 +19,10 @@ pub struct FrontOptions {
     pub backoff_max_ms: f64,
     /// How long `request` waits for its answer unless told otherwise. Default 8 000 ms.
     pub request_timeout_ms: f64,
+    /// How long a tab waits for a Web Lock (the offline queue's, the stream's leadership)
+    /// before it goes on without it, so that a holder that never lets go cannot freeze the
+    /// queue or the stream. `0` waits for ever. Default 10 000 ms.
+    pub lock_timeout_ms: f64,
     /// The tab's session UUID instead of the one in `sessionStorage` (tests, embedding).
     pub session_uuid: Option<SessionUuid>,
 }
@@ -32,6 +36,7 @@ impl Default for FrontOptions {
             backoff_initial_ms: 500.0,
             backoff_max_ms: 30_000.0,
             request_timeout_ms: 8_000.0,
+            lock_timeout_ms: crate::page::locks::DEFAULT_LOCK_TIMEOUT_MS,
             session_uuid: None,
         }
     }

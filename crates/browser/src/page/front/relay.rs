@@ -10,6 +10,7 @@ use wasm_bindgen_futures::spawn_local;
 
 use super::{Inner, Role, StreamState, lock_name};
 use crate::page::error::PageError;
+use crate::page::locks::HeldLock;
 use crate::page::{http, locks};
 
 /// The back as the `authenticate` challenge introduced it.
@@ -64,9 +65,30 @@ impl Inner {
     }
 
     pub(super) async fn elect(self: Rc<Self>) {
-        let name = lock_name("stream", &self.front_uuid);
+        let name = lock_name("stream", &self.front_uuid.get());
         let signal = self.election.signal();
-        match locks::acquire(&name, false, Some(&signal)).await {
+        // The `Hello` of `open` asks the leader for its state; every timeout asks again.
+        loop {
+            let timeout = Some(self.options.lock_timeout_ms);
+            match locks::acquire(&name, false, Some(&signal), timeout).await {
+                Err(PageError::Timeout(_)) if self.is_closed() => return,
+                // The leader answered since the last look: alive, keep following.
+                Err(PageError::Timeout(_)) if self.heard_leader.replace(false) => {
+                    self.post(&Relay::Hello);
+                }
+                // A holder that said nothing for a whole timeout (frozen, or not a front at
+                // all): a stream of this tab's own rather than none.
+                Err(PageError::Timeout(_)) => {
+                    self.go_solo();
+                    return;
+                }
+                other => return self.elected(other).await,
+            }
+        }
+    }
+
+    async fn elected(self: Rc<Self>, result: Result<Option<HeldLock>, PageError>) {
+        match result {
             Ok(Some(lock)) if !self.is_closed() && self.role.get() == Role::Follower => {
                 self.held_locks.borrow_mut().push(lock);
                 self.role.set(Role::Leader);
@@ -98,6 +120,7 @@ impl Inner {
             (Role::Leader, Relay::Hello) => self.post_state(),
             (Role::Leader, Relay::Kick) => self.kick(),
             (Role::Follower, Relay::State { state, back, front_bid, last_event_id }) => {
+                self.heard_leader.set(true);
                 if let Some(back) = back {
                     self.set_back(back);
                 }
