@@ -220,6 +220,7 @@ impl Inner {
         event_frame(event.id, &event.body, &mut frame);
         let frame = Arc::new(Frame::Event { id: event.id, bytes: frame.into() });
         let taken = self.registry.send(&targets, &frame);
+        self.record_cut();
         metrics::counter!("websession_events_delivered_total").increment(taken as u64);
         taken
     }

@@ -36,6 +36,7 @@ async fn heartbeats(inner: Weak<Inner>, period: Duration) {
         ticks.tick().await;
         let Some(inner) = inner.upgrade() else { return };
         inner.registry.heartbeat();
+        inner.record_cut();
     }
 }
 

@@ -197,6 +197,29 @@ impl Inner {
         Ok(Some(info))
     }
 
+    /// Tells the store, in the background, that a stream ended (its session is idle from now if
+    /// it was current). Without a runtime (the process is ending) the store learns of it at its
+    /// next start, or from the instance's silence.
+    fn record_end(&self, ended: registry::Ended) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        let (store, clock) = (self.store.clone(), self.clock);
+        runtime.spawn(async move {
+            let closed = store.close_stream(ended.front, ended.session, ended.stream, clock.now());
+            if let Err(e) = closed.await {
+                tracing::warn!(error = %e, "could not record the end of a stream");
+            }
+        });
+    }
+
+    /// Records the end of the streams cut off for not keeping up: a client that does not read
+    /// may keep its connection (and so the body) open for good, and must not keep its session
+    /// alive with it.
+    fn record_cut(&self) {
+        for ended in self.registry.take_cut() {
+            self.record_end(ended);
+        }
+    }
+
     /// A front's info, with its shared key computed (one X25519).
     fn front(&self, bid: FrontBid, uuid: FrontUuid, key: PublicKey) -> FrontInfo {
         FrontInfo { bid, uuid, key, peer: Peer::new(&key, &self.identity.keys.secret) }

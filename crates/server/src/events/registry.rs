@@ -61,6 +61,7 @@ pub(crate) struct FrontInfo {
 pub(crate) struct Ended {
     pub(crate) front: FrontBid,
     pub(crate) session: SessionUuid,
+    pub(crate) stream: StreamUuid,
 }
 
 #[derive(Debug)]
@@ -92,6 +93,9 @@ struct State {
     by_uuid: HashMap<FrontUuid, FrontBid>,
     recent: HashMap<FrontUuid, Arc<FrontInfo>>,
     recent_order: VecDeque<FrontUuid>,
+    /// Active streams cut off (too slow) whose bodies may live on: the store must learn now
+    /// that they ended, not when a client that does not read lets hyper drop them.
+    cut: Vec<Ended>,
 }
 
 impl State {
@@ -99,6 +103,14 @@ impl State {
     fn end(&mut self, stream: StreamUuid) {
         if let Some(slot) = self.streams.get_mut(&stream) {
             slot.tx = None;
+        }
+    }
+
+    /// Ends a stream that does not keep up; an active one is listed for the store.
+    fn cut_off(&mut self, stream: StreamUuid) {
+        let Some(slot) = self.streams.get_mut(&stream) else { return };
+        if slot.tx.take().is_some() && slot.active {
+            self.cut.push(Ended { front: slot.front, session: slot.session, stream });
         }
     }
 }
@@ -231,7 +243,7 @@ impl Registry {
                 state.by_uuid.remove(&uuid);
             }
         }
-        Some(Ended { front: slot.front, session: slot.session })
+        Some(Ended { front: slot.front, session: slot.session, stream })
     }
 
     /// The fronts that have streams here.
@@ -298,21 +310,34 @@ impl Registry {
             tracing::info!(streams = slow.len(), "ending streams that do not keep up");
             metrics::counter!("websession_stream_slow_closed_total").increment(slow.len() as u64);
             let mut state = self.state();
-            slow.into_iter().for_each(|stream| state.end(stream));
+            for stream in slow {
+                state.cut_off(stream);
+            }
         }
         sent
+    }
+
+    /// The active streams cut off since the last call.
+    pub(crate) fn take_cut(&self) -> Vec<Ended> {
+        std::mem::take(&mut self.state().cut)
     }
 
     /// Queues a heartbeat on every open stream; ends those whose queue is full.
     pub(crate) fn heartbeat(&self) {
         let beat = Arc::new(Frame::Heartbeat);
         let mut state = self.state();
-        for slot in state.streams.values_mut() {
-            if let Some(tx) = &slot.tx
-                && let Err(mpsc::error::TrySendError::Full(_)) = tx.try_send(beat.clone())
-            {
-                slot.tx = None;
-            }
+        let full: Vec<StreamUuid> = state
+            .streams
+            .iter()
+            .filter(|(_, slot)| {
+                slot.tx.as_ref().is_some_and(|tx| {
+                    matches!(tx.try_send(beat.clone()), Err(mpsc::error::TrySendError::Full(_)))
+                })
+            })
+            .map(|(stream, _)| *stream)
+            .collect();
+        for stream in full {
+            state.cut_off(stream);
         }
     }
 

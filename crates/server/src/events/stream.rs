@@ -115,19 +115,8 @@ impl Guard {
         if std::mem::replace(&mut self.released, true) {
             return;
         }
-        let Some(ended) = self.inner.registry.remove(self.stream) else { return };
-        let (inner, stream) = (self.inner.clone(), self.stream);
-        // The body is dropped by hyper on a runtime thread; without a runtime (the process is
-        // ending) the store learns of it at its next start.
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                let now = inner.clock.now();
-                if let Err(e) =
-                    inner.store.close_stream(ended.front, ended.session, stream, now).await
-                {
-                    tracing::warn!(error = %e, "could not record the end of a stream");
-                }
-            });
+        if let Some(ended) = self.inner.registry.remove(self.stream) {
+            self.inner.record_end(ended);
         }
     }
 }

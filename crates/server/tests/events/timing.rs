@@ -215,10 +215,74 @@ async fn a_session_with_an_active_stream_never_expires() {
     let session = SessionUuid::new_v4();
     let mut tab = service.open_stream(front, &keys, session).await;
     service.activate(front, &mut tab).await;
-    tokio::time::sleep(Duration::from_secs(3 * 3600)).await;
+    // Three hours of heartbeats, each read as it comes: a stream that keeps up.
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(3 * 3600) {
+        assert_eq!(tab.next().await, Some(SseItem::Comment("heartbeat".into())));
+    }
     let published =
         hub.publish_to_session(front, session, "hi", json!(1), Default::default()).await;
     assert!(published.is_ok(), "{published:?}");
+    let Some(event) = tab.next_event().await else { panic!("the stream ended") };
+    assert_eq!(event.id, Some(published.unwrap().id.to_string()));
+}
+
+/// Regression: a stream cut off for not reading (its queue full) whose client keeps the
+/// connection open kept its session active for ever, since the store learned of the end only
+/// when hyper dropped the body.
+#[tokio::test(start_paused = true)]
+async fn a_stream_cut_off_as_too_slow_does_not_keep_its_session_alive() {
+    let service = InProcess::open_with(|config| config.events.stream_buffer = 4).await;
+    let hub = service.state.events.hub();
+    let (front, keys) = service.register().await;
+    let session = SessionUuid::new_v4();
+    let mut tab = service.open_stream(front, &keys, session).await;
+    service.activate(front, &mut tab).await;
+    // The body is never polled again, as with a client that stopped reading.
+    for n in 0..8 {
+        hub.publish_to_session(front, session, "n", json!(n), Default::default()).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(31 * 60 + 60)).await;
+    let gone = hub.publish_to_session(front, session, "late", json!(0), Default::default()).await;
+    assert!(matches!(gone, Err(PublishError::SessionNotFound(s)) if s == session), "{gone:?}");
+    drop(tab);
+}
+
+/// A stream whose client does not read is closed after `--stream-buffer` queued frames, and
+/// its client loses nothing: it reconnects with `Last-Event-ID` and gets the rest.
+#[tokio::test(start_paused = true)]
+async fn a_slow_reader_is_cut_off_after_its_buffer_and_resumes_losslessly() {
+    let service = InProcess::open_with(|config| config.events.stream_buffer = 4).await;
+    let hub = service.state.events.hub();
+    let (front, keys) = service.register().await;
+    let session = SessionUuid::new_v4();
+    let mut tab = service.open_stream(front, &keys, session).await;
+    service.activate(front, &mut tab).await;
+    // Drain the (empty) replay, so that what follows is queued live.
+    let mut ids = Vec::new();
+    for n in 0..10 {
+        let published = hub.publish_to_session(front, session, "n", json!(n), long()).await;
+        ids.push(published.unwrap().id);
+    }
+    // What was queued before the cut arrives, then the stream ends.
+    let mut got = Vec::new();
+    while let Some(event) = tab.next_event().await {
+        got.push(event.id.unwrap().parse::<i64>().unwrap());
+    }
+    assert!(got.len() < ids.len(), "cut off before it got all 10: {got:?}");
+    assert_eq!(got, ids[..got.len()], "what it got came in order");
+    // It reconnects from where it was: the rest, once, in order.
+    let last = got.last().copied().unwrap_or(0);
+    let mut tab = service.open_stream_after(front, &keys, session, Some(last)).await;
+    service.activate(front, &mut tab).await;
+    for expected in &ids[got.len()..] {
+        let event = tab.next_event().await.expect("the rest");
+        assert_eq!(event.id, Some(expected.to_string()));
+    }
+}
+
+fn long() -> PublishOptions {
+    PublishOptions { expires_in: Some(Duration::from_secs(3600)), ..Default::default() }
 }
 
 #[tokio::test(start_paused = true)]
@@ -227,9 +291,15 @@ async fn events_expire_at_their_expired_time() {
     let hub = service.state.events.hub();
     let (front, keys) = service.register().await;
     let short = PublishOptions { expires_in: Some(Duration::from_secs(5)), ..Default::default() };
-    hub.publish_to_front(front, "short", json!(1), short).await.unwrap();
+    let brief = hub.publish_to_front(front, "short", json!(1), short).await.unwrap();
     let long = hub.publish_to_front(front, "default", json!(2), Default::default()).await.unwrap();
-    tokio::time::advance(Duration::from_secs(6)).await;
+    // Just before its expiry it is still delivered (to a stream that resumes from before it).
+    tokio::time::advance(Duration::from_millis(4_900)).await;
+    let mut early = service.open_stream_after(front, &keys, SessionUuid::new_v4(), Some(0)).await;
+    service.activate(front, &mut early).await;
+    let Some(event) = early.next_event().await else { panic!("no event") };
+    assert_eq!(event.id, Some(brief.id.to_string()), "the 5-second event at 4.9 s");
+    tokio::time::advance(Duration::from_millis(1_100)).await;
     let mut tab = service.open_stream(front, &keys, SessionUuid::new_v4()).await;
     service.activate(front, &mut tab).await;
     let Some(event) = tab.next_event().await else { panic!("no event") };
