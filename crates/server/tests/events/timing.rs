@@ -82,7 +82,29 @@ impl InProcess {
         session: SessionUuid,
         last_event_id: Option<i64>,
     ) -> Tab {
-        let mut request = Request::get(format!("{}/{front}/{session}", paths::STREAM_OPEN));
+        self.open_stream_at(front, keys, session, last_event_id, "").await
+    }
+
+    /// Opens the stream one tab holds for every tab of its front (`?scope=front`).
+    async fn open_front_scoped(
+        &self,
+        front: FrontUuid,
+        keys: &KeyPair,
+        session: SessionUuid,
+    ) -> Tab {
+        let query = format!("?{}", paths::STREAM_SCOPE_FRONT_QUERY);
+        self.open_stream_at(front, keys, session, None, &query).await
+    }
+
+    async fn open_stream_at(
+        &self,
+        front: FrontUuid,
+        keys: &KeyPair,
+        session: SessionUuid,
+        last_event_id: Option<i64>,
+        query: &str,
+    ) -> Tab {
+        let mut request = Request::get(format!("{}/{front}/{session}{query}", paths::STREAM_OPEN));
         if let Some(id) = last_event_id {
             request = request.header("last-event-id", id.to_string());
         }
@@ -370,4 +392,49 @@ async fn a_front_without_a_stream_for_the_front_ttl_is_pruned_and_registers_agai
     assert_eq!(service.post(&path, serde_json::to_value(request).unwrap()).await, StatusCode::OK);
     let mut tab = service.open_stream(front, &keys, SessionUuid::new_v4()).await;
     service.activate(front, &mut tab).await;
+}
+
+/// A session that was streaming when the server stopped (crashed: nothing recorded the end of
+/// its stream) is idle from the next start, and forgotten a session TTL later.
+#[tokio::test(start_paused = true)]
+async fn a_session_streaming_when_the_server_stopped_expires_a_ttl_after_the_next_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = AppState::open(Config::new(dir.path())).await.unwrap();
+    let service = InProcess { state: first, _dir: tempfile::tempdir().unwrap() };
+    let (front, keys) = service.register().await;
+    let session = SessionUuid::new_v4();
+    let mut tab = service.open_stream(front, &keys, session).await;
+    service.activate(front, &mut tab).await;
+    // Another start on the same store, the first never told of the stream's end.
+    let second = AppState::open(Config::new(dir.path())).await.unwrap();
+    let hub = second.events.hub();
+    tokio::time::sleep(Duration::from_secs(29 * 60)).await;
+    let still = hub.publish_to_session(front, session, "still", json!(1), long()).await;
+    assert!(still.is_ok(), "idle for 29 minutes only: {still:?}");
+    tokio::time::sleep(Duration::from_secs(2 * 60 + 60)).await;
+    let gone = hub.publish_to_session(front, session, "gone", json!(2), long()).await;
+    assert!(matches!(gone, Err(PublishError::SessionNotFound(s)) if s == session), "{gone:?}");
+    drop(tab);
+}
+
+/// A tab served by another tab's shared stream has no stream of its own: it is known from the
+/// last time an event was published to it (or it sent one), and forgotten a session TTL later.
+#[tokio::test(start_paused = true)]
+async fn a_tab_served_by_a_shared_stream_expires_a_ttl_after_it_was_last_seen() {
+    let service = InProcess::open().await;
+    let hub = service.state.events.hub();
+    let (front, keys) = service.register().await;
+    let (holder, served) = (SessionUuid::new_v4(), SessionUuid::new_v4());
+    let mut shared = service.open_front_scoped(front, &keys, holder).await;
+    service.activate(front, &mut shared).await;
+    let seen = hub.publish_to_session(front, served, "for-served", json!(1), long()).await;
+    assert!(seen.is_ok(), "served by the shared stream: {seen:?}");
+    // The shared stream goes; the served tab stays known until its TTL from when it was seen.
+    drop(shared);
+    tokio::time::sleep(Duration::from_secs(29 * 60)).await;
+    let still = hub.publish_to_session(front, served, "still", json!(2), long()).await;
+    assert!(still.is_ok(), "seen 29 minutes ago: {still:?}");
+    tokio::time::sleep(Duration::from_secs(2 * 60 + 60)).await;
+    let gone = hub.publish_to_session(front, served, "gone", json!(3), long()).await;
+    assert!(matches!(gone, Err(PublishError::SessionNotFound(s)) if s == served), "{gone:?}");
 }
