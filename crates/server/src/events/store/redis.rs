@@ -1149,7 +1149,8 @@ impl Subscriber {
             let _ = ready.send(());
         }
         let mut messages = pubsub.into_on_message();
-        let mut ticks = tokio::time::interval(TICK);
+        // The first check one tick from now: the catch-up just above covered the present.
+        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + TICK, TICK);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
