@@ -108,10 +108,15 @@ pub fn sealed_open(data: &[u8]) {
     }
 }
 
-fn peers() -> (Peer, Peer) {
-    let front = KeyPair::from_secret(SecretKey::from_bytes([1; 32]));
-    let back = KeyPair::from_secret(SecretKey::from_bytes([2; 32]));
-    (Peer::new(&back.public, &front.secret), Peer::new(&front.public, &back.secret))
+/// A front's and a back's view of one pair of fixed keys, computed once (two X25519s per
+/// input would be most of each execution).
+fn peers() -> &'static (Peer, Peer) {
+    static PEERS: std::sync::OnceLock<(Peer, Peer)> = std::sync::OnceLock::new();
+    PEERS.get_or_init(|| {
+        let front = KeyPair::from_secret(SecretKey::from_bytes([1; 32]));
+        let back = KeyPair::from_secret(SecretKey::from_bytes([2; 32]));
+        (Peer::new(&back.public, &front.secret), Peer::new(&front.public, &back.secret))
+    })
 }
 
 fn nonce_of(data: &[u8]) -> [u8; 24] {
