@@ -15,7 +15,7 @@ use super::venue_keys::{VenueKey, parse_jwks, pem_key};
 use super::vtx::{venue_claims, venue_header};
 
 /// The refresh-token cookie: the input's lines are `Cookie` headers. A token found is
-/// non-empty and trimmed, and one more `refreshToken` cookie makes the request ambiguous
+/// non-empty, within one cookie and unquoted, and one more `refreshToken` cookie makes the request ambiguous
 /// (whoever planted the second must not choose the session).
 pub fn cookie(data: &[u8]) {
     let mut headers = HeaderMap::new();
@@ -29,7 +29,9 @@ pub fn cookie(data: &[u8]) {
     };
     assert!(!token.is_empty());
     assert!(!token.contains(';'), "a token spans two cookies: {token:?}");
-    assert_eq!(token, token.trim().trim_matches('"'), "the token is not trimmed");
+    // The value is trimmed, then unquoted: what a quote exposed (`"  t  "`) stays, so that the
+    // token is compared as sent (it then matches no session).
+    assert!(!token.starts_with('"') && !token.ends_with('"'), "the token is still quoted");
     let mut more = headers.clone();
     more.append(header::COOKIE, HeaderValue::from_static("refreshToken=planted"));
     assert_eq!(cookie::get(&more), Err(cookie::Ambiguous));
