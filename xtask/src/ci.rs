@@ -4,7 +4,7 @@ use std::process::Command;
 
 use crate::sh::{cmd, run, which};
 use crate::testbed::Testbed;
-use crate::{consumer, demo, install, wasm};
+use crate::{consumer, demo, fuzz, install, wasm};
 
 /// Crates that compile to wasm32, linted for that target too.
 const WASM_CRATES: &[&str] = &["protocol", "browser"];
@@ -42,6 +42,9 @@ pub(crate) fn all() -> Result<(), String> {
     run(cmd("cargo", &["test", "--workspace", "--locked"])
         .env("WEBSESSION_SITE_DIR", &site)
         .env("WEBSESSION_CONSUMER_DIR", &consumer))?;
+    // The host tests above replayed every fuzz corpus (fuzz/corpus/) on stable; where nightly
+    // and cargo-fuzz are installed, each target also runs a few seconds looking for new inputs.
+    fuzz::ci_short_run()?;
     let testbed = Testbed::start(&site)?;
     for (krate, place) in WASM_SUITES {
         run(&mut wasm_test(krate, place, &testbed)?)?;

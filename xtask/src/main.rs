@@ -6,6 +6,7 @@
 mod ci;
 mod consumer;
 mod demo;
+mod fuzz;
 mod install;
 mod sh;
 mod testbed;
@@ -17,12 +18,15 @@ const HELP: &str = "\
 cargo xtask <command>
 
   ci        install what is missing, then fmt, clippy (host + wasm32), the consumer build, host tests
-            (the e2e suite among them), wasm tests in headless Chromium
+            (the e2e suite and the fuzz corpus replay among them), 5 s per fuzz target where nightly
+            and cargo-fuzz are installed, wasm tests in headless Chromium
   consumer  build the browser package, install its packed tarball in a fresh npm project outside
             the workspace, type-check (tsc --strict) and build (Vite) the app in tests/consumer/,
             and load it in headless Chromium against the development server (e2e consumer::)
   demo      build the browser package with wasm-pack (wasm-pack.toml), assemble the site and start the
             development server (backend + venue stand-in on one origin); prints the URL
+  fuzz      run every fuzz target of fuzz/ (cargo-fuzz on nightly) for N seconds (--secs N, default
+            60) and print executions per target; new inputs join fuzz/corpus/<target>/
   install   only install what is missing (wasm32 target, wasm-bindgen-cli, wasm-pack, node and npm,
             apt packages)
   wasm      only build the browser package (wasm-pack, settings from wasm-pack.toml)
@@ -34,6 +38,7 @@ fn main() -> ExitCode {
         Some("ci") => ci::all(),
         Some("consumer") => consumer::run_consumer(),
         Some("demo") => demo::run_demo(&args[1..]),
+        Some("fuzz") => fuzz::run_fuzz(&args[1..]),
         Some("install") => install::ensure_all(),
         Some("wasm") => wasm::build().map(|_| ()),
         None | Some("help" | "-h" | "--help") => {

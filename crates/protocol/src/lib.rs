@@ -9,6 +9,8 @@
 pub mod api;
 pub mod error;
 pub mod event;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod ids;
 pub mod keys;
 pub mod messages;

@@ -112,6 +112,18 @@ fn split_lines(s: &str) -> impl Iterator<Item = &str> {
     })
 }
 
+/// The position a reverse stream resumes after: the `Last-Event-ID` header (`header`), or else
+/// a non-empty `lastEventId=` in the URL's query (`query`, without the `?`), for clients that
+/// cannot set headers. Surrounding whitespace is ignored; anything but a non-negative decimal
+/// integer that fits `i64` means "no position".
+pub fn resume_id(header: Option<&str>, query: Option<&str>) -> Option<i64> {
+    let query = query.and_then(|q| {
+        q.split('&').find_map(|pair| pair.strip_prefix("lastEventId=")).filter(|v| !v.is_empty())
+    });
+    let id: i64 = header.or(query)?.trim().parse().ok()?;
+    (id >= 0).then_some(id)
+}
+
 /// The default limit of one line, beyond which the parser drops the line.
 pub const DEFAULT_MAX_LINE: usize = 1 << 20;
 

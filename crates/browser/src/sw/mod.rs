@@ -19,6 +19,8 @@
 //! host).
 
 pub mod chain;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod jwt;
 pub mod session;
 pub mod settings;

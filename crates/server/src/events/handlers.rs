@@ -110,11 +110,7 @@ pub(super) async fn register(
 /// from another server is not ours to interpret).
 fn last_event_id(headers: &HeaderMap, query: Option<&str>) -> Option<i64> {
     let header = headers.get("last-event-id").and_then(|v| v.to_str().ok());
-    let query = query.and_then(|q| {
-        q.split('&').find_map(|pair| pair.strip_prefix("lastEventId=")).filter(|v| !v.is_empty())
-    });
-    let id: i64 = header.or(query)?.trim().parse().ok()?;
-    (id >= 0).then_some(id)
+    sse::resume_id(header, query)
 }
 
 /// `GET /web-event-stream-open/{frontUuid}/{sessionUuid}` → `text/event-stream`.

@@ -114,7 +114,7 @@ impl SigningKey {
         Self::from_secret(pair.secret_key)
     }
 
-    fn from_secret(secret: [u8; 32]) -> Result<Self, KeyError> {
+    pub(crate) fn from_secret(secret: [u8; 32]) -> Result<Self, KeyError> {
         // jsonwebtoken derives the public JWK only from the short PKCS#8 v1 form (no public key
         // inside), so the DER handed to it is always re-encoded that way.
         let der = KeypairBytes { secret_key: secret, public_key: None }

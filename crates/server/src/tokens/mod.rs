@@ -23,6 +23,8 @@ mod clock;
 mod config;
 mod cookie;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod guard;
 mod keys;
 mod login;

@@ -312,7 +312,7 @@ fn read_file(path: &Path) -> anyhow::Result<Vec<VenueKey>> {
     Ok(vec![key])
 }
 
-fn pem_key(pem: &[u8]) -> Option<VenueKey> {
+pub(crate) fn pem_key(pem: &[u8]) -> Option<VenueKey> {
     if let Ok(key) = DecodingKey::from_ed_pem(pem)
         && key.try_get_as_bytes().is_ok_and(|b| b.len() == 32)
     {

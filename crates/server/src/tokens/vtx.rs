@@ -16,14 +16,16 @@ use axum::extract::rejection::FormRejection;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use jsonwebtoken::jwk::JwkSet;
-use jsonwebtoken::{Algorithm, Validation, decode, decode_header};
+use jsonwebtoken::{Algorithm, Header, Validation, decode, decode_header};
 use protocol::tokens::{
     EidClaims, GRANT_TYPE_TOKEN_EXCHANGE, TOKEN_TYPE_JWT, TokenExchangeResponse, VenueClaims,
 };
 
 use super::Tokens;
 use super::access::describe;
+use super::config::TokensConfig;
 use super::error::{OAuthError, TokenError, no_store, oauth_error};
+use super::venue_keys::VenueKey;
 
 /// Longest venue JWT accepted; anything longer is refused before parsing.
 const MAX_JWT_CHARS: usize = 16 * 1024;
@@ -59,53 +61,66 @@ impl Tokens {
 
     /// The claims of a genuine, current venue JWT for this exchange.
     async fn verify_venue_jwt(&self, token: &str) -> Result<VenueClaims, TokenError> {
-        if token.len() > MAX_JWT_CHARS {
-            return Err(TokenError::InvalidToken("the venue JWT is too long".to_owned()));
-        }
-        let header =
-            decode_header(token).map_err(|err| TokenError::InvalidToken(describe(err.kind())))?;
-        // Only the asymmetric algorithms the venue uses: this refuses `none` (which does not
-        // even parse as an `Algorithm`) and every HMAC variant, whatever key it names.
-        if !matches!(header.alg, Algorithm::EdDSA | Algorithm::ES256) {
-            return Err(TokenError::InvalidToken(format!(
-                "algorithm {:?} is not accepted",
-                header.alg
-            )));
-        }
+        let header = venue_header(token)?;
         let key = self.inner.venue_keys.find(header.kid.as_deref(), header.alg).await?;
-        let mut validation = Validation::new(key.alg);
-        // Times are checked below against the injected clock, `iss`/`aud` with our own
-        // messages; jsonwebtoken checks only the signature and the algorithm.
-        validation.validate_exp = false;
-        validation.validate_nbf = false;
-        validation.validate_aud = false;
-        validation.required_spec_claims = HashSet::new();
-        let claims = decode::<VenueClaims>(token, &key.key, &validation)
-            .map_err(|err| TokenError::InvalidToken(describe(err.kind())))?
-            .claims;
-        let config = &self.inner.config;
-        if claims.iss != config.venue_issuer {
-            return Err(TokenError::InvalidToken("the venue JWT has another issuer".to_owned()));
-        }
-        if claims.aud != config.venue_audience {
-            return Err(TokenError::InvalidToken(
-                "the venue JWT is for another audience".to_owned(),
-            ));
-        }
-        let now = self.inner.clock.now().seconds();
-        let leeway = i64::try_from(config.venue_leeway.as_secs()).unwrap_or(0);
-        if claims.nbf.is_some_and(|nbf| nbf > now.saturating_add(leeway))
-            || claims.iat > now.saturating_add(leeway)
-        {
-            return Err(TokenError::InvalidToken("the venue JWT is not valid yet".to_owned()));
-        }
-        // No leeway on `exp`: the EID may not outlive the venue JWT, so a venue JWT at or past
-        // its `exp` could only give an EID that is born expired.
-        if claims.exp <= now {
-            return Err(TokenError::TokenExpired("The venue JWT has expired"));
-        }
-        Ok(claims)
+        venue_claims(token, &key, &self.inner.config, self.inner.clock.now().seconds())
     }
+}
+
+/// The header of a venue JWT, refused before any key is looked up when the token is too long,
+/// not a JWT, or signed with an algorithm the venue does not use.
+pub(crate) fn venue_header(token: &str) -> Result<Header, TokenError> {
+    if token.len() > MAX_JWT_CHARS {
+        return Err(TokenError::InvalidToken("the venue JWT is too long".to_owned()));
+    }
+    let header =
+        decode_header(token).map_err(|err| TokenError::InvalidToken(describe(err.kind())))?;
+    // Only the asymmetric algorithms the venue uses: this refuses `none` (which does not
+    // even parse as an `Algorithm`) and every HMAC variant, whatever key it names.
+    if !matches!(header.alg, Algorithm::EdDSA | Algorithm::ES256) {
+        return Err(TokenError::InvalidToken(format!(
+            "algorithm {:?} is not accepted",
+            header.alg
+        )));
+    }
+    Ok(header)
+}
+
+/// The claims of `token`, verified with `key` and checked against `config` at `now` (seconds).
+pub(crate) fn venue_claims(
+    token: &str,
+    key: &VenueKey,
+    config: &TokensConfig,
+    now: i64,
+) -> Result<VenueClaims, TokenError> {
+    let mut validation = Validation::new(key.alg);
+    // Times are checked below against the injected clock, `iss`/`aud` with our own
+    // messages; jsonwebtoken checks only the signature and the algorithm.
+    validation.validate_exp = false;
+    validation.validate_nbf = false;
+    validation.validate_aud = false;
+    validation.required_spec_claims = HashSet::new();
+    let claims = decode::<VenueClaims>(token, &key.key, &validation)
+        .map_err(|err| TokenError::InvalidToken(describe(err.kind())))?
+        .claims;
+    if claims.iss != config.venue_issuer {
+        return Err(TokenError::InvalidToken("the venue JWT has another issuer".to_owned()));
+    }
+    if claims.aud != config.venue_audience {
+        return Err(TokenError::InvalidToken("the venue JWT is for another audience".to_owned()));
+    }
+    let leeway = i64::try_from(config.venue_leeway.as_secs()).unwrap_or(0);
+    if claims.nbf.is_some_and(|nbf| nbf > now.saturating_add(leeway))
+        || claims.iat > now.saturating_add(leeway)
+    {
+        return Err(TokenError::InvalidToken("the venue JWT is not valid yet".to_owned()));
+    }
+    // No leeway on `exp`: the EID may not outlive the venue JWT, so a venue JWT at or past
+    // its `exp` could only give an EID that is born expired.
+    if claims.exp <= now {
+        return Err(TokenError::TokenExpired("The venue JWT has expired"));
+    }
+    Ok(claims)
 }
 
 /// `GET /vtx/token` with `Authorization: Bearer <venue JWT>`.

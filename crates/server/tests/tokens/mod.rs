@@ -8,6 +8,7 @@
 pub(crate) mod harness;
 
 mod forged;
+mod fuzz_corpus;
 mod guard;
 mod hardening;
 mod jwks_cache;
