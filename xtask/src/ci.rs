@@ -42,9 +42,14 @@ pub(crate) fn all() -> Result<(), String> {
     run(cmd("cargo", &["test", "--workspace", "--locked"])
         .env("WEBSESSION_SITE_DIR", &site)
         .env("WEBSESSION_CONSUMER_DIR", &consumer))?;
-    // The host tests above replayed every fuzz corpus (fuzz/corpus/) on stable; where nightly
-    // and cargo-fuzz are installed, each target also runs a few seconds looking for new inputs.
-    fuzz::ci_short_run()?;
+    // The host tests above replayed every fuzz corpus (fuzz/corpus/) on stable, so a crash
+    // found once stays fixed. The short run looking for new inputs is opt-in
+    // (WEBSESSION_CI_FUZZ=1): its first build, a nightly release build of the fuzz crate with
+    // the server's dependencies, takes about 22 minutes on two cores, over CI's time budget.
+    // `cargo xtask fuzz` is the command for real runs.
+    if std::env::var_os("WEBSESSION_CI_FUZZ").is_some_and(|v| v == "1") {
+        fuzz::ci_short_run()?;
+    }
     let testbed = Testbed::start(&site)?;
     for (krate, place) in WASM_SUITES {
         run(&mut wasm_test(krate, place, &testbed)?)?;
