@@ -67,7 +67,10 @@ pub(crate) async fn run(args: SoakArgs) -> anyhow::Result<()> {
         opened += 1;
     }
     let sender_front = fronts.first().context("a front")?.clone();
-    let sender = sender_front.connect(SessionUuid::new_v4(), None).await?;
+    // The sender cannot read its own stream while it sends, so after its queue fills the
+    // server cuts it off as too slow and its session stops being active: then it reconnects.
+    let mut sender = sender_front.connect(SessionUuid::new_v4(), None).await?;
+    let mut senders = 1u64;
 
     let started = Instant::now();
     let end = started + Duration::from_secs(args.secs);
@@ -105,7 +108,11 @@ pub(crate) async fn run(args: SoakArgs) -> anyhow::Result<()> {
         for _ in 0..args.events_per_sec {
             match sender.send("broadcast", json!("soak")).await {
                 Ok(_) => sent += 1,
-                Err(_) => failed += 1,
+                Err(_) => {
+                    failed += 1;
+                    sender = sender_front.connect(SessionUuid::new_v4(), None).await?;
+                    senders += 1;
+                }
             }
         }
         if Instant::now() >= next_sample {
@@ -127,7 +134,7 @@ pub(crate) async fn run(args: SoakArgs) -> anyhow::Result<()> {
     };
     let drift = (last.1 as f64 - first.1 as f64) / first.1 as f64 * 100.0;
     println!(
-        "soak: {} s, {opened} tabs opened, {sent} broadcasts, {failed} failed; server RSS {:.1} MiB at {} s, {:.1} MiB at {} s: drift {drift:+.1} % (goal < 5 %)",
+        "soak: {} s, {opened} tabs opened, {sent} broadcasts ({senders} senders), {failed} failed; server RSS {:.1} MiB at {} s, {:.1} MiB at {} s: drift {drift:+.1} % (goal < 5 %)",
         args.secs,
         first.1 as f64 / (1024.0 * 1024.0),
         first.0,
