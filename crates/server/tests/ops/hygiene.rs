@@ -1,16 +1,13 @@
 //! Request hygiene: every answer carries an `x-request-id` (the client's own, or a new one),
 //! secrets in headers never reach the trace, and a handler that panics answers 500 JSON.
 
-use std::process::{Command, Stdio};
-
 use protocol::SessionUuid;
 use reqwest::StatusCode;
 use reqwest::header::{AUTHORIZATION, COOKIE};
 use serde_json::json;
-use tokio::io::{AsyncBufReadExt as _, BufReader};
 
 use crate::events::registered;
-use crate::util::{TestServer, within};
+use crate::util::{Process, TestServer, within};
 
 #[tokio::test]
 async fn every_answer_carries_a_request_id_and_echoes_the_clients() {
@@ -30,28 +27,8 @@ async fn every_answer_carries_a_request_id_and_echoes_the_clients() {
 // output, where no other test's tracing can interfere.
 #[tokio::test]
 async fn authorization_cookies_and_the_api_key_are_sensitive_in_traces() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_server"))
-        .args(["--listen", "127.0.0.1:0"])
-        .arg("--data-dir")
-        .arg(dir.path())
-        .env("RUST_LOG", "warn,tower_http=debug")
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("the server binary starts");
-    let stdout = tokio::process::ChildStdout::from_std(child.stdout.take().unwrap()).unwrap();
-    let mut lines = BufReader::new(stdout).lines();
-    let url = within(async {
-        loop {
-            let line = lines.next_line().await.unwrap().expect("the server printed its URL");
-            if let Some(url) = line.strip_prefix("server: listening on ") {
-                return url.to_owned();
-            }
-        }
-    })
-    .await;
+    let mut server = Process::start_logging(&[], "warn,tower_http=debug").await;
+    let url = server.url.clone();
     let answer = reqwest::Client::new()
         .post(format!("{url}/api/auth/refresh"))
         .header(AUTHORIZATION, "Bearer secret-bearer-value")
@@ -67,7 +44,7 @@ async fn authorization_cookies_and_the_api_key_are_sensitive_in_traces() {
     let mut log = String::new();
     within(async {
         loop {
-            let line = lines.next_line().await.unwrap().expect("the server traced the request");
+            let line = server.next_output_line().await.expect("the server traced the request");
             log.push_str(&line);
             log.push('\n');
             if line.contains("visible-value") && line.contains("finished processing request") {
@@ -76,8 +53,7 @@ async fn authorization_cookies_and_the_api_key_are_sensitive_in_traces() {
         }
     })
     .await;
-    let _ = child.kill();
-    let _ = child.wait();
+    server.kill();
     assert!(log.contains("Sensitive"), "{log}");
     for secret in ["secret-bearer-value", "secret-cookie-value", "secret-api-key"] {
         assert!(!log.contains(secret), "{secret} leaked into the trace: {log}");

@@ -123,29 +123,45 @@ pub(crate) struct Process {
     pub(crate) url: String,
     dir: Option<tempfile::TempDir>,
     args: Vec<String>,
+    /// `RUST_LOG` of the process (`warn` unless started with [`Process::start_logging`]).
+    log_filter: String,
+    /// What it prints after its URL (its trace, with `NO_COLOR`).
+    output: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
 }
 
 impl Process {
     /// Starts `server --listen 127.0.0.1:0 --data-dir <fresh> <args>`.
     pub(crate) async fn start(args: &[&str]) -> Self {
+        Self::start_logging(args, "warn").await
+    }
+
+    /// [`Process::start`] with `RUST_LOG=log_filter`; its trace is read with
+    /// [`Process::next_output_line`].
+    pub(crate) async fn start_logging(args: &[&str], log_filter: &str) -> Self {
         let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
-        Self::spawn(tempfile::tempdir().unwrap(), args).await
+        Self::spawn(tempfile::tempdir().unwrap(), args, log_filter.to_owned()).await
     }
 
     /// Starts it again on the same data directory, with the same arguments (another port).
     pub(crate) async fn restart(mut self) -> Self {
         self.kill();
         let (dir, args) = (self.dir.take().unwrap(), std::mem::take(&mut self.args));
-        Self::spawn(dir, args).await
+        Self::spawn(dir, args, std::mem::take(&mut self.log_filter)).await
     }
 
-    async fn spawn(dir: tempfile::TempDir, args: Vec<String>) -> Self {
+    /// The next line it printed; `None` once it closed its output.
+    pub(crate) async fn next_output_line(&mut self) -> Option<String> {
+        self.output.next_line().await.unwrap()
+    }
+
+    async fn spawn(dir: tempfile::TempDir, args: Vec<String>, log_filter: String) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_server"))
             .args(["--listen", "127.0.0.1:0"])
             .args(&args)
             .arg("--data-dir")
             .arg(dir.path())
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", &log_filter)
+            .env("NO_COLOR", "1")
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -161,7 +177,7 @@ impl Process {
             }
         })
         .await;
-        Self { child, url, dir: Some(dir), args }
+        Self { child, url, dir: Some(dir), args, log_filter, output: lines }
     }
 
     /// Its resident memory now (`VmRSS`), in bytes.
