@@ -1,13 +1,30 @@
-// The demo page: every flow of the package on one page, in plain JavaScript.
+// @ts-check
+// The demo page: every flow of the package on one page, in plain JavaScript, type-checked
+// against the package's declarations in `cargo xtask ci` (the consumer step).
 import init, {
   Auth, Front, isWebSessionError, onWorkerMessage, sessionTokens, version,
 } from '/pkg/websession.js';
 
-const $ = (id) => document.getElementById(id);
+/**
+ * The element of the page with this id; a missing one is a bug of the page, so it throws.
+ * @param {string} id
+ * @returns {HTMLElement}
+ */
+function $(id) {
+  const node = document.getElementById(id);
+  if (!node) throw new Error(`the page has no #${id}`);
+  return node;
+}
+/** @param {string} id */
+const $input = (id) => /** @type {HTMLInputElement} */ ($(id));
 const time = (date = new Date()) => date.toLocaleTimeString([], { hour12: false });
+/** @param {unknown} value */
 const pretty = (value) => JSON.stringify(value, null, 2);
 
-/** Text (and a class) for an error of the package or anything else. */
+/**
+ * Text for an error of the package or anything else.
+ * @param {unknown} error
+ */
 function describe(error) {
   if (isWebSessionError(error)) {
     const stage = error.stage ? `, stage ${error.stage}` : '';
@@ -16,11 +33,20 @@ function describe(error) {
   return String(error);
 }
 
-/** Replaces the children of `node` with an element built from `html`-free parts. */
+/**
+ * Replaces the children of `node` with an element built from `html`-free parts.
+ * @param {HTMLElement} node
+ * @param {...(Node | string)} children
+ */
 function show(node, ...children) {
   node.replaceChildren(...children);
 }
 
+/**
+ * @param {string} tag
+ * @param {Record<string, string>} attrs
+ * @param {...(Node | string)} children
+ */
 function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
   for (const [key, value] of Object.entries(attrs)) {
@@ -31,13 +57,21 @@ function el(tag, attrs = {}, ...children) {
   return node;
 }
 
+/**
+ * @param {HTMLElement} list
+ * @param {Node} item
+ */
 function prepend(list, item, max = 200) {
   list.querySelector('.empty')?.remove();
   list.prepend(item);
-  while (list.children.length > max) list.lastChild.remove();
+  while (list.children.length > max) list.lastChild?.remove();
 }
 
-/** The claims of a JWT, decoded for display (the server verifies them, not the page). */
+/**
+ * The claims of a JWT, decoded for display (the server verifies them, not the page).
+ * @param {string} jwt
+ * @returns {unknown}
+ */
 function claims(jwt) {
   try {
     const part = jwt.split('.')[1].replace(/-/g, '+').replace(/_/g, '/');
@@ -53,6 +87,7 @@ $('pkg-version').textContent = version();
 
 // ---- the service worker ----
 
+/** @param {ServiceWorkerRegistration} registration */
 function workerState(registration) {
   const worker = registration.installing ?? registration.waiting ?? registration.active;
   $('sw-state').textContent = worker ? worker.state : 'none';
@@ -75,7 +110,7 @@ if ('serviceWorker' in navigator) {
     }
     const text = message.type === 'session-error'
       ? `session-error: ${message.error} at ${message.stage} (${message.message})`
-      : `${message.type}${message.version ? ' ' + message.version : ''}`;
+      : message.type === 'sw-activated' ? `${message.type} ${message.version}` : message.type;
     prepend($('sw-messages'), el('li', {}, el('time', {}, time()), ' ', text), 20);
   });
 } else {
@@ -104,6 +139,7 @@ const auth = await Auth.start({
   onExpired: (reason) => location.assign(`/login/?reason=${encodeURIComponent(reason)}`),
 });
 
+/** @param {import('/pkg/websession.js').LoginInfo | undefined} info */
 function loginState(info) {
   const out = $('login-state');
   $('login-actions').hidden = !info;
@@ -124,6 +160,7 @@ function loginState(info) {
 loginState(auth.info);
 auth.onChange(loginState);
 
+/** @param {string} path */
 async function callApi(path) {
   const out = $('api-result');
   try {
@@ -163,11 +200,15 @@ $('front-uuid').textContent = front.frontUuid;
 $('session-uuid').textContent = front.sessionUuid;
 
 function identity() {
-  $('front-bid').textContent = front.frontBid ?? 'not registered yet';
+  $('front-bid').textContent = String(front.frontBid ?? 'not registered yet');
   $('front-role').textContent = front.role;
-  $('last-event-id').textContent = front.lastEventId ?? '–';
+  $('last-event-id').textContent = String(front.lastEventId ?? '–');
 }
 
+/**
+ * @param {import('/pkg/websession.js').StreamState} state
+ * @param {import('/pkg/websession.js').StreamState} [previous]
+ */
 function stateChanged(state, previous) {
   const badge = $('stream-state');
   badge.textContent = state;
@@ -197,9 +238,9 @@ $('events-clear').addEventListener('click', () => {
 });
 
 function directData() {
-  return { text: $('direct-text').value, from: front.sessionUuid.slice(0, 8), at: new Date().toISOString() };
+  return { text: $input('direct-text').value, from: front.sessionUuid.slice(0, 8), at: new Date().toISOString() };
 }
-const encrypted = () => $('direct-encrypt').checked;
+const encrypted = () => $input('direct-encrypt').checked;
 
 $('direct-form').addEventListener('submit', async (event) => {
   event.preventDefault();

@@ -1,7 +1,8 @@
 //! The consumer test's build: the browser package as a web developer gets it. A fresh project
 //! outside the workspace (`$TMPDIR/websession-consumer`) `npm pack`s the built package, installs
 //! the tarball with TypeScript 5 and Vite from npm, type-checks the app in `tests/consumer/` with
-//! `tsc --strict` and builds it with Vite, with the package's worker copied in as `/sw.js` the
+//! `tsc --strict` (and the demo page `www/app.js`, which carries `// @ts-check`, against the
+//! installed declarations) and builds it with Vite, with the package's worker copied in as `/sw.js` the
 //! way the package README says. The end-to-end suite (`tests/tests/e2e/consumer.rs`) then serves
 //! the build against the development server's backend in headless Chromium.
 //!
@@ -14,7 +15,8 @@ use crate::sh::{cmd, output, root, run};
 use crate::wasm;
 
 /// The app's files, copied into the project on every run.
-const APP_FILES: &[&str] = &["package.json", "tsconfig.json", "index.html", "src"];
+const APP_FILES: &[&str] =
+    &["package.json", "tsconfig.json", "tsconfig.demo.json", "index.html", "src"];
 
 /// npm without audits, funding notes or progress, from its cache where it can.
 const NPM_QUIET: &[&str] =
@@ -60,7 +62,7 @@ pub(crate) fn build(pkg: &Path) -> Result<PathBuf, String> {
 fn prepare(dir: &Path) -> Result<(), String> {
     let err = |e: std::io::Error, p: &Path| format!("{}: {e}", p.display());
     std::fs::create_dir_all(dir).map_err(|e| err(e, dir))?;
-    for stale in ["dist", "public", "src"] {
+    for stale in ["dist", "public", "src", "demo"] {
         let path = dir.join(stale);
         if path.exists() {
             std::fs::remove_dir_all(&path).map_err(|e| err(e, &path))?;
@@ -76,6 +78,10 @@ fn prepare(dir: &Path) -> Result<(), String> {
     for name in APP_FILES {
         crate::demo::copy_path(&app.join(name), &dir.join(name))?;
     }
+    // The demo page, type-checked by `npm run check` with `tsconfig.demo.json`.
+    let demo = dir.join("demo");
+    std::fs::create_dir_all(&demo).map_err(|e| err(e, &demo))?;
+    crate::demo::copy_path(&root().join("www/app.js"), &demo.join("app.js"))?;
     Ok(())
 }
 

@@ -18,6 +18,7 @@ use super::front::{Front, FrontOptions, RequestOptions, SendOptions};
 use super::js;
 use super::tokens::{self, WorkerMessages};
 
+/// Written by hand for the doc comments; `ts_tidy.rs` checks it against the Rust types.
 #[wasm_bindgen(typescript_custom_section)]
 const TS_TYPES: &'static str = r#"
 /** The state of the reverse stream, as this tab sees it. */

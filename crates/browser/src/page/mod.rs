@@ -26,6 +26,8 @@ mod locks;
 mod queue;
 mod session;
 mod stream;
+#[cfg(test)]
+mod ts_tidy;
 
 pub use auth::{Auth, AuthOptions, LoginInfo};
 pub use error::PageError;
