@@ -67,7 +67,7 @@ async fn main() -> anyhow::Result<()> {
         config.server.tokens.access_ttl = Duration::from_secs(secs);
     }
     let devserver = DevServer::open(config).await?;
-    let listener = tokio::net::TcpListener::bind(args.listen).await?;
+    let listener = server::bind(args.listen, server::DEFAULT_LISTEN_BACKLOG)?;
     let url = format!("http://{}", listener.local_addr()?);
 
     println!("devserver: listening on {url}");

@@ -65,7 +65,7 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     let state = AppState::open(config).await?;
     state.events.handle(ANNOUNCE, announce);
-    let listener = tokio::net::TcpListener::bind(args.listen).await?;
+    let listener = server::bind(args.listen, server::DEFAULT_LISTEN_BACKLOG)?;
     println!("{}", ready_line(listener.local_addr()?, std::process::id()));
     server::serve(listener, state, server::shutdown_signal()).await
 }

@@ -39,6 +39,28 @@ pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// one byte a second would otherwise hold a handler for 18 hours.
 pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The listener's accept backlog unless configured: room for a reconnect storm (every client of
+/// an instance that restarted comes back at once). With Linux's old default of 128, connects
+/// beyond it are dropped and their clients retry only after a 1 s SYN timeout; nginx uses 511.
+/// The kernel caps it at `net.core.somaxconn` (4096 on current kernels).
+pub const DEFAULT_LISTEN_BACKLOG: u32 = 1024;
+
+/// Binds a listener on `addr` with room for `backlog` connections waiting to be accepted
+/// (`TcpListener::bind` leaves it at a fixed 128 on Linux; this makes it a setting).
+pub fn bind(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    // As `TcpListener::bind` does on Unix: a restarted server can bind while old connections
+    // of the previous one linger in TIME_WAIT.
+    #[cfg(unix)]
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog)
+}
+
 /// Serves `router` on `listener` with `header_read_timeout` until `shutdown` resolves, then
 /// stops accepting, lets each connection finish its current exchange, and returns when all
 /// are closed. (Open reverse streams are ended by the caller, so that this does not wait for
@@ -60,7 +82,14 @@ pub(crate) async fn serve(
     loop {
         let (stream, remote) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
+                Ok(accepted) => {
+                    // Events are small frames that must leave at once, not wait for Nagle's
+                    // algorithm to fill a segment (or for the peer's delayed ACK).
+                    if let Err(err) = accepted.0.set_nodelay(true) {
+                        tracing::debug!(error = %err, "TCP_NODELAY not set");
+                    }
+                    accepted
+                }
                 Err(err) => {
                     accept_failed(&err).await;
                     continue;

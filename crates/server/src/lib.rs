@@ -44,4 +44,6 @@ mod http;
 
 pub use app::{AppState, app, run, serve, shutdown_signal};
 pub use config::Config;
-pub use http::{DEFAULT_BODY_READ_TIMEOUT, DEFAULT_HEADER_READ_TIMEOUT};
+pub use http::{
+    DEFAULT_BODY_READ_TIMEOUT, DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_LISTEN_BACKLOG, bind,
+};

@@ -23,6 +23,16 @@ struct Cli {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:8080", env = "SERVER_LISTEN")]
     listen: SocketAddr,
+    /// Connections that may wait to be accepted (the listen backlog; the kernel caps it at
+    /// net.core.somaxconn). Sized for a reconnect storm: every client of a restarted instance
+    /// comes back at once, and a connect beyond the backlog waits a 1 s SYN retry.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = server::DEFAULT_LISTEN_BACKLOG,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    listen_backlog: u32,
     /// Directory of the embedded store and of the server's own keys (created if missing).
     #[arg(long, default_value = "data", env = "SERVER_DATA_DIR", global = true)]
     data_dir: PathBuf,
@@ -183,7 +193,7 @@ async fn main() -> anyhow::Result<()> {
     if cli.metrics_listen.is_none() {
         config.metrics = Some(metrics.clone());
     }
-    let listener = tokio::net::TcpListener::bind(cli.listen).await?;
+    let listener = server::bind(cli.listen, cli.listen_backlog)?;
     let state = server::AppState::open(config).await?;
     if let Some(addr) = cli.metrics_listen {
         let metrics_listener = tokio::net::TcpListener::bind(addr).await?;
