@@ -24,6 +24,14 @@ use protocol::messages::FrontBid;
 use protocol::{FrontUuid, Peer, PublicKey, SessionUuid, StreamUuid};
 use tokio::sync::mpsc;
 
+/// The heartbeat slice a stream belongs to: random UUIDs spread evenly.
+pub(crate) fn heartbeat_slice(stream: StreamUuid, slices: u32) -> u32 {
+    // The remainder is below `slices`, a u32.
+    #[allow(clippy::cast_possible_truncation)]
+    let slice = (stream.as_uuid().as_u128() % u128::from(slices.max(1))) as u32;
+    slice
+}
+
 /// Fronts remembered after registration or lookup, so that the stream open that follows
 /// neither reads the store nor computes the shared key again. Bounded, oldest out first.
 const RECENT_FRONTS: usize = 4096;
@@ -322,13 +330,16 @@ impl Registry {
         std::mem::take(&mut self.state().cut)
     }
 
-    /// Queues a heartbeat on every open stream; ends those whose queue is full.
-    pub(crate) fn heartbeat(&self) {
+    /// Queues a heartbeat on the open streams of one slice (of `slices`, by stream UUID);
+    /// ends those whose queue is full. Beating one slice at a time spreads the heartbeats of
+    /// many streams over their period instead of waking every stream at one instant.
+    pub(crate) fn heartbeat(&self, slice: u32, slices: u32) {
         let beat = Arc::new(Frame::Heartbeat);
         let mut state = self.state();
         let full: Vec<StreamUuid> = state
             .streams
             .iter()
+            .filter(|(stream, _)| heartbeat_slice(**stream, slices) == slice)
             .filter(|(_, slot)| {
                 slot.tx.as_ref().is_some_and(|tx| {
                     matches!(tx.try_send(beat.clone()), Err(mpsc::error::TrySendError::Full(_)))

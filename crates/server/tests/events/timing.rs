@@ -186,14 +186,55 @@ async fn an_active_stream_gets_a_heartbeat_every_fifteen_seconds_and_outlives_th
     let (front, keys) = service.register().await;
     let mut tab = service.open_stream(front, &keys, SessionUuid::new_v4()).await;
     service.activate(front, &mut tab).await;
+    // Heartbeats are spread over the period by stream: the first comes within fifteen seconds,
+    // each next one fifteen seconds after the one before.
     let start = Instant::now();
-    for beat in 1..=3u32 {
+    assert_eq!(tab.next().await, Some(SseItem::Comment("heartbeat".into())));
+    let mut last = start.elapsed();
+    assert!(last <= Duration::from_secs(15), "first beat at {last:?}");
+    for beat in 2..=4u32 {
         assert_eq!(tab.next().await, Some(SseItem::Comment("heartbeat".into())));
         let at = start.elapsed();
-        let expected = Duration::from_secs(15) * beat;
-        assert!(at <= expected && at + Duration::from_secs(1) > expected, "{beat}: {at:?}");
+        let gap = at - last;
+        assert!(
+            gap <= Duration::from_secs(15)
+                && gap + Duration::from_millis(100) > Duration::from_secs(15),
+            "{beat}: {gap:?}"
+        );
+        last = at;
     }
     assert_eq!(service.state.events.stream_counts(), (0, 1));
+}
+
+/// Regression (fan-out cost): every stream got its heartbeat at the same instant, 10,000
+/// writes at once every period; now each gets one per period, spread over the period.
+#[tokio::test(start_paused = true)]
+async fn heartbeats_of_many_streams_are_spread_over_the_period() {
+    let service = InProcess::open().await;
+    let (front, keys) = service.register().await;
+    let mut readers = Vec::new();
+    let start = Instant::now();
+    for _ in 0..24 {
+        let mut tab = service.open_stream(front, &keys, SessionUuid::new_v4()).await;
+        service.activate(front, &mut tab).await;
+        readers.push(tokio::spawn(async move {
+            let mut at = Vec::new();
+            for _ in 0..2 {
+                assert_eq!(tab.next().await, Some(SseItem::Comment("heartbeat".into())));
+                at.push(start.elapsed());
+            }
+            at
+        }));
+    }
+    let mut firsts = std::collections::BTreeSet::new();
+    for reader in readers {
+        let at = reader.await.unwrap();
+        assert!(at[0] <= Duration::from_secs(15), "a first beat within the period: {at:?}");
+        assert_eq!(at[1] - at[0], Duration::from_secs(15), "one beat per period: {at:?}");
+        firsts.insert(at[0]);
+    }
+    // 24 random stream UUIDs over 16 slices: all in one slice has odds of 16^-23.
+    assert!(firsts.len() > 1, "every stream beat at one instant: {firsts:?}");
 }
 
 #[tokio::test(start_paused = true)]
