@@ -43,5 +43,5 @@ mod app;
 mod http;
 
 pub use app::{AppState, app, run, serve, shutdown_signal};
-pub use config::Config;
+pub use config::{Config, DEFAULT_DRAIN};
 pub use http::{DEFAULT_BODY_READ_TIMEOUT, DEFAULT_HEADER_READ_TIMEOUT};

@@ -35,6 +35,8 @@ impl TestServer {
     pub(crate) async fn start_with(tweak: impl FnOnce(&mut Config)) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let mut config = Config::new(dir.path());
+        // Stopped at once unless a test drains on purpose.
+        config.drain = Duration::ZERO;
         tweak(&mut config);
         Self::serve(config, Some(dir)).await
     }
