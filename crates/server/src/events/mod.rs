@@ -160,8 +160,10 @@ impl Events {
         tracing::info!(streams = count, window_ms = window.as_millis() as u64, "draining");
         let step = window / count;
         let started = tokio::time::Instant::now();
+        // The i-th at (i + ½) steps: the first after half a step, in which balancers can see
+        // `/readyz` fail, the last half a step before the window ends.
         for (i, stream) in (0..count).zip(streams) {
-            tokio::time::sleep_until(started + step * i).await;
+            tokio::time::sleep_until(started + step * i + step / 2).await;
             let retry = format!("retry: {}\n\n", drain_retry_ms());
             self.inner.registry.end_with_retry(stream, &retry.into());
         }
