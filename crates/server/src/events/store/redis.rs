@@ -13,7 +13,7 @@
 //! | `ws:{f:<bid>}:und` | sorted set | ids of the front's events no stream was given yet |
 //! | `ws:{f:<bid>}:sev:<session>` | list | ids of a tab's events, deleted with the tab |
 //! | `ws:{f:<bid>}:s:<session>` | hash | a session: `st` (its active stream or empty), `node`, `since` (when `st` was activated, ms), `idle` (ms or empty) |
-//! | `ws:{f:<bid>}:ss` | set | the front's known sessions (for presence; a member whose hash is gone is dropped when read) |
+//! | `ws:{f:<bid>}:ss` | set | the front's known sessions, for presence (a member whose hash is gone is dropped when read; a session kept from before this index is listed from its next activation) |
 //! | `ws:{f:<bid>}:st:<stream>` | hash | an open stream: `session`, `node`, `scope`, `act`; expires if never activated |
 //! | `ws:{f:<bid>}:fs` | set | the front's active front-scoped streams |
 //! | `ws:{f:<bid>}:act` | set | the front's active streams (for the per-front limit) |
