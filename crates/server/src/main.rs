@@ -219,11 +219,12 @@ async fn main() -> anyhow::Result<()> {
     }
     println!("server: listening on http://{}", listener.local_addr()?);
     let (first_signal, first) = tokio::sync::oneshot::channel::<()>();
+    let mut signals = Signals::new()?;
     tokio::spawn(async move {
-        server::shutdown_signal().await;
+        signals.next().await;
         let _ = first_signal.send(());
         // The drain may take a while; an operator who asks twice means now.
-        server::shutdown_signal().await;
+        signals.next().await;
         eprintln!("server: second signal: exiting at once");
         std::process::exit(1);
     });
@@ -231,4 +232,39 @@ async fn main() -> anyhow::Result<()> {
         let _ = first.await;
     })
     .await
+}
+
+/// SIGTERM and Ctrl-C (SIGINT), listened to from creation on, so that a second signal is not
+/// lost while the first is being handled.
+struct Signals {
+    #[cfg(unix)]
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> anyhow::Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Self {
+                term: signal(SignalKind::terminate())?,
+                int: signal(SignalKind::interrupt())?,
+            })
+        }
+        #[cfg(not(unix))]
+        Ok(Self {})
+    }
+
+    /// The next signal.
+    async fn next(&mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
