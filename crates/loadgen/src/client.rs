@@ -389,6 +389,12 @@ impl Stream {
         self.parser.last_event_id()
     }
 
+    /// The last `retry:` hint the server gave (milliseconds), as `EventSource` would wait
+    /// before reconnecting.
+    pub fn retry(&self) -> Option<u64> {
+        self.parser.retry()
+    }
+
     /// Heartbeat comments seen so far.
     pub fn heartbeats(&self) -> u64 {
         self.heartbeats

@@ -1,5 +1,6 @@
 //! Bodies of the operator-facing endpoints: the server API that the application's own backend
-//! calls (`POST /api/events/publish`, behind an API key) and the health endpoints.
+//! calls (`POST /api/events/publish`, `POST /api/events/disconnect`,
+//! `GET /api/events/presence/{frontUuid}`, behind an API key) and the health endpoints.
 
 use std::collections::BTreeMap;
 
@@ -7,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::ids::{FrontUuid, SessionUuid};
+use crate::time::Timestamp;
 
 /// The request header that carries the server API's key.
 pub const API_KEY_HEADER: &str = "x-api-key";
@@ -82,6 +84,53 @@ impl PublishRequest {
 pub struct PublishResponse {
     /// The event's id in its front's sequence (the SSE `id:` its streams see).
     pub id: i64,
+}
+
+/// `POST /api/events/disconnect` body: ends the reverse streams of a front, or of one of its
+/// tabs. Their clients may connect again (and resume with `Last-Event-ID`, losing nothing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DisconnectRequest {
+    /// The front whose streams end.
+    pub front_uuid: FrontUuid,
+    /// Only this tab's stream; absent: every stream of the front.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_uuid: Option<SessionUuid>,
+}
+
+/// `POST /api/events/disconnect` answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DisconnectResponse {
+    /// How many active streams were ended (0 when none was open).
+    pub closed: u64,
+}
+
+/// The most sessions `GET /api/events/presence/{frontUuid}` lists; `truncated` says when a
+/// front has more.
+pub const MAX_PRESENCE_SESSIONS: usize = 1000;
+
+/// `GET /api/events/presence/{frontUuid}` answer: the front's known tabs, active ones first,
+/// then by `since`, latest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PresenceResponse {
+    /// At most [`MAX_PRESENCE_SESSIONS`].
+    pub sessions: Vec<SessionPresence>,
+    /// The front has more sessions than are listed.
+    pub truncated: bool,
+}
+
+/// One tab in a [`PresenceResponse`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionPresence {
+    /// The tab.
+    pub session_uuid: SessionUuid,
+    /// It has an active reverse stream of its own.
+    pub active: bool,
+    /// Active: when its stream was activated; idle: since when it has had none (ISO-8601 UTC,
+    /// milliseconds). Absent when the server does not know.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<Timestamp>,
 }
 
 /// `GET /healthz` answer: the process lives and serves HTTP.

@@ -68,6 +68,10 @@ pub mod paths {
     pub const API_REPORTS: &str = "/api/reports";
     /// The server API: publish an event (header [`crate::api::API_KEY_HEADER`]).
     pub const API_PUBLISH: &str = "/api/events/publish";
+    /// The server API: end the streams of a front or of one tab.
+    pub const API_DISCONNECT: &str = "/api/events/disconnect";
+    /// The server API: `GET {API_PRESENCE}/{frontUuid}`, a front's tabs and their streams.
+    pub const API_PRESENCE: &str = "/api/events/presence";
     /// Liveness: the process serves HTTP.
     pub const HEALTHZ: &str = "/healthz";
     /// Readiness: the stores answer and the server is not shutting down.

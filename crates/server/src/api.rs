@@ -1,12 +1,15 @@
-//! The server API for the application's own backend: `POST /api/events/publish`, behind an
-//! API key (`X-API-Key`, compared in constant time). Without a configured key the API answers
-//! 404, so a server started without one exposes nothing.
+//! The server API for the application's own backend, behind an API key (`X-API-Key`, compared
+//! in constant time): `POST /api/events/publish`, `POST /api/events/disconnect` (ends the
+//! streams of a front or a tab, on whichever instance holds them) and
+//! `GET /api/events/presence/{frontUuid}` (a front's tabs, which have an active stream, since
+//! when). Without a configured key the API answers 404, so a server started without one
+//! exposes nothing.
 //!
 //! | code                      | status | when                                                    |
 //! |---------------------------|--------|---------------------------------------------------------|
 //! | `not_found`               | 404    | no API key is configured: the API is off                |
 //! | `invalid_api_key`         | 401    | `X-API-Key` is missing or wrong                         |
-//! | `invalid_json`, `invalid_uuid`, `unsupported_media_type`, `body_too_large` | 400/415/413 | the body is not a publish request |
+//! | `invalid_json`, `invalid_uuid`, `unsupported_media_type`, `body_too_large` | 400/415/413 | the body (or the path's UUID) is not what the endpoint takes |
 //! | `invalid_request`         | 400    | a bound is broken (`name`, `expiresInMs`, `idempotencyKey`) |
 //! | `front_not_registered`    | 404    | the front is unknown                                    |
 //! | `session_not_found`       | 404    | the tab is unknown (never activated, or forgotten)      |
@@ -19,19 +22,23 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{Request, State};
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path as UrlPath, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
-use protocol::api::{API_KEY_HEADER, PublishRequest, PublishResponse};
+use axum::routing::{get, post};
+use protocol::api::{
+    API_KEY_HEADER, DisconnectRequest, DisconnectResponse, MAX_PRESENCE_SESSIONS, PresenceResponse,
+    PublishRequest, PublishResponse, SessionPresence,
+};
 use protocol::event::DEFAULT_TTL_MILLIS;
-use protocol::{ErrorCode, FrontUuid, SessionUuid};
+use protocol::{ErrorCode, FrontUuid, ParseError, SessionUuid};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::error::{Json, RequestError, error_response};
-use crate::events::store::{IdempotencyClaim, StoreError};
+use crate::error::{Json, RequestError, error_response, parse_uuid};
+use crate::events::store::{DisconnectRefusal, IdempotencyClaim, StoreError};
 use crate::events::{Events, PublishError, PublishOptions};
 
 /// How long an idempotency key stays claimed while its publish is under way; a server that
@@ -145,9 +152,11 @@ impl From<PublishError> for ApiError {
 
 /// The server API's routes; with `key` `None` every route answers 404 `not_found`.
 pub(crate) fn router(events: Events, key: Option<ApiKey>) -> Router {
-    use protocol::paths::API_PUBLISH;
+    use protocol::paths::{API_DISCONNECT, API_PRESENCE, API_PUBLISH};
     Router::new()
         .route(API_PUBLISH, post(publish))
+        .route(API_DISCONNECT, post(disconnect))
+        .route(&format!("{API_PRESENCE}/{{front_uuid}}"), get(presence))
         .route_layer(middleware::from_fn_with_state(key, require_key))
         .with_state(events)
 }
@@ -208,4 +217,42 @@ async fn send(events: &Events, request: PublishRequest, ttl_ms: u64) -> Result<i
         None => hub.publish_to_front(front, name, data, options).await?,
     };
     Ok(published.id)
+}
+
+/// `POST /api/events/disconnect`: ends the active streams of the front, or of one tab, on
+/// whichever instance holds them; answers how many.
+async fn disconnect(
+    State(events): State<Events>,
+    Json(request): Json<DisconnectRequest>,
+) -> Result<Json<DisconnectResponse>, ApiError> {
+    let (front, session) = (request.front_uuid, request.session_uuid);
+    match (events.store().disconnect(front, session, events.now()).await?, session) {
+        (Ok(closed), _) => Ok(Json(DisconnectResponse { closed: closed as u64 })),
+        (Err(DisconnectRefusal::SessionNotFound), Some(session)) => {
+            Err(ApiError::SessionNotFound(session))
+        }
+        (Err(_), _) => Err(ApiError::FrontNotRegistered(front)),
+    }
+}
+
+/// `GET /api/events/presence/{frontUuid}`: the front's tabs as the store knows them.
+async fn presence(
+    State(events): State<Events>,
+    front: Result<UrlPath<String>, PathRejection>,
+) -> Result<Json<PresenceResponse>, ApiError> {
+    let front = front
+        .map(|UrlPath(front)| front)
+        .map_err(|e| RequestError::InvalidUuid(ParseError::InvalidUuid(e.body_text())))?;
+    let front: FrontUuid = parse_uuid(&front)?;
+    let presence = events
+        .store()
+        .presence(front, MAX_PRESENCE_SESSIONS)
+        .await?
+        .ok_or(ApiError::FrontNotRegistered(front))?;
+    let sessions = presence
+        .sessions
+        .iter()
+        .map(|s| SessionPresence { session_uuid: s.session, active: s.active, since: s.since })
+        .collect();
+    Ok(Json(PresenceResponse { sessions, truncated: presence.truncated }))
 }

@@ -55,6 +55,14 @@ impl AppState {
         Ok(Self { events, tokens, config, draining: Draining::default() })
     }
 
+    /// Drains: `/readyz` answers 503 and no stream opens from now on; the open streams end one by
+    /// one over [`Config::drain`], each with a `retry:` hint (see [`events::Events::drain`]).
+    /// Everything else is still served meanwhile.
+    pub async fn drain(&self) {
+        self.draining.start();
+        self.events.drain(self.config.drain).await;
+    }
+
     /// Ends the services: open streams end, background tasks and subscriptions stop. Requests
     /// still served afterwards are answered, but no stream opens.
     pub async fn shutdown(&self) {
@@ -161,8 +169,9 @@ fn cors(origins: &[String]) -> CorsLayer {
         ])
 }
 
-/// Serves the app on `listener` until `shutdown` resolves; open streams are ended then, so
-/// shutdown does not wait for clients that never hang up.
+/// Serves the app on `listener` until `shutdown` resolves; then drains (see
+/// [`AppState::drain`]) and stops, ending the streams left, so shutdown does not wait for
+/// clients that never hang up.
 pub async fn run(
     listener: TcpListener,
     config: Config,
@@ -179,8 +188,11 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let services = state.clone();
+    // The listener keeps accepting while draining, so that balancers read the 503 of
+    // `/readyz` and streams that open meanwhile get their 503 rather than a refused connection.
     let shutdown = async move {
         shutdown.await;
+        services.drain().await;
         services.shutdown().await;
     };
     let header_read_timeout = state.config.header_read_timeout;

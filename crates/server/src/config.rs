@@ -7,6 +7,9 @@ use std::time::Duration;
 use crate::db::Db;
 use crate::{events, tokens};
 
+/// The default of [`Config::drain`] (and of `--drain-secs`).
+pub const DEFAULT_DRAIN: Duration = Duration::from_secs(10);
+
 /// Everything the server needs to start.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -32,6 +35,11 @@ pub struct Config {
     pub tokens: tokens::TokensConfig,
     /// The server API's key (`X-API-Key`); `None`: the API answers 404.
     pub api_key: Option<crate::api::ApiKey>,
+    /// How long [`crate::serve`] takes to drain once its shutdown future resolves: `/readyz`
+    /// answers 503 and no stream opens from the start, and the open streams are ended one by
+    /// one, spread evenly over this time, each with a `retry:` hint; then the server stops.
+    /// Zero ends them all at once.
+    pub drain: Duration,
     /// The Prometheus recorder's handle that `/metrics` renders (see
     /// [`crate::metrics::install_prometheus`]); `None`: `/metrics` answers 404.
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
@@ -50,6 +58,7 @@ impl Config {
             events: events::EventsConfig::default(),
             tokens: tokens::TokensConfig::default(),
             api_key: None,
+            drain: DEFAULT_DRAIN,
             metrics: None,
         }
     }

@@ -1,5 +1,6 @@
 //! The backend as a library: [`app`] builds the axum `Router`, [`run`] serves it on a listener
-//! the caller bound, until `shutdown` resolves.
+//! the caller bound, until `shutdown` resolves; then it drains for [`Config::drain`] (readiness
+//! fails, the open streams end one by one with a `retry:` hint) and stops.
 //!
 //! Two services share the router and the embedded store:
 //! - [`events`]: front registration, reverse streams (SSE) with the crypto handshake and
@@ -7,8 +8,8 @@
 //! - [`tokens`]: the VTX token exchange (seed 000) and the one-time-token login with rotating
 //!   refresh tokens (seed 002).
 //!
-//! Around them: [`api`], the server API for the application's own backend (publishing behind
-//! an API key); [`health`], `/healthz` and `/readyz`; [`metrics`], what the services record
+//! Around them: [`api`], the server API for the application's own backend (publishing,
+//! disconnecting and presence, behind an API key); [`health`], `/healthz` and `/readyz`; [`metrics`], what the services record
 //! through the `metrics` facade and its Prometheus exposition at `/metrics`.
 //!
 //! Embedding with a recorder of one's own: install it (any `metrics` recorder) before
@@ -43,7 +44,7 @@ mod app;
 mod http;
 
 pub use app::{AppState, app, run, serve, shutdown_signal};
-pub use config::Config;
+pub use config::{Config, DEFAULT_DRAIN};
 pub use http::{
     DEFAULT_BODY_READ_TIMEOUT, DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_LISTEN_BACKLOG, bind,
 };

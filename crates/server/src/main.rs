@@ -73,11 +73,25 @@ struct Cli {
         value_parser = clap::value_parser!(u64).range(1..)
     )]
     body_read_timeout_secs: u64,
-    /// Turn on the server API for the application's backend (`POST /api/events/publish`) with
-    /// the key on this file's first line; requests carry it in `X-API-Key`. Without it the
-    /// API answers 404.
+    /// Turn on the server API for the application's backend (`POST /api/events/publish`,
+    /// `POST /api/events/disconnect`, `GET /api/events/presence/{frontUuid}`) with the key on
+    /// this file's first line; requests carry it in `X-API-Key`. Without it the API answers
+    /// 404.
     #[arg(long, value_name = "PATH", env = "SERVER_API_KEY_FILE")]
     api_key_file: Option<PathBuf>,
+    /// On SIGTERM or Ctrl-C, drain for this many seconds before stopping: /readyz answers 503
+    /// and new streams 503 not_ready (with Retry-After) at once, and the open streams end one
+    /// by one, spread evenly over this time, each with an SSE `retry:` hint of 2 to 5 s, so
+    /// that their clients reconnect to the other instances gradually. 0 ends them all at once.
+    /// A second signal exits at once.
+    #[arg(
+        long,
+        value_name = "SECS",
+        env = "SERVER_DRAIN_SECS",
+        default_value_t = server::DEFAULT_DRAIN.as_secs(),
+        value_parser = clap::value_parser!(u64).range(0..=3600)
+    )]
+    drain_secs: u64,
     /// Serve Prometheus metrics (`GET /metrics`) on this address only, instead of on --listen.
     #[arg(long, value_name = "ADDR", env = "SERVER_METRICS_LISTEN")]
     metrics_listen: Option<SocketAddr>,
@@ -101,6 +115,10 @@ fn fixed_limits() -> String {
     {stale} s after the last successful fetch.
   - Server API publish: name 1 to {name} characters; expiresInMs 1 to {ttl} (default 60000);
     idempotencyKey 1 to {idem} printable ASCII characters; data within the body limit.
+  - Server API presence: at most {presence} sessions of a front listed (\"truncated\": true
+    when it has more).
+  - Draining: each stream's `retry:` hint is {retry_min} to {retry_max} ms; a stream open
+    refused while draining carries a Retry-After of a few seconds.
   - The data directory is created 0700, the files the server creates in it 0600.",
         body = server::error::MAX_BODY_BYTES / 1024,
         history = server::tokens::store::REFRESH_HISTORY,
@@ -110,6 +128,9 @@ fn fixed_limits() -> String {
         name = protocol::api::MAX_EVENT_NAME_CHARS,
         ttl = protocol::api::MAX_EXPIRES_IN_MS,
         idem = protocol::api::MAX_IDEMPOTENCY_KEY_CHARS,
+        presence = protocol::api::MAX_PRESENCE_SESSIONS,
+        retry_min = events::DRAIN_RETRY_MIN_MS,
+        retry_max = events::DRAIN_RETRY_MIN_MS + events::DRAIN_RETRY_JITTER_MS,
     )
 }
 
@@ -179,6 +200,7 @@ async fn main() -> anyhow::Result<()> {
         events: cli.events.into(),
         tokens: cli.tokens.into(),
         api_key: cli.api_key_file.as_deref().map(server::api::ApiKey::from_file).transpose()?,
+        drain: Duration::from_secs(cli.drain_secs),
         metrics: None,
     };
     if let Some(url) = cli.redis_url {
@@ -206,5 +228,53 @@ async fn main() -> anyhow::Result<()> {
         });
     }
     println!("server: listening on http://{}", listener.local_addr()?);
-    server::serve(listener, state, server::shutdown_signal()).await
+    let (first_signal, first) = tokio::sync::oneshot::channel::<()>();
+    let mut signals = Signals::new()?;
+    tokio::spawn(async move {
+        signals.next().await;
+        let _ = first_signal.send(());
+        // The drain may take a while; an operator who asks twice means now.
+        signals.next().await;
+        eprintln!("server: second signal: exiting at once");
+        std::process::exit(1);
+    });
+    server::serve(listener, state, async {
+        let _ = first.await;
+    })
+    .await
+}
+
+/// SIGTERM and Ctrl-C (SIGINT), listened to from creation on, so that a second signal is not
+/// lost while the first is being handled.
+struct Signals {
+    #[cfg(unix)]
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> anyhow::Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Self {
+                term: signal(SignalKind::terminate())?,
+                int: signal(SignalKind::interrupt())?,
+            })
+        }
+        #[cfg(not(unix))]
+        Ok(Self {})
+    }
+
+    /// The next signal.
+    async fn next(&mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }

@@ -41,9 +41,9 @@ use protocol::{Timestamp, paths};
 use crate::error::error_response;
 use crate::events::Events;
 use crate::events::store::{
-    ActivateRefusal, Activation, BackRecord, Cutoffs, EventStore, Feed, IdempotencyClaim, NewEvent,
-    NodeId, OpenStream, PublishRefusal, Registration, ReplayPage, ReplayRequest, Served,
-    StoreFuture, Swept,
+    ActivateRefusal, Activation, BackRecord, Cutoffs, DisconnectRefusal, EventStore, Feed,
+    IdempotencyClaim, NewEvent, NodeId, OpenStream, Presence, PublishRefusal, Registration,
+    ReplayPage, ReplayRequest, Served, StoreFuture, Swept,
 };
 
 /// Histogram buckets, in seconds: store round trips of a millisecond up to stalls of 10 s.
@@ -243,6 +243,19 @@ impl<S: EventStore> EventStore for TimedStore<S> {
         now: Timestamp,
     ) -> StoreFuture<'_, ()> {
         timed("close_stream", self.0.close_stream(front, session, stream, now))
+    }
+
+    fn disconnect(
+        &self,
+        front: FrontUuid,
+        session: Option<SessionUuid>,
+        now: Timestamp,
+    ) -> StoreFuture<'_, Result<usize, DisconnectRefusal>> {
+        timed("disconnect", self.0.disconnect(front, session, now))
+    }
+
+    fn presence(&self, front: FrontUuid, max: usize) -> StoreFuture<'_, Option<Presence>> {
+        timed("presence", self.0.presence(front, max))
     }
 
     fn served(

@@ -21,7 +21,7 @@
 //! | `not_found`              | 404    | no handler is registered for the direct event's name          |
 //! | `store_unavailable`      | 503    | the event store does not answer (Redis down); try again       |
 //! | `internal`               | 500    | a handler failed, or a stored record is corrupt; details in the log |
-//! | `internal`               | 503    | the server is shutting down and opens no new streams          |
+//! | `not_ready`              | 503    | the server drains or shuts down and opens no new streams (`Retry-After`): open it on another instance |
 //!
 //! `front_not_registered` is 404 on every endpoint, so a client needs one rule to know that it
 //! must register again. Activation answers `stream_not_found`, never "wrong front", for a stream
@@ -74,8 +74,8 @@ pub enum EventError {
     /// No handler takes direct events of that name.
     #[error("no handler for direct event {0:?}")]
     UnknownEvent(String),
-    /// The service is shutting down.
-    #[error("the server is shutting down")]
+    /// The service drains or shuts down: it opens no new streams.
+    #[error("the server is shutting down and opens no new streams; open the stream again")]
     ShuttingDown,
     /// The event store does not answer.
     #[error("the event store is unavailable; try again shortly")]
@@ -101,7 +101,7 @@ impl EventError {
             Self::TooManyStreams(_) => (StatusCode::TOO_MANY_REQUESTS, ErrorCode::TooManyStreams),
             Self::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, ErrorCode::RateLimited),
             Self::UnknownEvent(_) => (StatusCode::NOT_FOUND, ErrorCode::NotFound),
-            Self::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Internal),
+            Self::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::NotReady),
             Self::StoreUnavailable(_) => {
                 (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::StoreUnavailable)
             }
@@ -129,7 +129,13 @@ impl IntoResponse for EventError {
             _ => {}
         }
         let mut response = error_response(status, code, self.to_string());
-        if let Self::RateLimited(secs) = self {
+        let retry_after = match self {
+            Self::RateLimited(secs) => Some(secs),
+            // A balancer (or the client, after its back-off) sends it elsewhere meanwhile.
+            Self::ShuttingDown => Some(super::drain_retry_ms().div_ceil(1000)),
+            _ => None,
+        };
+        if let Some(secs) = retry_after {
             response.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from(secs));
         }
         response

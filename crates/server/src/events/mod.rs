@@ -145,6 +145,30 @@ impl Events {
         self.inner.registry.counts()
     }
 
+    /// Drains this instance: refuses new streams from now on (`503 not_ready` with
+    /// `Retry-After`), then ends each open stream with a `retry:` hint of a few seconds
+    /// ([`drain_retry_ms`], jittered), one at a time, spread evenly over `window`, so that
+    /// their clients do not all reconnect to the instances that stay at once. Returns once
+    /// the last was told to end. Streams held by other instances are not touched; events keep
+    /// flowing to the streams not yet ended.
+    pub async fn drain(&self, window: std::time::Duration) {
+        let streams = self.inner.registry.drain();
+        let Ok(count) = u32::try_from(streams.len()) else { return };
+        if count == 0 {
+            return;
+        }
+        tracing::info!(streams = count, window_ms = window.as_millis() as u64, "draining");
+        let step = window / count;
+        let started = tokio::time::Instant::now();
+        // The i-th at (i + ½) steps: the first after half a step, in which balancers can see
+        // `/readyz` fail, the last half a step before the window ends.
+        for (i, stream) in (0..count).zip(streams) {
+            tokio::time::sleep_until(started + step * i + step / 2).await;
+            let retry = format!("retry: {}\n\n", drain_retry_ms());
+            self.inner.registry.end_with_retry(stream, &retry.into());
+        }
+    }
+
     /// Ends every open stream and refuses new ones (graceful shutdown); stops the background
     /// tasks and the store's subscriptions. Events published afterwards are still stored for
     /// later delivery.
@@ -236,6 +260,21 @@ fn registration_limiter(
     let burst = std::num::NonZeroU32::new(config.registration_burst.max(1))?;
     let quota = governor::Quota::with_period(period)?.allow_burst(burst);
     Some(governor::RateLimiter::dashmap(quota))
+}
+
+/// The shortest `retry:` hint a drained stream gets, in milliseconds.
+pub const DRAIN_RETRY_MIN_MS: u64 = 2_000;
+/// The random part added to [`DRAIN_RETRY_MIN_MS`], at most, in milliseconds.
+pub const DRAIN_RETRY_JITTER_MS: u64 = 3_000;
+
+/// A `retry:` hint for a drained stream: [`DRAIN_RETRY_MIN_MS`] plus up to
+/// [`DRAIN_RETRY_JITTER_MS`], at random, so that its client comes back neither at once nor
+/// together with the others.
+pub fn drain_retry_ms() -> u64 {
+    let mut bytes = [0u8; 2];
+    // Without randomness the hint is still a valid one, only not jittered.
+    let _ = getrandom::getrandom(&mut bytes);
+    DRAIN_RETRY_MIN_MS + u64::from(u16::from_le_bytes(bytes)) % (DRAIN_RETRY_JITTER_MS + 1)
 }
 
 /// A random name for this instance, unique among those sharing a store.

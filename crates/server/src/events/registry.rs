@@ -45,6 +45,8 @@ pub(crate) enum Frame {
     Event { id: i64, bytes: Bytes },
     /// Time for a heartbeat comment.
     Heartbeat,
+    /// The encoded `retry:` hint written as a stream's last frame when the server drains.
+    Retry(Bytes),
 }
 
 /// The sending half of a stream's channel. Frames are behind an `Arc` so that one event sent
@@ -95,6 +97,7 @@ struct FrontEntry {
 
 #[derive(Debug, Default)]
 struct State {
+    /// No stream opens any more: the server drains or shuts down.
     closed: bool,
     streams: HashMap<StreamUuid, Slot>,
     fronts: HashMap<FrontBid, FrontEntry>,
@@ -350,6 +353,24 @@ impl Registry {
         for stream in full {
             state.cut_off(stream);
         }
+    }
+
+    /// Refuses new streams from now on (the server drains) and lists the open ones, pending
+    /// or active, to be ended one by one with [`Registry::end_with_retry`].
+    pub(crate) fn drain(&self) -> Vec<StreamUuid> {
+        let mut state = self.state();
+        state.closed = true;
+        state.streams.iter().filter(|(_, slot)| slot.tx.is_some()).map(|(s, _)| *s).collect()
+    }
+
+    /// Ends a stream with a last frame, `retry` (an encoded `retry:` hint), if its queue has
+    /// room for it; a stream whose queue is full is ended all the same.
+    pub(crate) fn end_with_retry(&self, stream: StreamUuid, retry: &Bytes) {
+        let mut state = self.state();
+        if let Some(tx) = state.streams.get(&stream).and_then(|slot| slot.tx.as_ref()) {
+            let _ = tx.try_send(Arc::new(Frame::Retry(retry.clone())));
+        }
+        state.end(stream);
     }
 
     /// Ends every stream and refuses new ones.

@@ -212,6 +212,17 @@ impl SseBody {
         Poll::Ready(Ok(self.cursor.advance(&page)))
     }
 
+    /// The `retry:` hint among the frames left in a closed channel, if any.
+    fn take_retry(&mut self) -> Option<Bytes> {
+        let mut retry = None;
+        while let Ok(frame) = self.rx.try_recv() {
+            if let Frame::Retry(bytes) = &*frame {
+                retry = Some(bytes.clone());
+            }
+        }
+        retry
+    }
+
     /// Drains what the channel holds into one chunk.
     fn poll_live(&mut self, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
         let mut chunk = Chunk::default();
@@ -223,6 +234,7 @@ impl SseBody {
                         chunk.push(bytes.clone());
                     }
                     Frame::Heartbeat => chunk.push(Bytes::from_static(HEARTBEAT)),
+                    Frame::Retry(bytes) => chunk.push(bytes.clone()),
                     Frame::Event { .. } | Frame::Activated => {}
                 },
                 Poll::Ready(None) => {
@@ -303,6 +315,7 @@ impl http_body::Body for SseBody {
                             this.phase = Phase::Replay;
                         }
                         Frame::Heartbeat => return data(Bytes::from_static(HEARTBEAT)),
+                        Frame::Retry(bytes) => return data(bytes.clone()),
                         // Events go to active streams, after their activation.
                         Frame::Event { .. } => {}
                     },
@@ -317,9 +330,14 @@ impl http_body::Body for SseBody {
                         this.phase = Phase::Done;
                     }
                 },
-                // Replaced or shut down meanwhile: no use reading more.
+                // Replaced, disconnected or drained meanwhile: no use reading more. Live events
+                // queued meanwhile are not sent (the replay has not reached them: sending them
+                // would leave a gap before the client's `Last-Event-ID`), a `retry:` hint is.
                 Phase::Replay if this.replay.is_none() && this.rx.is_closed() => {
                     this.phase = Phase::Done;
+                    if let Some(retry) = this.take_retry() {
+                        return data(retry);
+                    }
                 }
                 Phase::Replay => match this.poll_replay(cx) {
                     Poll::Ready(Ok(Some(bytes))) => return data(bytes),

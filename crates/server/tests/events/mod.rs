@@ -33,6 +33,6 @@ pub(crate) async fn next(stream: &mut Stream) -> Received {
 }
 
 /// Options for events that must survive the test (the default TTL is a minute).
-fn long_lived() -> PublishOptions {
+pub(crate) fn long_lived() -> PublishOptions {
     PublishOptions { expires_in: Some(Duration::from_secs(3600)), ..PublishOptions::default() }
 }

@@ -8,9 +8,9 @@ use std::time::Duration;
 use protocol::messages::FrontBid;
 use protocol::{BackUuid, EventUuid, FrontUuid, KeyPair, SessionUuid, StreamUuid, Timestamp};
 use server::events::store::{
-    ActivateRefusal, BackRecord, Cutoffs, EventStore, Feed, FrontRow, IdempotencyClaim, NewEvent,
-    NodeId, OpenStream, PublishRefusal, RedisEngine, Registration, ReplayRequest, Served, Since,
-    SqliteEngine, StoredEvent,
+    ActivateRefusal, BackRecord, Cutoffs, DisconnectRefusal, EventStore, Feed, FrontRow,
+    IdempotencyClaim, NewEvent, NodeId, OpenStream, Presence, PublishRefusal, RedisEngine,
+    Registration, ReplayRequest, Served, SessionPresence, Since, SqliteEngine, StoredEvent,
 };
 
 use crate::tokens::harness::RedisServer;
@@ -51,6 +51,8 @@ both_engines!(
     a_front_gets_at_most_its_limit_of_active_streams,
     a_front_without_an_active_stream_since_the_cutoff_is_pruned,
     a_publish_key_is_claimed_once_then_stands_for_its_event_until_it_expires,
+    a_disconnect_ends_the_active_streams_of_a_front_or_a_tab_and_tells_their_holder,
+    presence_lists_a_fronts_sessions_active_first_with_since_when,
 );
 
 /// What a test feed was told.
@@ -593,4 +595,77 @@ async fn a_replay_from_before_the_trimmed_events_says_they_were_lost() {
     assert_eq!(got, ["e2", "e3", "e4"], "what is kept");
     let page = engine.store.replay(replay(Since::Id(ids[1]))).await.unwrap();
     assert!(!page.lost, "everything after e1 is kept");
+}
+
+async fn a_disconnect_ends_the_active_streams_of_a_front_or_a_tab_and_tells_their_holder(
+    engine: &Engine,
+) {
+    let front = engine.front().await;
+    let (uuid, row) = front;
+    let (one, two, idle) = (SessionUuid::new_v4(), SessionUuid::new_v4(), SessionUuid::new_v4());
+    let first = engine.stream(front, one, false).await;
+    let second = engine.stream(front, two, false).await;
+    let gone = engine.stream(front, idle, false).await;
+    engine.store.close_stream(row.bid, idle, gone, now()).await.unwrap();
+    let other = engine.front().await;
+    let elsewhere = engine.stream(other, SessionUuid::new_v4(), false).await;
+    let disconnect = |front, session| engine.store.disconnect(front, session, now());
+
+    let unknown = disconnect(FrontUuid::new_v4(), None).await.unwrap();
+    assert_eq!(unknown, Err(DisconnectRefusal::FrontNotRegistered));
+    let unknown = disconnect(uuid, Some(SessionUuid::new_v4())).await.unwrap();
+    assert_eq!(unknown, Err(DisconnectRefusal::SessionNotFound));
+    assert_eq!(disconnect(uuid, Some(idle)).await.unwrap(), Ok(0), "a known tab without a stream");
+
+    assert_eq!(disconnect(uuid, Some(one)).await.unwrap(), Ok(1));
+    engine.feed.until(|told| told.replaced.contains(&first)).await;
+    assert_eq!(engine.store.served(uuid, one, now()).await.unwrap(), Served::Inactive);
+    assert_eq!(engine.store.served(uuid, two, now()).await.unwrap(), Served::Own(row));
+
+    assert_eq!(disconnect(uuid, None).await.unwrap(), Ok(1), "the one left of the front");
+    engine.feed.until(|told| told.replaced.contains(&second)).await;
+    assert_eq!(engine.store.served(uuid, two, now()).await.unwrap(), Served::Inactive);
+    assert_eq!(disconnect(uuid, None).await.unwrap(), Ok(0), "nothing left");
+    assert!(!engine.feed.0.lock().unwrap().replaced.contains(&elsewhere), "another front's");
+
+    // The holder's own close, which follows, changes nothing; the tabs may come back, and the
+    // per-front limit counts only what is active.
+    engine.store.close_stream(row.bid, one, first, now()).await.unwrap();
+    let again = StreamUuid::new_v4();
+    engine.store.open_stream(engine.open(uuid, row, one, again, false)).await.unwrap();
+    let activation = engine.store.activate_stream(uuid, again, 1, now()).await.unwrap().unwrap();
+    assert_eq!(activation.replaced, None, "the disconnected stream is not the tab's any more");
+    assert_eq!(engine.store.served(uuid, one, now()).await.unwrap(), Served::Own(row));
+}
+
+async fn presence_lists_a_fronts_sessions_active_first_with_since_when(engine: &Engine) {
+    assert_eq!(engine.store.presence(FrontUuid::new_v4(), 10).await.unwrap(), None);
+    let front = engine.front().await;
+    let (uuid, row) = front;
+    let none = engine.store.presence(uuid, 10).await.unwrap();
+    assert_eq!(none, Some(Presence { sessions: Vec::new(), truncated: false }));
+
+    let (streaming, left) = (SessionUuid::new_v4(), SessionUuid::new_v4());
+    let gone = engine.stream(front, left, false).await;
+    let left_at = now().plus_millis(-5_000);
+    engine.store.close_stream(row.bid, left, gone, left_at).await.unwrap();
+    let before = now();
+    engine.stream(front, streaming, false).await;
+    let after = now();
+
+    let presence = engine.store.presence(uuid, 10).await.unwrap().unwrap();
+    assert!(!presence.truncated);
+    let [active, idle] = presence.sessions[..] else { panic!("{presence:?}") };
+    assert_eq!((active.session, active.active), (streaming, true), "active first");
+    let since = active.since.expect("since its activation");
+    assert!(before <= since && since <= after, "{since:?} not in {before:?}..{after:?}");
+    assert_eq!(idle, SessionPresence { session: left, active: false, since: Some(left_at) });
+
+    let one = engine.store.presence(uuid, 1).await.unwrap().unwrap();
+    assert_eq!((one.sessions, one.truncated), (vec![active], true));
+
+    // A forgotten session is not listed any more.
+    engine.store.sweep(cutoffs(now())).await.unwrap();
+    let presence = engine.store.presence(uuid, 10).await.unwrap().unwrap();
+    assert_eq!(presence.sessions, vec![active]);
 }

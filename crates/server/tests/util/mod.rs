@@ -35,6 +35,8 @@ impl TestServer {
     pub(crate) async fn start_with(tweak: impl FnOnce(&mut Config)) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let mut config = Config::new(dir.path());
+        // Stopped at once unless a test drains on purpose.
+        config.drain = Duration::ZERO;
         tweak(&mut config);
         Self::serve(config, Some(dir)).await
     }
@@ -186,6 +188,26 @@ impl Process {
         let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
         let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
         kib * 1024
+    }
+
+    /// `kill -TERM`, as a service manager stops it: it drains, then exits.
+    pub(crate) fn terminate(&self) {
+        let pid = self.child.id().to_string();
+        let status = Command::new("kill").args(["-TERM", &pid]).status().expect("kill runs");
+        assert!(status.success(), "kill -TERM {pid}: {status}");
+    }
+
+    /// Waits up to `limit` for it to exit (polling every 20 ms); its exit status.
+    pub(crate) async fn exited(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let waited = tokio::time::timeout(limit, async {
+            loop {
+                if let Some(status) = self.child.try_wait().unwrap() {
+                    return status;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        });
+        waited.await.unwrap_or_else(|_| panic!("the server did not exit within {limit:?}"))
     }
 
     /// `kill -9`: no graceful shutdown, nothing cleaned up in the store.

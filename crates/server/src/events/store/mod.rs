@@ -266,6 +266,51 @@ pub enum IdempotencyClaim {
     InProgress,
 }
 
+/// Why [`EventStore::disconnect`] did nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DisconnectRefusal {
+    /// The front is not registered.
+    FrontNotRegistered,
+    /// The session is unknown (never activated, or forgotten).
+    SessionNotFound,
+}
+
+/// One session of a front as [`EventStore::presence`] reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionPresence {
+    /// The tab.
+    pub session: SessionUuid,
+    /// It has an active stream of its own.
+    pub active: bool,
+    /// Active: when its active stream was activated; idle: since when it is idle. `None` when
+    /// the store does not know (a Redis session activated before the store recorded it).
+    pub since: Option<Timestamp>,
+}
+
+/// A front's sessions: active ones first, then by `since`, latest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Presence {
+    /// At most the `max` asked for.
+    pub sessions: Vec<SessionPresence>,
+    /// The front has more sessions than were listed.
+    pub truncated: bool,
+}
+
+impl Presence {
+    /// Orders `sessions` (active first, then latest `since` first) and keeps at most `max`.
+    pub(crate) fn from_unordered(mut sessions: Vec<SessionPresence>, max: usize) -> Self {
+        sessions.sort_by(|a, b| {
+            b.active
+                .cmp(&a.active)
+                .then_with(|| b.since.cmp(&a.since))
+                .then_with(|| a.session.cmp(&b.session))
+        });
+        let truncated = sessions.len() > max;
+        sessions.truncate(max);
+        Self { sessions, truncated }
+    }
+}
+
 /// What a sweep removed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Swept {
@@ -284,7 +329,8 @@ pub trait Feed: Send + Sync {
     fn event(&self, event: &StoredEvent) -> usize;
     /// A stream this instance holds was activated.
     fn activated(&self, stream: StreamUuid);
-    /// A stream this instance holds was replaced by a newer one of its session.
+    /// A stream this instance holds must end: a newer one of its session replaced it, or the
+    /// server API disconnected it (its client may come back with `Last-Event-ID`).
     fn replaced(&self, stream: StreamUuid);
     /// The fronts with streams on this instance (for catching up after a gap).
     fn local_fronts(&self) -> Vec<FrontBid>;
@@ -339,6 +385,22 @@ pub trait EventStore: Send + Sync + fmt::Debug {
         stream: StreamUuid,
         now: Timestamp,
     ) -> StoreFuture<'_, ()>;
+
+    /// Ends the active streams of `front`, or of its `session` only, on whichever instance
+    /// holds them (told as for a replaced stream): the store forgets them at once, so their
+    /// sessions are idle from `now`, and their clients may connect again. Returns how many
+    /// streams it ended. A tab that another tab's front-scoped stream serves has no stream of
+    /// its own: ending its session ends none.
+    fn disconnect(
+        &self,
+        front: FrontUuid,
+        session: Option<SessionUuid>,
+        now: Timestamp,
+    ) -> StoreFuture<'_, Result<usize, DisconnectRefusal>>;
+
+    /// The sessions of `front` the store knows, with whether each has an active stream and
+    /// since when (at most `max`, see [`Presence`]); `None` if the front is not registered.
+    fn presence(&self, front: FrontUuid, max: usize) -> StoreFuture<'_, Option<Presence>>;
 
     /// Whether `session` of `front` may send direct events now. A session served by another
     /// tab's front-scoped stream becomes known, idle since `now`.

@@ -12,7 +12,8 @@
 //! | `ws:{f:<bid>}:trim`, `ws:all:trim` | string | the highest id trimmed from the stream by its cap |
 //! | `ws:{f:<bid>}:und` | sorted set | ids of the front's events no stream was given yet |
 //! | `ws:{f:<bid>}:sev:<session>` | list | ids of a tab's events, deleted with the tab |
-//! | `ws:{f:<bid>}:s:<session>` | hash | a session: `st` (its active stream or empty), `node`, `idle` (ms or empty) |
+//! | `ws:{f:<bid>}:s:<session>` | hash | a session: `st` (its active stream or empty), `node`, `since` (when `st` was activated, ms), `idle` (ms or empty) |
+//! | `ws:{f:<bid>}:ss` | set | the front's known sessions, for presence (a member whose hash is gone is dropped when read; a session kept from before this index is listed from its next activation) |
 //! | `ws:{f:<bid>}:st:<stream>` | hash | an open stream: `session`, `node`, `scope`, `act`; expires if never activated |
 //! | `ws:{f:<bid>}:fs` | set | the front's active front-scoped streams |
 //! | `ws:{f:<bid>}:act` | set | the front's active streams (for the per-front limit) |
@@ -61,9 +62,10 @@ use protocol::{
 use tokio::task::JoinHandle;
 
 use super::{
-    ActivateRefusal, Activation, BackRecord, Cutoffs, EventStore, Feed, FrontRow, IdempotencyClaim,
-    NewEvent, NodeId, OpenStream, PublishRefusal, Registration, ReplayPage, ReplayRequest, Served,
-    Since, StoreError, StoreFuture, StoredEvent, Swept, cap_page,
+    ActivateRefusal, Activation, BackRecord, Cutoffs, DisconnectRefusal, EventStore, Feed,
+    FrontRow, IdempotencyClaim, NewEvent, NodeId, OpenStream, Presence, PublishRefusal,
+    Registration, ReplayPage, ReplayRequest, Served, SessionPresence, Since, StoreError,
+    StoreFuture, StoredEvent, Swept, cap_page,
 };
 use crate::tokens::redact_url;
 
@@ -143,7 +145,8 @@ redis.call('HSET', st, 'act', '1')
 redis.call('PERSIST', st)
 redis.call('SADD', KEYS[1] .. 'act', ARGV[1])
 redis.call('ZADD', 'ws:fronts:seen', ARGV[3], ARGV[5])
-redis.call('HSET', skey, 'st', ARGV[1], 'node', rec[2], 'idle', '')
+redis.call('HSET', skey, 'st', ARGV[1], 'node', rec[2], 'since', ARGV[3], 'idle', '')
+redis.call('SADD', KEYS[1] .. 'ss', rec[1])
 redis.call('ZREM', 'ws:idle', ARGV[2] .. ':' .. rec[1])
 if rec[3] == '1' then redis.call('SADD', KEYS[1] .. 'fs', ARGV[1]) end
 redis.call('PUBLISH', 'ws:node:' .. rec[2], 'act ' .. ARGV[1])
@@ -182,6 +185,7 @@ local st = redis.call('HGET', skey, 'st')
 if st and st ~= '' then return 'own' end
 if redis.call('SCARD', KEYS[1] .. 'fs') > 0 then
   redis.call('HSET', skey, 'st', '', 'idle', ARGV[3])
+  redis.call('SADD', KEYS[1] .. 'ss', ARGV[1])
   redis.call('ZADD', 'ws:idle', ARGV[3], ARGV[2] .. ':' .. ARGV[1])
   return 'shared'
 end
@@ -197,6 +201,7 @@ if ARGV[1] ~= '' then
   if redis.call('EXISTS', skey) == 0 then
     if redis.call('SCARD', KEYS[1] .. 'fs') == 0 then return -1 end
     redis.call('HSET', skey, 'st', '', 'idle', ARGV[4])
+    redis.call('SADD', KEYS[1] .. 'ss', ARGV[1])
     redis.call('ZADD', 'ws:idle', ARGV[4], ARGV[5] .. ':' .. ARGV[1])
   end
 end
@@ -260,7 +265,62 @@ for _, id in ipairs(ids) do
   redis.call('ZREM', KEYS[1] .. 'und', id)
 end
 redis.call('DEL', sev, skey)
+redis.call('SREM', KEYS[1] .. 'ss', ARGV[1])
 return gone
+";
+
+/// KEYS: front prefix. ARGV: session or empty (every session), bid, now. Ends the active
+/// streams as `CLOSE` does and tells each holder (`end <stream>`). Returns `{'ok', stream,
+/// node, …}` for the streams it ended, or `{'nosession'}`.
+const DISCONNECT: &str = r"
+local streams = {}
+if ARGV[1] ~= '' then
+  local skey = KEYS[1] .. 's:' .. ARGV[1]
+  if redis.call('EXISTS', skey) == 0 then return {'nosession'} end
+  local st = redis.call('HGET', skey, 'st')
+  if st and st ~= '' then streams = {st} end
+else
+  streams = redis.call('SMEMBERS', KEYS[1] .. 'act')
+end
+local out = {'ok'}
+for _, stream in ipairs(streams) do
+  local st = KEYS[1] .. 'st:' .. stream
+  local rec = redis.call('HMGET', st, 'session', 'node')
+  redis.call('DEL', st)
+  redis.call('SREM', KEYS[1] .. 'fs', stream)
+  redis.call('SREM', KEYS[1] .. 'act', stream)
+  if rec[1] then
+    local skey = KEYS[1] .. 's:' .. rec[1]
+    if redis.call('HGET', skey, 'st') == stream then
+      redis.call('HSET', skey, 'st', '', 'idle', ARGV[3])
+      redis.call('ZADD', 'ws:idle', ARGV[3], ARGV[2] .. ':' .. rec[1])
+    end
+  end
+  if rec[2] then
+    redis.call('PUBLISH', 'ws:node:' .. rec[2], 'end ' .. stream)
+    table.insert(out, stream)
+    table.insert(out, rec[2])
+  end
+end
+return out
+";
+
+/// KEYS: front prefix. Returns `{session, st, since, idle, …}` of the front's known sessions,
+/// dropping from the index those whose hash is gone.
+const PRESENCE: &str = r"
+local out = {}
+for _, session in ipairs(redis.call('SMEMBERS', KEYS[1] .. 'ss')) do
+  local h = redis.call('HMGET', KEYS[1] .. 's:' .. session, 'st', 'since', 'idle')
+  if not h[1] and not h[3] then
+    redis.call('SREM', KEYS[1] .. 'ss', session)
+  else
+    table.insert(out, session)
+    table.insert(out, h[1] or '')
+    table.insert(out, h[2] or '')
+    table.insert(out, h[3] or '')
+  end
+end
+return out
 ";
 
 struct Scripts {
@@ -271,6 +331,8 @@ struct Scripts {
     served: Script,
     publish: Script,
     forget: Script,
+    disconnect: Script,
+    presence: Script,
 }
 
 impl Scripts {
@@ -283,6 +345,8 @@ impl Scripts {
             served: Script::new(SERVED),
             publish: Script::new(PUBLISH),
             forget: Script::new(FORGET),
+            disconnect: Script::new(DISCONNECT),
+            presence: Script::new(PRESENCE),
         }
     }
 }
@@ -593,6 +657,70 @@ impl EventStore for RedisEngine {
                     .await?;
             }
             Ok(())
+        })
+    }
+
+    fn disconnect(
+        &self,
+        front: FrontUuid,
+        session: Option<SessionUuid>,
+        now: Timestamp,
+    ) -> StoreFuture<'_, Result<usize, DisconnectRefusal>> {
+        Box::pin(async move {
+            let mut conn = self.conn();
+            let Some(row) = self.front_row(&mut conn, front).await? else {
+                return Ok(Err(DisconnectRefusal::FrontNotRegistered));
+            };
+            let answer: Vec<String> = self
+                .shared
+                .scripts
+                .disconnect
+                .key(prefix(row.bid))
+                .arg(session.map(|s| s.to_string()).unwrap_or_default())
+                .arg(row.bid.0)
+                .arg(ms(now))
+                .invoke_async(&mut conn)
+                .await?;
+            if answer.first().map(String::as_str) != Some("ok") {
+                return Ok(Err(DisconnectRefusal::SessionNotFound));
+            }
+            let ended = answer.get(1..).unwrap_or_default();
+            // The script told the holders; the streams held here end now rather than after the
+            // round trip (ending twice is harmless).
+            let me = self.shared.node();
+            let feed = lock(&self.shared.feed).clone();
+            if let Some(feed) = feed {
+                for pair in ended.chunks_exact(2) {
+                    if me.as_deref() == Some(pair[1].as_str())
+                        && let Ok(stream) = pair[0].parse::<StreamUuid>()
+                    {
+                        feed.replaced(stream);
+                    }
+                }
+            }
+            Ok(Ok(ended.len() / 2))
+        })
+    }
+
+    fn presence(&self, front: FrontUuid, max: usize) -> StoreFuture<'_, Option<Presence>> {
+        Box::pin(async move {
+            let mut conn = self.conn();
+            let Some(row) = self.front_row(&mut conn, front).await? else { return Ok(None) };
+            let answer: Vec<String> =
+                self.shared.scripts.presence.key(prefix(row.bid)).invoke_async(&mut conn).await?;
+            let millis = |v: &str| v.parse::<i64>().ok().map(Timestamp::from_millis);
+            let sessions = answer
+                .chunks_exact(4)
+                .map(|fields| {
+                    let session = fields[0].parse().map_err(|_| {
+                        StoreError::Corrupt(format!("a session of front {}", row.bid.0))
+                    })?;
+                    let active = !fields[1].is_empty();
+                    let since = if active { millis(&fields[2]) } else { millis(&fields[3]) };
+                    Ok(SessionPresence { session, active, since })
+                })
+                .collect::<Result<Vec<_>, StoreError>>()?;
+            Ok(Some(Presence::from_unordered(sessions, max)))
         })
     }
 

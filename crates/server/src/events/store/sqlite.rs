@@ -20,9 +20,10 @@ use protocol::{BackUuid, EventUuid, FrontUuid, PublicKey, SessionUuid, StreamUui
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use super::{
-    ActivateRefusal, Activation, BackRecord, Cutoffs, EventStore, Feed, FrontRow, IdempotencyClaim,
-    NewEvent, NodeId, OpenStream, PublishRefusal, Registration, ReplayPage, ReplayRequest, Served,
-    Since, StoreError, StoreFuture, StoredEvent, Swept, cap_page,
+    ActivateRefusal, Activation, BackRecord, Cutoffs, DisconnectRefusal, EventStore, Feed,
+    FrontRow, IdempotencyClaim, NewEvent, NodeId, OpenStream, Presence, PublishRefusal,
+    Registration, ReplayPage, ReplayRequest, Served, SessionPresence, Since, StoreError,
+    StoreFuture, StoredEvent, Swept, cap_page,
 };
 use crate::db::Db;
 
@@ -41,6 +42,7 @@ CREATE TABLE IF NOT EXISTS ev_fronts (
 );
 -- A session is known from its first activation. `idle_since` is NULL while `active_stream`
 -- is open; the session is forgotten once it has been idle for the session TTL.
+-- `active_since` (added later, see `SqliteEngine::on`): when `active_stream` was activated.
 CREATE TABLE IF NOT EXISTS ev_sessions (
     front_bid      INTEGER NOT NULL REFERENCES ev_fronts(bid),
     session_uuid   TEXT NOT NULL,
@@ -152,6 +154,15 @@ impl SqliteEngine {
                 .exists([])?;
             if !has_last_active {
                 conn.execute_batch("ALTER TABLE ev_fronts ADD COLUMN last_active INTEGER")?;
+            }
+            // Added with the server API's presence: when the active stream was activated.
+            let has_active_since = conn
+                .prepare(
+                    "SELECT 1 FROM pragma_table_info('ev_sessions') WHERE name = 'active_since'",
+                )?
+                .exists([])?;
+            if !has_active_since {
+                conn.execute_batch("ALTER TABLE ev_sessions ADD COLUMN active_since INTEGER")?;
             }
             conn.execute(
                 "UPDATE ev_sessions SET idle_since = ?1, active_stream = NULL
@@ -278,7 +289,7 @@ impl EventStore for SqliteEngine {
             if !streams.active.contains_key(&(row.bid, session)) && active >= max_active {
                 return Ok(Err(ActivateRefusal::TooManyStreams(active)));
             }
-            session_activated(conn, row.bid, session, stream)?;
+            session_activated(conn, row.bid, session, stream, now)?;
             conn.prepare_cached("UPDATE ev_fronts SET last_active = ?2 WHERE bid = ?1")?
                 .execute(params![row.bid.0, now.millis()])?;
             let Some(rec) = streams.open.get_mut(&stream) else {
@@ -317,34 +328,76 @@ impl EventStore for SqliteEngine {
         stream: StreamUuid,
         now: Timestamp,
     ) -> StoreFuture<'_, ()> {
+        self.run(move |conn, streams| Ok(close(conn, streams, front, session, stream, now)?))
+    }
+
+    fn disconnect(
+        &self,
+        front_uuid: FrontUuid,
+        session: Option<SessionUuid>,
+        now: Timestamp,
+    ) -> StoreFuture<'_, Result<usize, DisconnectRefusal>> {
         self.run(move |conn, streams| {
-            streams.open.remove(&stream);
-            if let Some(scoped) = streams.front_scoped.get_mut(&front) {
-                scoped.remove(&stream);
-                if scoped.is_empty() {
-                    streams.front_scoped.remove(&front);
-                }
-            }
-            if streams.active.get(&(front, session)) == Some(&stream) {
-                streams.active.remove(&(front, session));
-                if let Some(count) = streams.active_per_front.get_mut(&front) {
-                    *count = count.saturating_sub(1);
-                    if *count == 0 {
-                        streams.active_per_front.remove(&front);
+            let Some(row) = front(conn, front_uuid)? else {
+                return Ok(Err(DisconnectRefusal::FrontNotRegistered));
+            };
+            let ending: Vec<(SessionUuid, StreamUuid)> = match session {
+                Some(session) => {
+                    if !session_known(conn, row.bid, session)? {
+                        return Ok(Err(DisconnectRefusal::SessionNotFound));
                     }
+                    let active = streams.active.get(&(row.bid, session));
+                    active.map(|stream| (session, *stream)).into_iter().collect()
                 }
-                conn.prepare_cached(
-                    "UPDATE ev_sessions SET active_stream = NULL, idle_since = ?4
-                     WHERE front_bid = ?1 AND session_uuid = ?2 AND active_stream = ?3",
-                )?
-                .execute(params![
-                    front.0,
-                    session.to_string(),
-                    stream.to_string(),
-                    now.millis()
-                ])?;
+                None => streams
+                    .active
+                    .iter()
+                    .filter(|((bid, _), _)| *bid == row.bid)
+                    .map(|((_, session), stream)| (*session, *stream))
+                    .collect(),
+            };
+            for (session, stream) in &ending {
+                close(conn, streams, row.bid, *session, *stream, now)?;
+                if let Some(feed) = &streams.feed {
+                    feed.replaced(*stream);
+                }
             }
-            Ok(())
+            Ok(Ok(ending.len()))
+        })
+    }
+
+    fn presence(&self, front_uuid: FrontUuid, max: usize) -> StoreFuture<'_, Option<Presence>> {
+        self.run(move |conn, _| {
+            let Some(row) = front(conn, front_uuid)? else { return Ok(None) };
+            let sessions = conn
+                .prepare_cached(
+                    "SELECT session_uuid, active_stream IS NOT NULL, active_since, idle_since
+                     FROM ev_sessions WHERE front_bid = ?1",
+                )?
+                .query_map([row.bid.0], |r| {
+                    let session: String = r.get(0)?;
+                    let active: bool = r.get(1)?;
+                    let since: Option<i64> = if active { r.get(2)? } else { r.get(3)? };
+                    Ok((session, active, since))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let sessions = sessions
+                .into_iter()
+                .map(|(session, active, since)| {
+                    let session = session.parse().map_err(|_| {
+                        StoreError::Corrupt(format!(
+                            "ev_sessions.session_uuid of front {}",
+                            row.bid.0
+                        ))
+                    })?;
+                    Ok(SessionPresence {
+                        session,
+                        active,
+                        since: since.map(Timestamp::from_millis),
+                    })
+                })
+                .collect::<Result<Vec<_>, StoreError>>()?;
+            Ok(Some(Presence::from_unordered(sessions, max)))
         })
     }
 
@@ -589,20 +642,58 @@ fn session_seen(
     .map(drop)
 }
 
-/// Records that `stream` is now the session's active stream (creating the session).
+/// Records that `stream` is now the session's active stream, since `now` (creating the
+/// session).
 fn session_activated(
     conn: &Connection,
     front: FrontBid,
     session: SessionUuid,
     stream: StreamUuid,
+    now: Timestamp,
 ) -> rusqlite::Result<()> {
     conn.prepare_cached(
-        "INSERT INTO ev_sessions (front_bid, session_uuid, active_stream, idle_since)
-         VALUES (?1, ?2, ?3, NULL)
+        "INSERT INTO ev_sessions (front_bid, session_uuid, active_stream, idle_since, active_since)
+         VALUES (?1, ?2, ?3, NULL, ?4)
          ON CONFLICT (front_bid, session_uuid)
-         DO UPDATE SET active_stream = excluded.active_stream, idle_since = NULL",
+         DO UPDATE SET active_stream = excluded.active_stream, idle_since = NULL,
+                       active_since = excluded.active_since",
     )?
-    .execute(params![front.0, session.to_string(), stream.to_string()])
+    .execute(params![front.0, session.to_string(), stream.to_string(), now.millis()])
+    .map(drop)
+}
+
+/// Forgets an open stream; if it was its session's active stream, the session is idle from
+/// `now`.
+fn close(
+    conn: &Connection,
+    streams: &mut Streams,
+    front: FrontBid,
+    session: SessionUuid,
+    stream: StreamUuid,
+    now: Timestamp,
+) -> rusqlite::Result<()> {
+    streams.open.remove(&stream);
+    if let Some(scoped) = streams.front_scoped.get_mut(&front) {
+        scoped.remove(&stream);
+        if scoped.is_empty() {
+            streams.front_scoped.remove(&front);
+        }
+    }
+    if streams.active.get(&(front, session)) != Some(&stream) {
+        return Ok(());
+    }
+    streams.active.remove(&(front, session));
+    if let Some(count) = streams.active_per_front.get_mut(&front) {
+        *count = count.saturating_sub(1);
+        if *count == 0 {
+            streams.active_per_front.remove(&front);
+        }
+    }
+    conn.prepare_cached(
+        "UPDATE ev_sessions SET active_stream = NULL, idle_since = ?4
+         WHERE front_bid = ?1 AND session_uuid = ?2 AND active_stream = ?3",
+    )?
+    .execute(params![front.0, session.to_string(), stream.to_string(), now.millis()])
     .map(drop)
 }
 
