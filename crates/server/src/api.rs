@@ -18,21 +18,22 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
 use protocol::api::{API_KEY_HEADER, PublishRequest, PublishResponse};
 use protocol::event::DEFAULT_TTL_MILLIS;
 use protocol::{ErrorCode, FrontUuid, SessionUuid};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::error::{Json, RequestError, error_response};
 use crate::events::store::{IdempotencyClaim, StoreError};
 use crate::events::{Events, PublishError, PublishOptions};
+use crate::openapi::errors;
 
 /// How long an idempotency key stays claimed while its publish is under way; a server that
 /// dies meanwhile blocks the key no longer than this.
@@ -143,11 +144,13 @@ impl From<PublishError> for ApiError {
     }
 }
 
-/// The server API's routes; with `key` `None` every route answers 404 `not_found`.
-pub(crate) fn router(events: Events, key: Option<ApiKey>) -> Router {
-    use protocol::paths::API_PUBLISH;
-    Router::new()
-        .route(API_PUBLISH, post(publish))
+/// The server API's routes; with `key` `None` every route answers 404 `not_found`. Each route
+/// is one `.routes(routes!(handler))` of an annotated handler, so it is in the OpenAPI document
+/// too; its annotation names the `apiKey` security scheme and lists `401 invalid_api_key` and
+/// `404 not_found` (the API off) among its errors.
+pub(crate) fn router(events: Events, key: Option<ApiKey>) -> OpenApiRouter {
+    OpenApiRouter::new()
+        .routes(routes!(publish))
         .route_layer(middleware::from_fn_with_state(key, require_key))
         .with_state(events)
 }
@@ -162,7 +165,35 @@ async fn require_key(State(key): State<Option<ApiKey>>, request: Request, next: 
     }
 }
 
-/// `POST /api/events/publish`.
+errors! {
+    /// The errors of a publish.
+    PublishErrors with BODY_ERRORS {
+        400: InvalidRequest;
+        401: InvalidApiKey;
+        404: NotFound, FrontNotRegistered, SessionNotFound;
+        409: IdempotencyInProgress;
+        503: StoreUnavailable;
+    }
+}
+
+/// Publish an event to a front's tabs
+///
+/// To one tab when `sessionUuid` is given, else to every tab of the front (and to tabs that
+/// connect before it expires). `encrypted` seals `data` to the front's key. The same
+/// `idempotencyKey` for the same front within the event's lifetime publishes once and answers
+/// the first id; while that first publish is under way, `409 idempotency_in_progress`.
+/// `404 not_found` when the server runs without `--api-key-file` (the API is off).
+#[utoipa::path(
+    post,
+    path = "/api/events/publish",
+    tag = "server-api",
+    security(("apiKey" = [])),
+    request_body = PublishRequest,
+    responses(
+        (status = 200, description = "Published: the event's id (the SSE `id:` the tabs see).", body = PublishResponse),
+        PublishErrors,
+    )
+)]
 async fn publish(
     State(events): State<Events>,
     Json(request): Json<PublishRequest>,

@@ -41,6 +41,7 @@ pub mod tokens;
 
 mod app;
 mod http;
+mod openapi;
 
 pub use app::{AppState, app, run, serve, shutdown_signal};
 pub use config::Config;
