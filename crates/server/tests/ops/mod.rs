@@ -8,6 +8,7 @@ mod config;
 mod health;
 mod hygiene;
 mod metrics;
+mod openapi;
 
 use reqwest::Response;
 use serde_json::Value;
