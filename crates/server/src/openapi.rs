@@ -137,6 +137,34 @@ async fn openapi_json(State(document): State<Document>) -> Response {
     ([(header::CONTENT_TYPE, content_type)], json.clone()).into_response()
 }
 
+/// One event of a reverse stream, as a Server-Sent-Events reader sees it (the schema of each
+/// event of the `text/event-stream` answer).
+pub(crate) enum StreamEvent {}
+
+impl PartialSchema for StreamEvent {
+    fn schema() -> RefOr<Schema> {
+        let string = |description: &str| {
+            ObjectBuilder::new().schema_type(Type::String).description(Some(description))
+        };
+        ObjectBuilder::new()
+            .schema_type(Type::Object)
+            .description(Some(
+                "One Server-Sent Event. The first has `event: authenticate` and as `data` an \
+                 `AuthenticateChallenge`; `event: events_lost` (data: an `ErrorBody` with code \
+                 `events_lost`) says that a resume could not be exact; every other event has an \
+                 `id` and as `data` `{\"data\", \"meta\"}`. Comments (`: heartbeat`) keep the \
+                 connection alive.",
+            ))
+            .property("event", string("`authenticate`, `events_lost`, or absent (`message`)."))
+            .property("data", string("JSON text."))
+            .property("id", string("The event's id, for `Last-Event-ID`."))
+            .property("retry", ObjectBuilder::new().schema_type(Type::Integer))
+            .into()
+    }
+}
+
+impl ToSchema for StreamEvent {}
+
 /// `GET /.well-known/jwks.json`'s answer (RFC 7517): jsonwebtoken's `JwkSet`, described here
 /// because its type is not ours.
 pub(crate) enum Jwks {}

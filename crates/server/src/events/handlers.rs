@@ -23,7 +23,7 @@ use super::store::{ActivateRefusal, OpenStream, Registration, Served};
 use super::stream::{SseBody, StreamSpec};
 use super::{Events, Inner};
 use crate::error::{Json, RequestError, parse_uuid};
-use crate::openapi::errors;
+use crate::openapi::{StreamEvent, errors};
 
 /// Milliseconds of a duration, for the store.
 fn millis(d: std::time::Duration) -> i64 {
@@ -170,7 +170,7 @@ errors! {
         ("Last-Event-ID" = Option<String>, Header, description = "The id of the last event seen; anything but a non-negative integer is ignored."),
     ),
     responses(
-        (status = 200, description = "The reverse stream (Server-Sent Events).", content_type = "text/event-stream", body = String),
+        (status = 200, description = "The reverse stream (Server-Sent Events).", content_type = "text/event-stream", body = StreamEvent),
         OpenErrors,
     )
 )]
