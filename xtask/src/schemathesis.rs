@@ -54,7 +54,7 @@ fn venv() -> PathBuf {
 }
 
 /// Installs schemathesis `VERSION` into its venv unless it is there; Debian's `python3` and
-/// `python3-venv` first if `python3 -m venv` cannot work.
+/// `python3-venv` first if `python3 -m venv` does not work.
 pub(crate) fn ensure() -> Result<PathBuf, String> {
     let venv = venv();
     let program = venv.join("bin/schemathesis");
@@ -63,14 +63,17 @@ pub(crate) fn ensure() -> Result<PathBuf, String> {
         println!("ok: schemathesis {VERSION}");
         return Ok(program);
     }
-    let venv_works = which("python3").is_some()
-        && output(&mut cmd("python3", &["-c", "import ensurepip, venv"])).is_some();
-    if !venv_works {
+    if which("python3").is_none() {
         apt_install(&["python3", "python3-venv"])?;
     }
     let shown = venv.to_string_lossy().into_owned();
-    // `--clear`: a venv left half-made by an interrupted install starts over.
-    run(&mut cmd("python3", &["-m", "venv", "--clear", &shown]))?;
+    // `--clear`: a venv left half-made by an interrupted install starts over. Debian's python3
+    // makes venvs only with `python3-venv` (ensurepip), which a fresh machine may lack.
+    let make = || run(&mut cmd("python3", &["-m", "venv", "--clear", &shown]));
+    if make().is_err() {
+        apt_install(&["python3-venv"])?;
+        make()?;
+    }
     let pip = venv.join("bin/pip");
     let pinned = format!("schemathesis=={VERSION}");
     run(&mut cmd(
