@@ -95,7 +95,7 @@ pub(crate) fn run_against_server() -> Result<(), String> {
     let key = format!("X-API-Key: {API_KEY}");
     let report = root().join("target/schemathesis/report");
     let report = report.to_string_lossy();
-    let result = run(&mut cmd(
+    let mut schemathesis = cmd(
         &program.to_string_lossy(),
         &[
             "run",
@@ -120,7 +120,11 @@ pub(crate) fn run_against_server() -> Result<(), String> {
             "--report-dir",
             &report,
         ],
-    ));
+    );
+    // It keeps a cache (`.schemathesis/`, `.hypothesis/`) in its working directory: not in the
+    // repository's.
+    schemathesis.current_dir(root().join("target/schemathesis"));
+    let result = run(&mut schemathesis);
     drop(server);
     result
 }
