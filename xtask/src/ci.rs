@@ -2,9 +2,9 @@
 
 use std::process::Command;
 
-use crate::sh::{cmd, run, which};
+use crate::sh::{cmd, output, run, which};
 use crate::testbed::Testbed;
-use crate::{consumer, demo, fuzz, install, wasm};
+use crate::{consumer, demo, fuzz, install, schemathesis, wasm};
 
 /// Crates that compile to wasm32, linted for that target too.
 const WASM_CRATES: &[&str] = &["protocol", "browser"];
@@ -33,6 +33,7 @@ pub(crate) fn all() -> Result<(), String> {
     }
     wasm_clippy.extend(["--locked", "--", "-D", "warnings"]);
     run(&mut cmd("cargo", &wasm_clippy))?;
+    wasm_has_no_openapi()?;
     // Built once (wasm-pack), then used by the host tests that drive Chromium through `/sw.js`
     // (crates/devserver/tests) and served by the test bed of the wasm suites.
     let site = demo::assemble_site()?;
@@ -50,12 +51,38 @@ pub(crate) fn all() -> Result<(), String> {
     if std::env::var_os("WEBSESSION_CI_FUZZ").is_some_and(|v| v == "1") {
         fuzz::ci_short_run()?;
     }
+    // The server's OpenAPI document against the server itself (schemathesis).
+    schemathesis::run_against_server()?;
     let testbed = Testbed::start(&site)?;
     for (krate, place) in WASM_SUITES {
         run(&mut wasm_test(krate, place, &testbed)?)?;
     }
     drop(testbed);
     println!("xtask ci: all checks passed");
+    Ok(())
+}
+
+/// The OpenAPI schemas of the wire types (protocol's `openapi` feature) are the server's
+/// alone: the wasm package must not carry utoipa.
+fn wasm_has_no_openapi() -> Result<(), String> {
+    let mut c = cmd(
+        "cargo",
+        &[
+            "tree",
+            "--locked",
+            "-p",
+            "browser",
+            "--target",
+            "wasm32-unknown-unknown",
+            "-e",
+            "features",
+        ],
+    );
+    let tree = output(&mut c).ok_or("cargo tree -p browser failed")?;
+    if tree.contains("utoipa") {
+        return Err("the wasm package depends on utoipa: protocol's `openapi` feature is on".into());
+    }
+    println!("ok: no utoipa in the wasm package");
     Ok(())
 }
 

@@ -80,7 +80,7 @@ fn ensure_apt() -> Result<(), String> {
 }
 
 /// `apt-get update` and `apt-get install` of `packages` (with sudo unless root).
-fn apt_install(packages: &[&str]) -> Result<(), String> {
+pub(crate) fn apt_install(packages: &[&str]) -> Result<(), String> {
     let sudo = if is_root() { vec![] } else { vec!["sudo"] };
     let apt = |args: &[&str]| {
         let mut all: Vec<&str> = sudo.clone();

@@ -8,6 +8,7 @@ mod consumer;
 mod demo;
 mod fuzz;
 mod install;
+mod schemathesis;
 mod sh;
 mod testbed;
 mod wasm;
@@ -23,6 +24,9 @@ cargo xtask <command>
   consumer  build the browser package, install its packed tarball in a fresh npm project outside
             the workspace, type-check (tsc --strict) and build (Vite) the app in tests/consumer/,
             and load it in headless Chromium against the development server (e2e consumer::)
+  api-fuzz  run schemathesis (PyPI, pinned, installed into a venv under ~/.cache if missing)
+            against the server binary from its /openapi.json: no 5xx, no answer that breaks the
+            schema, status codes or content types its operation documents
   demo      build the browser package with wasm-pack (wasm-pack.toml), assemble the site and start the
             development server (backend + venue stand-in on one origin); prints the URL
   fuzz      run every fuzz target of fuzz/ (cargo-fuzz on nightly) for N seconds (--secs N, default
@@ -37,6 +41,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("ci") => ci::all(),
         Some("consumer") => consumer::run_consumer(),
+        Some("api-fuzz") => schemathesis::run_against_server(),
         Some("demo") => demo::run_demo(&args[1..]),
         Some("fuzz") => fuzz::run_fuzz(&args[1..]),
         Some("install") => install::ensure_all(),

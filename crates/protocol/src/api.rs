@@ -24,6 +24,14 @@ pub const MAX_IDEMPOTENCY_KEY_CHARS: usize = 128;
 /// `POST /api/events/publish` body: an event for one tab (`sessionUuid`) or for every tab of a
 /// front.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(example = json!({
+    "frontUuid": "0d5c4f3e-6a8b-4c1d-9e2f-3a4b5c6d7e8f",
+    "name": "order-shipped",
+    "data": {"order": 17},
+    "expiresInMs": 300000,
+    "idempotencyKey": "order-17-shipped"
+})))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PublishRequest {
     /// The front to publish to.
@@ -33,6 +41,7 @@ pub struct PublishRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session_uuid: Option<SessionUuid>,
     /// `meta.name`: 1 to [`MAX_EVENT_NAME_CHARS`] characters, no control characters.
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 128))]
     pub name: String,
     /// The event's `data`; absent: `null`.
     #[serde(default)]
@@ -42,11 +51,16 @@ pub struct PublishRequest {
     pub encrypted: bool,
     /// How long the event is worth delivering: 1 to [`MAX_EXPIRES_IN_MS`]; absent: 60 s.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 86_400_000))]
     pub expires_in_ms: Option<u64>,
     /// The same key for the same front, within the event's lifetime, publishes once and
     /// answers the first publish's id: 1 to [`MAX_IDEMPOTENCY_KEY_CHARS`] printable ASCII
     /// characters without spaces.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(min_length = 1, max_length = 128, pattern = "^[!-~]+$")
+    )]
     pub idempotency_key: Option<String>,
 }
 
@@ -81,6 +95,7 @@ impl PublishRequest {
 
 /// `POST /api/events/publish` answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PublishResponse {
     /// The event's id in its front's sequence (the SSE `id:` its streams see).
     pub id: i64,
@@ -89,6 +104,7 @@ pub struct PublishResponse {
 /// `POST /api/events/disconnect` body: ends the reverse streams of a front, or of one of its
 /// tabs. Their clients may connect again (and resume with `Last-Event-ID`, losing nothing).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DisconnectRequest {
     /// The front whose streams end.
@@ -100,6 +116,7 @@ pub struct DisconnectRequest {
 
 /// `POST /api/events/disconnect` answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DisconnectResponse {
     /// How many active streams were ended (0 when none was open).
     pub closed: u64,
@@ -112,6 +129,7 @@ pub const MAX_PRESENCE_SESSIONS: usize = 1000;
 /// `GET /api/events/presence/{frontUuid}` answer: the front's known tabs, active ones first,
 /// then by `since`, latest first.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PresenceResponse {
     /// At most [`MAX_PRESENCE_SESSIONS`].
     pub sessions: Vec<SessionPresence>,
@@ -121,6 +139,7 @@ pub struct PresenceResponse {
 
 /// One tab in a [`PresenceResponse`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct SessionPresence {
     /// The tab.
@@ -135,6 +154,7 @@ pub struct SessionPresence {
 
 /// `GET /healthz` answer: the process lives and serves HTTP.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Health {
     /// Always `"ok"`.
     pub status: String,
@@ -142,6 +162,7 @@ pub struct Health {
 
 /// The state of one readiness check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum CheckState {
     /// It answers.
@@ -153,6 +174,7 @@ pub enum CheckState {
 /// `GET /readyz` answer: `200 {"status": "ready", "checks": …}`, or `503` with
 /// `"status": "not_ready"` and the error body's `error` (`not_ready`) and `message` besides.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Readiness {
     /// `not_ready` when not ready (the stable code of every error body).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -45,6 +45,7 @@ pub enum OpenError {
 ///
 /// The string form (`snake_case`) is part of the wire contract: clients branch on it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum ErrorCode {
@@ -216,6 +217,7 @@ impl std::fmt::Display for ErrorCode {
 /// `error` is kept as a string so that a client built against an older list of codes still
 /// reads a newer server's errors; [`ErrorBody::code`] maps it back to an [`ErrorCode`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorBody {
     /// The stable code.
     pub error: String,

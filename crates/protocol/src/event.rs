@@ -68,6 +68,7 @@ impl EventMeta {
 /// Metadata of a front → back event (direct stream). Unlike [`EventMeta`], the sender's front,
 /// session and stamp are required.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct DirectMeta {
     /// The event's name; must match the path's `{eventName}`.
@@ -102,6 +103,7 @@ impl DirectMeta {
 
 /// The `{data, meta}` envelope.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Envelope<M> {
     /// The payload: any JSON, or a sealed string when `meta.encrypted`.
     #[serde(default)]

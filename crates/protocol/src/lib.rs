@@ -14,6 +14,8 @@ pub mod fuzzing;
 pub mod ids;
 pub mod keys;
 pub mod messages;
+#[cfg(feature = "openapi")]
+mod openapi;
 pub mod sealed;
 pub mod sse;
 pub mod time;

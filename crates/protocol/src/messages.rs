@@ -17,6 +17,11 @@ pub const EVENTS_LOST_EVENT: &str = "events_lost";
 
 /// `POST /web-event-front-reg/{frontUuid}` body.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(example = json!({
+    "publicKey": "AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA=",
+    "frontUuid": "0d5c4f3e-6a8b-4c1d-9e2f-3a4b5c6d7e8f"
+})))]
 #[serde(rename_all = "camelCase")]
 pub struct RegisterRequest {
     /// The front's public key.
@@ -27,12 +32,14 @@ pub struct RegisterRequest {
 
 /// The backend's integer key of a front; the registration answer is this bare JSON integer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(transparent)]
 pub struct FrontBid(pub i64);
 
 /// The `data` of the `authenticate` frame: who the back is, and the stream UUID sealed for the
 /// front's key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct AuthenticateChallenge {
     /// The backend's UUID.
@@ -45,6 +52,7 @@ pub struct AuthenticateChallenge {
 
 /// `POST /web-event-stream-act` body: the front proves it could open the challenge.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ActivateRequest {
     /// The front that opened the stream.

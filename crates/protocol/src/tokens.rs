@@ -113,6 +113,7 @@ pub struct EidClaims {
 
 /// RFC 8693 token-exchange request (`POST /vtx/token`, form-encoded).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TokenExchangeRequest {
     /// Must be [`GRANT_TYPE_TOKEN_EXCHANGE`].
     pub grant_type: String,
@@ -124,6 +125,7 @@ pub struct TokenExchangeRequest {
 
 /// RFC 8693 token-exchange answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TokenExchangeResponse {
     /// The EID JWT.
     pub access_token: String,
@@ -137,6 +139,7 @@ pub struct TokenExchangeResponse {
 
 /// RFC 6749 §5.2 error body, used by the RFC 8693 form of the exchange.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct OAuthErrorBody {
     /// `invalid_request`, `invalid_grant`, `unsupported_grant_type`, …
     pub error: String,
@@ -163,6 +166,7 @@ pub struct OneTimeTokenClaims {
 
 /// `POST /api/auth/authenticate` body.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AuthenticateRequest {
     /// The one-time token from the login link.
     pub token: String,
@@ -171,6 +175,7 @@ pub struct AuthenticateRequest {
 /// `POST /api/auth/authenticate` answer. The refresh token travels in an `HttpOnly` cookie; it
 /// is in the body only when the server's compatibility setting asks for it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct LoginResponse {
     /// The access JWT.
@@ -192,6 +197,7 @@ pub struct LoginResponse {
 
 /// `POST /api/auth/refresh` answer (the new refresh token is in the cookie).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct RefreshResponse {
     /// The new access JWT.
@@ -209,6 +215,7 @@ pub struct RefreshResponse {
 
 /// A plain `{"message": …}` answer (logout).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MessageBody {
     /// A sentence for people.
     pub message: String,
@@ -239,6 +246,7 @@ pub struct AccessClaims {
 /// The `200` answer of the demo routes behind a permission guard (`GET /api/dashboard`,
 /// `GET /api/reports`): what the access token said about the caller.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ProtectedResource {
     /// Which demo resource this is (`dashboard`, `reports`).

@@ -21,13 +21,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path as UrlPath, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use protocol::api::{
     API_KEY_HEADER, DisconnectRequest, DisconnectResponse, MAX_PRESENCE_SESSIONS, PresenceResponse,
     PublishRequest, PublishResponse, SessionPresence,
@@ -36,10 +34,13 @@ use protocol::event::DEFAULT_TTL_MILLIS;
 use protocol::{ErrorCode, FrontUuid, ParseError, SessionUuid};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::error::{Json, RequestError, error_response, parse_uuid};
 use crate::events::store::{DisconnectRefusal, IdempotencyClaim, StoreError};
 use crate::events::{Events, PublishError, PublishOptions};
+use crate::openapi::errors;
 
 /// How long an idempotency key stays claimed while its publish is under way; a server that
 /// dies meanwhile blocks the key no longer than this.
@@ -150,13 +151,15 @@ impl From<PublishError> for ApiError {
     }
 }
 
-/// The server API's routes; with `key` `None` every route answers 404 `not_found`.
-pub(crate) fn router(events: Events, key: Option<ApiKey>) -> Router {
-    use protocol::paths::{API_DISCONNECT, API_PRESENCE, API_PUBLISH};
-    Router::new()
-        .route(API_PUBLISH, post(publish))
-        .route(API_DISCONNECT, post(disconnect))
-        .route(&format!("{API_PRESENCE}/{{front_uuid}}"), get(presence))
+/// The server API's routes; with `key` `None` every route answers 404 `not_found`. Each route
+/// is one `.routes(routes!(handler))` of an annotated handler, so it is in the OpenAPI document
+/// too; its annotation names the `apiKey` security scheme and lists `401 invalid_api_key` and
+/// `404 not_found` (the API off) among its errors.
+pub(crate) fn router(events: Events, key: Option<ApiKey>) -> OpenApiRouter {
+    OpenApiRouter::new()
+        .routes(routes!(publish))
+        .routes(routes!(disconnect))
+        .routes(routes!(presence))
         .route_layer(middleware::from_fn_with_state(key, require_key))
         .with_state(events)
 }
@@ -171,7 +174,35 @@ async fn require_key(State(key): State<Option<ApiKey>>, request: Request, next: 
     }
 }
 
-/// `POST /api/events/publish`.
+errors! {
+    /// The errors of a publish.
+    PublishErrors with BODY_ERRORS {
+        400: InvalidRequest;
+        401: InvalidApiKey;
+        404: NotFound, FrontNotRegistered, SessionNotFound;
+        409: IdempotencyInProgress;
+        503: StoreUnavailable;
+    }
+}
+
+/// Publish an event to a front's tabs
+///
+/// To one tab when `sessionUuid` is given, else to every tab of the front (and to tabs that
+/// connect before it expires). `encrypted` seals `data` to the front's key. The same
+/// `idempotencyKey` for the same front within the event's lifetime publishes once and answers
+/// the first id; while that first publish is under way, `409 idempotency_in_progress`.
+/// `404 not_found` when the server runs without `--api-key-file` (the API is off).
+#[utoipa::path(
+    post,
+    path = "/api/events/publish",
+    tag = "server-api",
+    security(("apiKey" = [])),
+    request_body = PublishRequest,
+    responses(
+        (status = 200, description = "Published: the event's id (the SSE `id:` the tabs see).", body = PublishResponse),
+        PublishErrors,
+    )
+)]
 async fn publish(
     State(events): State<Events>,
     Json(request): Json<PublishRequest>,
@@ -219,8 +250,31 @@ async fn send(events: &Events, request: PublishRequest, ttl_ms: u64) -> Result<i
     Ok(published.id)
 }
 
-/// `POST /api/events/disconnect`: ends the active streams of the front, or of one tab, on
-/// whichever instance holds them; answers how many.
+errors! {
+    /// The errors of a disconnect.
+    DisconnectErrors with BODY_ERRORS {
+        401: InvalidApiKey;
+        404: NotFound, FrontNotRegistered, SessionNotFound;
+        503: StoreUnavailable;
+    }
+}
+
+/// End the reverse streams of a front or of one tab
+///
+/// Ends the active streams of the front, or of one tab, on whichever instance holds them, and
+/// answers how many. Their clients may connect again and resume with `Last-Event-ID`, losing
+/// nothing.
+#[utoipa::path(
+    post,
+    path = "/api/events/disconnect",
+    tag = "server-api",
+    security(("apiKey" = [])),
+    request_body = DisconnectRequest,
+    responses(
+        (status = 200, description = "How many active streams were ended.", body = DisconnectResponse),
+        DisconnectErrors,
+    )
+)]
 async fn disconnect(
     State(events): State<Events>,
     Json(request): Json<DisconnectRequest>,
@@ -235,7 +289,31 @@ async fn disconnect(
     }
 }
 
-/// `GET /api/events/presence/{frontUuid}`: the front's tabs as the store knows them.
+errors! {
+    /// The errors of a presence query.
+    PresenceErrors {
+        400: InvalidUuid;
+        401: InvalidApiKey;
+        404: NotFound, FrontNotRegistered;
+        503: StoreUnavailable;
+    }
+}
+
+/// A front's tabs and which of them stream
+///
+/// The front's known tabs as the event store knows them (so through any instance): active ones
+/// first, then by `since`, latest first; at most 1000, `truncated` when there are more.
+#[utoipa::path(
+    get,
+    path = "/api/events/presence/{frontUuid}",
+    tag = "server-api",
+    security(("apiKey" = [])),
+    params(("frontUuid" = FrontUuid, Path, description = "The front.")),
+    responses(
+        (status = 200, description = "The front's tabs.", body = PresenceResponse),
+        PresenceErrors,
+    )
+)]
 async fn presence(
     State(events): State<Events>,
     front: Result<UrlPath<String>, PathRejection>,

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use axum::{Router, middleware};
 use protocol::{ErrorCode, Timestamp};
 use tokio::net::TcpListener;
@@ -24,7 +23,7 @@ use crate::error::{MAX_BODY_BYTES, error_response};
 use crate::events::store::{EventStore, RedisEngine, SqliteEngine};
 use crate::health::Draining;
 use crate::metrics::TimedStore;
-use crate::{api, events, health, http, metrics, tokens};
+use crate::{api, events, health, http, metrics, openapi, tokens};
 
 /// Shared state of all handlers; cheap to clone.
 #[derive(Clone, Debug)]
@@ -74,13 +73,19 @@ impl AppState {
 
 /// The whole HTTP API (and the static files, if configured).
 pub fn app(state: AppState) -> Router {
-    let mut router = Router::new()
-        .merge(events::router(state.events.clone()))
-        .merge(tokens::router(state.tokens.clone()))
+    // Every route comes with its OpenAPI operation (openapi.rs); the document describes the
+    // routes assembled here, its own route included.
+    let document = openapi::Document::default();
+    let (router, spec) = openapi::frame()
+        .merge(events::routes(state.events.clone()))
+        .merge(tokens::routes(state.tokens.clone()))
         .merge(api::router(state.events.clone(), state.config.api_key.clone()))
-        .merge(metrics::router(state.config.metrics.clone(), state.events.clone()))
-        .route(protocol::paths::HEALTHZ, get(health::healthz))
-        .route(protocol::paths::READYZ, get(health::readyz).with_state(state.clone()))
+        .merge(metrics::routes(state.config.metrics.clone(), state.events.clone()))
+        .merge(health::router(state.clone()))
+        .merge(openapi::router(document.clone()))
+        .split_for_parts();
+    document.set(&spec);
+    let mut router = router
         // Here, once, after every route: axum applies it only to the routes added before it,
         // and a route without it answers a wrong method with an empty 405.
         .method_not_allowed_fallback(method_not_allowed)

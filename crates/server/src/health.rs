@@ -13,8 +13,11 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use protocol::api::{CheckState, Health, Readiness};
 use protocol::{ErrorBody, ErrorCode};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::app::AppState;
+use crate::openapi::Always;
 
 /// Whether the server is shutting down; cheap to clone.
 #[derive(Debug, Clone, Default)]
@@ -32,14 +35,42 @@ impl Draining {
     }
 }
 
-/// `GET /healthz`: the process lives. It asks nothing, so that a store outage does not make an
-/// orchestrator restart healthy instances.
+/// The health routes.
+pub(crate) fn router(state: AppState) -> OpenApiRouter {
+    OpenApiRouter::new()
+        .routes(routes!(healthz))
+        .merge(OpenApiRouter::new().routes(routes!(readyz)).with_state(state))
+}
+
+/// Liveness
+///
+/// `200 {"status": "ok"}` while the process serves HTTP. It asks nothing, so that a store
+/// outage does not make an orchestrator restart healthy instances.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "operations",
+    responses((status = 200, description = "The process lives.", body = Health), Always)
+)]
 pub(crate) async fn healthz() -> Json<Health> {
     Json(Health { status: "ok".to_owned() })
 }
 
-/// `GET /readyz`: 200 when every store answers, else 503 with which did not. Errors go to the
-/// log, not to the client.
+/// Readiness
+///
+/// `200` when every store answers (the event store, on Redis with its subscription, the
+/// session store, the one-time-token store) and the server is not shutting down; else `503`
+/// with `"error": "not_ready"` and which checks are `down`. Point load balancers here.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "operations",
+    responses(
+        (status = 200, description = "Ready: every check is `ok`.", body = Readiness),
+        (status = 503, description = "Not ready: `not_ready`, with the checks that are `down`.", body = Readiness),
+        Always,
+    )
+)]
 pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
     let (events, (sessions, one_time)) = tokio::join!(state.events.ready(), state.tokens.ready());
     let mut checks = BTreeMap::new();

@@ -42,6 +42,7 @@ pub mod tokens;
 
 mod app;
 mod http;
+mod openapi;
 
 pub use app::{AppState, app, run, serve, shutdown_signal};
 pub use config::{Config, DEFAULT_DRAIN};

@@ -30,13 +30,14 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
 use metrics_exporter_prometheus::PrometheusBuilder;
 pub use metrics_exporter_prometheus::PrometheusHandle;
 use protocol::messages::FrontBid;
 use protocol::{ErrorCode, EventUuid, FrontUuid, PublicKey, SessionUuid, StreamUuid};
 use protocol::{Timestamp, paths};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::error::error_response;
 use crate::events::Events;
@@ -111,9 +112,35 @@ struct Scrape {
 
 /// `GET /metrics` alone, for the main router or a listener of its own (`--metrics-listen`).
 pub fn router(handle: Option<PrometheusHandle>, events: Events) -> Router {
-    Router::new().route(paths::METRICS, get(scrape)).with_state(Scrape { handle, events })
+    routes(handle, events).split_for_parts().0
 }
 
+/// [`router`] with its OpenAPI operation.
+pub(crate) fn routes(handle: Option<PrometheusHandle>, events: Events) -> OpenApiRouter {
+    OpenApiRouter::new().routes(routes!(scrape)).with_state(Scrape { handle, events })
+}
+
+crate::openapi::errors! {
+    /// The errors of a scrape.
+    ScrapeErrors {
+        404: NotFound;
+    }
+}
+
+/// Prometheus metrics
+///
+/// The Prometheus text exposition format. `404 not_found` when no Prometheus recorder is
+/// installed (an embedding application with a recorder of its own) or when `--metrics-listen`
+/// serves the metrics on another address.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    responses(
+        (status = 200, description = "The metrics.", content_type = "text/plain", body = String),
+        ScrapeErrors,
+    )
+)]
 async fn scrape(State(scrape): State<Scrape>) -> Response {
     let Some(handle) = scrape.handle else {
         return error_response(

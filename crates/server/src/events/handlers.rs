@@ -23,6 +23,7 @@ use super::store::{ActivateRefusal, OpenStream, Registration, Served};
 use super::stream::{SseBody, StreamSpec};
 use super::{Events, Inner};
 use crate::error::{Json, RequestError, parse_uuid};
+use crate::openapi::{StreamEvent, errors};
 
 /// Milliseconds of a duration, for the store.
 fn millis(d: std::time::Duration) -> i64 {
@@ -63,7 +64,34 @@ impl FromRequestParts<Events> for ClientAddr {
     }
 }
 
-/// `POST /web-event-front-reg/{frontUuid}` → the front's `frontBid`.
+errors! {
+    /// The errors of registration.
+    RegisterErrors with BODY_ERRORS {
+        400: InvalidRequest;
+        409: FrontKeyConflict;
+        429: RateLimited;
+        503: StoreUnavailable;
+    }
+}
+
+/// Register a front
+///
+/// Registers the front's public key under its UUID and answers its `frontBid`. The same UUID
+/// with the same key again answers the same `frontBid`; with another key, `409
+/// front_key_conflict`. Registrations per client address are rate limited (`429
+/// rate_limited` with `Retry-After`).
+#[utoipa::path(
+    post,
+    path = "/web-event-front-reg/{frontUuid}",
+    tag = "events",
+    params(("frontUuid" = FrontUuid, Path, description = "The front; the body's `frontUuid` must equal it.",
+        example = "0d5c4f3e-6a8b-4c1d-9e2f-3a4b5c6d7e8f")),
+    request_body = RegisterRequest,
+    responses(
+        (status = 200, description = "The front's `frontBid`.", body = FrontBid),
+        RegisterErrors,
+    )
+)]
 pub(super) async fn register(
     State(events): State<Events>,
     ClientAddr(client): ClientAddr,
@@ -113,7 +141,39 @@ fn last_event_id(headers: &HeaderMap, query: Option<&str>) -> Option<i64> {
     sse::resume_id(header, query)
 }
 
-/// `GET /web-event-stream-open/{frontUuid}/{sessionUuid}` → `text/event-stream`.
+errors! {
+    /// The errors of a stream open.
+    OpenErrors {
+        400: InvalidUuid;
+        404: FrontNotRegistered;
+        503: StoreUnavailable, Internal;
+    }
+}
+
+/// Open a reverse stream
+///
+/// Answers `text/event-stream`. The first frame is `event: authenticate` with an
+/// `AuthenticateChallenge`; the stream waits for its activation (`POST /web-event-stream-act`)
+/// and is closed if none comes within the activation timeout. Then come the kept events after
+/// `Last-Event-ID` (or what no stream of the front was given yet), then live events: `id: N`
+/// and `data: {"data", "meta"}`. `404 front_not_registered` tells the client to register
+/// again; `503 internal` while the server shuts down.
+#[utoipa::path(
+    get,
+    path = "/web-event-stream-open/{frontUuid}/{sessionUuid}",
+    tag = "events",
+    params(
+        ("frontUuid" = FrontUuid, Path, description = "The front."),
+        ("sessionUuid" = SessionUuid, Path, description = "The tab."),
+        ("scope" = Option<String>, Query, description = "`front`: the stream carries every event of the front (the tab that holds the stream for the others); the answer then has `x-web-event-scope: front`."),
+        ("lastEventId" = Option<String>, Query, description = "The id of the last event seen, for clients that cannot set `Last-Event-ID`; anything but a non-negative integer is ignored."),
+        ("Last-Event-ID" = Option<String>, Header, description = "The id of the last event seen; anything but a non-negative integer is ignored."),
+    ),
+    responses(
+        (status = 200, description = "The reverse stream (Server-Sent Events).", content_type = "text/event-stream", body = StreamEvent),
+        OpenErrors,
+    )
+)]
 pub(super) async fn open(
     State(events): State<Events>,
     ids: Result<Path<(String, String)>, PathRejection>,
@@ -171,10 +231,32 @@ pub(super) async fn open(
     Ok(response)
 }
 
-/// `POST /web-event-stream-act[/…]` with `{frontUuid, streamUuid}` → `true`.
+errors! {
+    /// The errors of an activation.
+    ActivateErrors with BODY_ERRORS {
+        404: FrontNotRegistered, StreamNotFound;
+        409: StreamAlreadyActive;
+        429: TooManyStreams;
+        503: StoreUnavailable;
+    }
+}
+
+/// Activate a reverse stream
 ///
-/// The store makes the stream its session's active stream and tells the instance that holds
-/// it (this one or another), which replays what the stream missed and then sends live events.
+/// The front proves it opened the stream's challenge. The store makes the stream its
+/// session's active stream (replacing an older one of the same session) and tells the instance
+/// that holds it (this one or another), which replays what the stream missed and then sends
+/// live events. Segments appended to the path are ignored (`/web-event-stream-act/…`).
+#[utoipa::path(
+    post,
+    path = "/web-event-stream-act",
+    tag = "events",
+    request_body = ActivateRequest,
+    responses(
+        (status = 200, description = "Activated: `true`.", body = bool),
+        ActivateErrors,
+    )
+)]
 pub(super) async fn activate(
     State(events): State<Events>,
     body: Result<Json<ActivateRequest>, RequestError>,
@@ -218,7 +300,33 @@ fn parse_direct(value: Value) -> Result<DirectEvent, EventError> {
     })
 }
 
-/// `POST /web-event-direct/{eventName}` with `{data, meta}` → `true`.
+errors! {
+    /// The errors of a direct event.
+    DirectErrors with BODY_ERRORS {
+        400: InvalidRequest, InvalidEvent;
+        403: BadStamp, SessionInactive, StaleEvent;
+        404: FrontNotRegistered, NotFound;
+        503: StoreUnavailable;
+    }
+}
+
+/// Send a direct (front → back) event
+///
+/// `{data, meta}` from a tab with an active stream, stamped with the front's key (`meta.stamp`
+/// = seal(`meta.uuid` + `published` in epoch milliseconds)); `meta.name` must equal the path's
+/// event name, and a handler must be registered under it (`404 not_found` otherwise). An event
+/// handled already (same `meta.uuid`) answers `true` again without being handled twice.
+#[utoipa::path(
+    post,
+    path = "/web-event-direct/{eventName}",
+    tag = "events",
+    params(("eventName" = String, Path, description = "The event's name, as in `meta.name`.")),
+    request_body = DirectEvent,
+    responses(
+        (status = 200, description = "Handled (or handled before): `true`.", body = bool),
+        DirectErrors,
+    )
+)]
 pub(super) async fn direct(
     State(events): State<Events>,
     name: Result<Path<String>, PathRejection>,

@@ -38,10 +38,12 @@ use std::sync::{Arc, Mutex, RwLock, Weak};
 
 use axum::Router;
 use axum::http::StatusCode;
-use axum::routing::{get, post};
+use axum::routing::post;
 use protocol::messages::FrontBid;
 use protocol::{BackUuid, ErrorCode, FrontUuid, Peer, PublicKey, StreamUuid};
 use tokio::task::JoinHandle;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 pub use self::config::{EventsArgs, EventsConfig};
 pub use self::direct::{DirectHandler, HandlerFuture, answer_options, broadcast, echo};
@@ -314,15 +316,21 @@ impl Feed for LocalFeed {
 
 /// The event endpoints (paths in [`protocol::paths`]).
 pub fn router(events: Events) -> Router {
-    use protocol::paths::{DIRECT, REGISTER, STREAM_ACTIVATE, STREAM_OPEN};
-    Router::new()
-        .route(&format!("{REGISTER}/{{front_uuid}}"), post(handlers::register))
-        .route(&format!("{STREAM_OPEN}/{{front_uuid}}/{{session_uuid}}"), get(handlers::open))
-        .route(STREAM_ACTIVATE, post(handlers::activate))
-        // The original front appends segments; they carry nothing.
+    let (router, _) = routes(events).split_for_parts();
+    router.method_not_allowed_fallback(method_not_allowed)
+}
+
+/// The event endpoints with their OpenAPI operations.
+pub(crate) fn routes(events: Events) -> OpenApiRouter {
+    use protocol::paths::STREAM_ACTIVATE;
+    OpenApiRouter::new()
+        .routes(routes!(handlers::register))
+        .routes(routes!(handlers::open))
+        .routes(routes!(handlers::activate))
+        // The original front appends segments to the activation path; they carry nothing. An
+        // alias of the documented operation, so not an operation of its own.
         .route(&format!("{STREAM_ACTIVATE}/{{*rest}}"), post(handlers::activate))
-        .route(&format!("{DIRECT}/{{event_name}}"), post(handlers::direct))
-        .method_not_allowed_fallback(method_not_allowed)
+        .routes(routes!(handlers::direct))
         .with_state(events)
 }
 

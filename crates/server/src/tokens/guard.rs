@@ -26,18 +26,19 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use axum::Extension;
 use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Extension, Router};
-use protocol::paths::{API_DASHBOARD, API_REPORTS};
 use protocol::tokens::{AccessClaims, ProtectedResource};
 use tower::{Layer, Service};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::Tokens;
 use super::access::AccessTokens;
 use super::error::TokenError;
 use super::vtx::bearer;
+use crate::openapi::errors;
 
 /// A layer that lets a request through only with an access token that grants `permission`.
 #[derive(Debug, Clone)]
@@ -112,21 +113,51 @@ where
 }
 
 /// `GET /api/dashboard` (CanAccessDashboard) and `GET /api/reports` (CanViewReports).
-pub(crate) fn demo_routes(tokens: &Tokens) -> Router {
-    Router::new()
-        .route(API_DASHBOARD, get(dashboard))
+pub(crate) fn demo_routes(tokens: &Tokens) -> OpenApiRouter {
+    OpenApiRouter::new()
+        .routes(routes!(dashboard))
         .route_layer(RequirePermission::new(tokens, "CanAccessDashboard"))
         .merge(
-            Router::new()
-                .route(API_REPORTS, get(reports))
+            OpenApiRouter::new()
+                .routes(routes!(reports))
                 .route_layer(RequirePermission::new(tokens, "CanViewReports")),
         )
 }
 
+errors! {
+    /// The errors of a route behind the permission guard.
+    GuardErrors {
+        401: InvalidToken, TokenExpired;
+        403: AccessDenied;
+    }
+}
+
+/// A demo route behind the `CanAccessDashboard` permission
+#[utoipa::path(
+    get,
+    path = "/api/dashboard",
+    tag = "demo",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The resource and who asked for it.", body = ProtectedResource),
+        GuardErrors,
+    )
+)]
 async fn dashboard(Extension(claims): Extension<AccessClaims>) -> axum::Json<ProtectedResource> {
     axum::Json(resource("dashboard", "CanAccessDashboard", claims))
 }
 
+/// A demo route behind the `CanViewReports` permission
+#[utoipa::path(
+    get,
+    path = "/api/reports",
+    tag = "demo",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The resource and who asked for it.", body = ProtectedResource),
+        GuardErrors,
+    )
+)]
 async fn reports(Extension(claims): Extension<AccessClaims>) -> axum::Json<ProtectedResource> {
     axum::Json(resource("reports", "CanViewReports", claims))
 }

@@ -29,6 +29,7 @@ use super::secret::{
 use super::store::{Refresh, SessionData};
 use super::{cookie, origin, vtx};
 use crate::error::{Json, RequestError};
+use crate::openapi::errors;
 
 /// What a refresh gives: the answer, and the new refresh token if there is one.
 #[derive(Debug)]
@@ -141,7 +142,31 @@ impl Tokens {
     }
 }
 
-/// `POST /api/auth/authenticate`.
+errors! {
+    /// The errors of a login.
+    AuthenticateErrors with BODY_ERRORS {
+        400: InvalidRequest;
+        401: InvalidToken, TokenExpired;
+        503: Internal;
+    }
+}
+
+/// Log in with a one-time token
+///
+/// Takes the one-time token (once: a second use is `401 invalid_token`) and starts a login
+/// session: the answer has an access JWT; the refresh token goes into the `HttpOnly`
+/// `refreshToken` cookie (path `/api/auth`), with the readable marker cookie
+/// `websessionLoggedIn=1`. `503 internal` when a store does not answer.
+#[utoipa::path(
+    post,
+    path = "/api/auth/authenticate",
+    tag = "login",
+    request_body = AuthenticateRequest,
+    responses(
+        (status = 200, description = "Logged in; the cookies are set.", body = LoginResponse),
+        AuthenticateErrors,
+    )
+)]
 pub(crate) async fn authenticate(
     State(tokens): State<Tokens>,
     body: Result<Json<AuthenticateRequest>, RequestError>,
@@ -155,7 +180,31 @@ pub(crate) async fn authenticate(
     Ok(response)
 }
 
-/// `POST /api/auth/refresh`.
+errors! {
+    /// The errors of a refresh.
+    RefreshErrors {
+        401: SessionExpired, RefreshReused, AmbiguousCookie, InvalidToken;
+        403: CrossSiteRequest;
+        503: Internal;
+    }
+}
+
+/// Refresh the access token
+///
+/// Rotates the `refreshToken` cookie's token and issues a new access JWT. The token replaced
+/// last still refreshes within the grace window without rotating again; a replaced token used
+/// later revokes the session (`401 refresh_reused`). Two `refreshToken` cookies answer `401
+/// ambiguous_cookie` and rotate nothing. Cross-site requests are refused.
+#[utoipa::path(
+    post,
+    path = "/api/auth/refresh",
+    tag = "login",
+    params(("refreshToken" = Option<String>, Cookie, description = "The refresh token (HttpOnly cookie).")),
+    responses(
+        (status = 200, description = "Refreshed; a rotated cookie is set.", body = RefreshResponse),
+        RefreshErrors,
+    )
+)]
 pub(crate) async fn refresh(
     State(tokens): State<Tokens>,
     uri: Uri,
@@ -189,7 +238,29 @@ pub(crate) async fn refresh(
     Ok(response)
 }
 
-/// `POST /api/auth/logout`.
+errors! {
+    /// The errors of a logout.
+    LogoutErrors {
+        403: CrossSiteRequest;
+        503: Internal;
+    }
+}
+
+/// Log out
+///
+/// Deletes the session of the `refreshToken` cookie (or else of the bearer access token's
+/// sponsor and subscriber) and clears the cookies. Answers `200` whatever state the tokens are
+/// in. Cross-site requests are refused.
+#[utoipa::path(
+    post,
+    path = "/api/auth/logout",
+    tag = "login",
+    params(("refreshToken" = Option<String>, Cookie, description = "The refresh token (HttpOnly cookie).")),
+    responses(
+        (status = 200, description = "Logged out; the cookies are cleared.", body = MessageBody),
+        LogoutErrors,
+    )
+)]
 pub(crate) async fn logout(
     State(tokens): State<Tokens>,
     uri: Uri,

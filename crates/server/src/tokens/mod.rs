@@ -39,8 +39,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::routing::{get, post};
-use protocol::paths;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 pub use self::access::{ACCESS_TOKEN_TYPE, AccessTokens};
 pub use self::clock::{Clock, ManualClock, SystemClock};
@@ -251,13 +251,18 @@ fn spawn_sweeper(store: SqliteStore, clock: Arc<dyn Clock>) -> tokio::task::Join
 
 /// The token endpoints, and the demo routes behind the permission guard.
 pub fn router(tokens: Tokens) -> Router {
+    routes(tokens).split_for_parts().0
+}
+
+/// The token endpoints and the demo routes, with their OpenAPI operations.
+pub(crate) fn routes(tokens: Tokens) -> OpenApiRouter {
     let demo = guard::demo_routes(&tokens);
-    Router::new()
-        .route(paths::VTX_TOKEN, get(vtx::get_token).post(vtx::post_token))
-        .route(paths::JWKS, get(vtx::jwks))
-        .route(paths::AUTH_AUTHENTICATE, post(login::authenticate))
-        .route(paths::AUTH_REFRESH, post(login::refresh))
-        .route(paths::AUTH_LOGOUT, post(login::logout))
+    OpenApiRouter::new()
+        .routes(routes!(vtx::get_token, vtx::post_token))
+        .routes(routes!(vtx::jwks))
+        .routes(routes!(login::authenticate))
+        .routes(routes!(login::refresh))
+        .routes(routes!(login::logout))
         .with_state(tokens)
         .merge(demo)
 }

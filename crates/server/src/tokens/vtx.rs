@@ -18,7 +18,8 @@ use axum::response::{IntoResponse, Response};
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, Header, Validation, decode, decode_header};
 use protocol::tokens::{
-    EidClaims, GRANT_TYPE_TOKEN_EXCHANGE, TOKEN_TYPE_JWT, TokenExchangeResponse, VenueClaims,
+    EidClaims, GRANT_TYPE_TOKEN_EXCHANGE, TOKEN_TYPE_JWT, TokenExchangeRequest,
+    TokenExchangeResponse, VenueClaims,
 };
 
 use super::Tokens;
@@ -26,6 +27,7 @@ use super::access::describe;
 use super::config::TokensConfig;
 use super::error::{OAuthError, TokenError, no_store, oauth_error};
 use super::venue_keys::VenueKey;
+use crate::openapi::{Always, Jwks, OAuthErrors, errors};
 
 /// Longest venue JWT accepted; anything longer is refused before parsing.
 const MAX_JWT_CHARS: usize = 16 * 1024;
@@ -123,7 +125,32 @@ pub(crate) fn venue_claims(
     Ok(claims)
 }
 
-/// `GET /vtx/token` with `Authorization: Bearer <venue JWT>`.
+errors! {
+    /// The errors of the bearer form of the exchange.
+    ExchangeErrors {
+        401: InvalidToken, TokenExpired;
+        403: NotProvisioned;
+        503: Internal;
+    }
+}
+
+/// Exchange a venue JWT (bearer) for an EID JWT
+///
+/// The venue JWT comes as `Authorization: Bearer <JWT>`; it must be signed by one of the
+/// venue's keys (EdDSA or ES256), for this server's venue issuer and audience, current, and
+/// carry an `ecoid` (else `403 not_provisioned`). The EID JWT expires with the venue JWT at the
+/// latest. `503 internal` when the venue's keys cannot be had. Answers carry
+/// `Cache-Control: no-store`.
+#[utoipa::path(
+    get,
+    path = "/vtx/token",
+    tag = "tokens",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The EID JWT (RFC 8693 answer).", body = TokenExchangeResponse),
+        ExchangeErrors,
+    )
+)]
 pub(crate) async fn get_token(
     State(tokens): State<Tokens>,
     headers: HeaderMap,
@@ -137,7 +164,21 @@ pub(crate) async fn get_token(
     Ok(response)
 }
 
-/// `POST /vtx/token`, the RFC 8693 form.
+/// Exchange a venue JWT for an EID JWT (RFC 8693)
+///
+/// The RFC 8693 form: `grant_type=urn:ietf:params:oauth:grant-type:token-exchange`,
+/// `subject_token` (the venue JWT), `subject_token_type=urn:ietf:params:oauth:token-type:jwt`,
+/// optionally `requested_token_type` (the same type). Errors are RFC 6749 §5.2 bodies.
+#[utoipa::path(
+    post,
+    path = "/vtx/token",
+    tag = "tokens",
+    request_body(content = TokenExchangeRequest, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, description = "The EID JWT.", body = TokenExchangeResponse),
+        OAuthErrors,
+    )
+)]
 pub(crate) async fn post_token(
     State(tokens): State<Tokens>,
     form: Result<Form<Vec<(String, String)>>, FormRejection>,
@@ -200,7 +241,18 @@ pub(crate) async fn post_token(
     }
 }
 
-/// `GET /.well-known/jwks.json`.
+/// The server's public signing keys
+///
+/// The JWKS with which EID and access JWTs verify (`Cache-Control: public, max-age=300`).
+#[utoipa::path(
+    get,
+    path = "/.well-known/jwks.json",
+    tag = "tokens",
+    responses(
+        (status = 200, description = "The JWKS (RFC 7517).", body = Jwks),
+        Always,
+    )
+)]
 pub(crate) async fn jwks(State(tokens): State<Tokens>) -> Response {
     let set: JwkSet = tokens.inner.key.jwks();
     let mut response = axum::Json(set).into_response();

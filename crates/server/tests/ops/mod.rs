@@ -10,6 +10,7 @@ mod drain;
 mod health;
 mod hygiene;
 mod metrics;
+mod openapi;
 mod presence;
 
 use reqwest::Response;
