@@ -44,7 +44,7 @@ struct Cli {
     cors_origins: Vec<String>,
     /// Keep everything instances share in this Redis (`redis://[:password@]host:port/db`):
     /// fronts, streams, sessions and events, the back's identity, login sessions and the signing
-    /// key (unless --eid-key-file is given). Several instances on one Redis act as one backend,
+    /// keys (unless --eid-key-file is given). Several instances on one Redis act as one backend,
     /// behind any load balancer. Its maxmemory-policy must be noeviction (any other is refused).
     /// Without it, the embedded store in --data-dir (one instance).
     #[arg(
@@ -142,6 +142,33 @@ enum Cmd {
     /// Configuration files: check one, or print the default one.
     #[command(subcommand)]
     Config(ConfigCmd),
+    /// The signing keys of EID and access JWTs.
+    #[command(subcommand)]
+    Keys(KeysCmd),
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum KeysCmd {
+    /// Add a new active signing key to the ring of --data-dir, or of Redis with --redis-url
+    /// (with the --config the servers run with, or their token flags before `keys`: the token
+    /// lifetimes set when the replaced key retires). The replaced key still verifies the tokens it signed until the
+    /// longest token lifetime (--access-ttl-secs, --eid-ttl-secs) plus the reload interval
+    /// plus a leeway have passed, then leaves the ring and the JWKS. Running servers pick the
+    /// new key up within the reload interval, or at once when they meet its kid; no one is
+    /// logged out. Not with --eid-key-file (a fixed key).
+    #[command(after_help = keys_rotate_help())]
+    Rotate,
+}
+
+/// The fixed times of a rotation, for `server keys rotate --help`.
+fn keys_rotate_help() -> String {
+    format!(
+        "Running servers re-read the ring every {} s, and at once (at most once per {} s) on a \
+         kid they do not know. Leeway: {} s.",
+        tokens::KEY_RELOAD_EVERY.as_secs(),
+        tokens::KEY_RELOAD_MIN_GAP.as_secs(),
+        tokens::RETIRE_LEEWAY.as_secs(),
+    )
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -205,6 +232,14 @@ async fn main() -> anyhow::Result<()> {
     };
     if let Some(url) = cli.redis_url {
         config = config.with_redis(url);
+    }
+    if let Some(Cmd::Keys(KeysCmd::Rotate)) = cli.cmd {
+        let rotated = tokens::rotate_signing_key(&config).await?;
+        println!("server: the active signing key is now {}", rotated.kid);
+        for (kid, at) in rotated.retiring {
+            println!("server: {kid} verifies until {} (unix ms), then retires", at.millis());
+        }
+        return Ok(());
     }
     if let Some(Cmd::MintToken(args)) = cli.cmd {
         let minted = tokens::mint_token(&config, &args).await?;

@@ -4,7 +4,9 @@
 //! They are signed with the server's Ed25519 key (not HS256 as in the seed, so that other
 //! services can verify them from `/.well-known/jwks.json` without holding a secret), carry
 //! `typ: at+jwt` (RFC 9068) so that an EID JWT from the same key is never taken for one, and
-//! are checked against the injected clock with no leeway: this server made them.
+//! are checked against the injected clock with no leeway: this server made them. Each names its
+//! key by `kid`; the key ring picks the key that verifies it, so tokens of a key being rotated
+//! out stay valid until they expire.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -16,7 +18,8 @@ use protocol::tokens::AccessClaims;
 
 use super::clock::Clock;
 use super::error::TokenError;
-use super::keys::{ALGORITHM, SigningKey};
+use super::keys::ALGORITHM;
+use super::ring::KeyRing;
 use super::store::SessionData;
 
 /// The JWT `typ` of access tokens.
@@ -27,7 +30,7 @@ const MAX_JWT_CHARS: usize = 8 * 1024;
 /// Issues and verifies access tokens; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct AccessTokens {
-    key: Arc<SigningKey>,
+    keys: Arc<KeyRing>,
     issuer: Arc<str>,
     ttl: Duration,
     clock: Arc<dyn Clock>,
@@ -35,12 +38,12 @@ pub struct AccessTokens {
 
 impl AccessTokens {
     pub(crate) fn new(
-        key: Arc<SigningKey>,
+        keys: Arc<KeyRing>,
         issuer: &str,
         ttl: Duration,
         clock: Arc<dyn Clock>,
     ) -> Self {
-        Self { key, issuer: issuer.into(), ttl, clock }
+        Self { keys, issuer: issuer.into(), ttl, clock }
     }
 
     /// A signed access token for `session`, and its lifetime in seconds. It expires after the
@@ -59,12 +62,13 @@ impl AccessTokens {
             exp,
             jti: protocol::ids::random_uuid().to_string(),
         };
-        let token = self.key.sign(ACCESS_TOKEN_TYPE, &claims)?;
+        let token = self.keys.active().sign(ACCESS_TOKEN_TYPE, &claims)?;
         Ok((token, exp.saturating_sub(now)))
     }
 
-    /// The claims of a genuine, unexpired access token of this server.
-    pub fn verify(&self, token: &str) -> Result<AccessClaims, TokenError> {
+    /// The claims of a genuine, unexpired access token of this server, signed by a key of its
+    /// ring that has not retired.
+    pub async fn verify(&self, token: &str) -> Result<AccessClaims, TokenError> {
         if token.len() > MAX_JWT_CHARS {
             return Err(TokenError::InvalidToken("the access token is too long".to_owned()));
         }
@@ -75,13 +79,19 @@ impl AccessTokens {
         validation.validate_nbf = false;
         validation.validate_aud = false;
         validation.required_spec_claims = HashSet::new();
-        let data = decode::<AccessClaims>(token, self.key.decoding(), &validation)
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|err| TokenError::InvalidToken(describe(err.kind())))?;
+        let signed_by = "signed by no key of this server (or by a retired one)";
+        let kid = header.kid.ok_or_else(|| TokenError::InvalidToken(signed_by.to_owned()))?;
+        let key = self
+            .keys
+            .verifying(&kid)
+            .await
+            .ok_or_else(|| TokenError::InvalidToken(signed_by.to_owned()))?;
+        let data = decode::<AccessClaims>(token, key.decoding(), &validation)
             .map_err(|err| TokenError::InvalidToken(describe(err.kind())))?;
         if data.header.typ.as_deref() != Some(ACCESS_TOKEN_TYPE) {
             return Err(TokenError::InvalidToken("not an access token".to_owned()));
-        }
-        if data.header.kid.as_deref() != Some(self.key.kid()) {
-            return Err(TokenError::InvalidToken("signed by another key".to_owned()));
         }
         let claims = data.claims;
         if *claims.iss != *self.issuer {
@@ -116,6 +126,7 @@ mod tests {
 
     use super::*;
     use crate::tokens::clock::ManualClock;
+    use crate::tokens::keys::SigningKey;
 
     fn session(valid_until: Timestamp) -> SessionData {
         SessionData {
@@ -127,35 +138,38 @@ mod tests {
         }
     }
 
-    fn tokens(key: &Arc<SigningKey>, issuer: &str, clock: &ManualClock) -> AccessTokens {
-        AccessTokens::new(key.clone(), issuer, Duration::from_secs(900), Arc::new(clock.clone()))
+    fn ring(clock: &ManualClock) -> Arc<KeyRing> {
+        Arc::new(KeyRing::fixed(SigningKey::generate().unwrap(), Arc::new(clock.clone())))
     }
 
-    #[test]
-    fn issued_tokens_verify_until_they_expire() {
+    fn tokens(keys: &Arc<KeyRing>, issuer: &str, clock: &ManualClock) -> AccessTokens {
+        AccessTokens::new(keys.clone(), issuer, Duration::from_secs(900), Arc::new(clock.clone()))
+    }
+
+    #[tokio::test]
+    async fn issued_tokens_verify_until_they_expire() {
         let clock = ManualClock::new(Timestamp::from_millis(1_700_000_000_000));
-        let key = Arc::new(SigningKey::generate().unwrap());
-        let access = tokens(&key, "urn:vtx", &clock);
+        let access = tokens(&ring(&clock), "urn:vtx", &clock);
         let (token, expires_in) =
             access.issue(&session(clock.now().plus_millis(3_600_000))).unwrap();
         assert_eq!(expires_in, 900);
-        assert_eq!(access.verify(&token).unwrap().permissions, ["CanViewReports"]);
+        assert_eq!(access.verify(&token).await.unwrap().permissions, ["CanViewReports"]);
         clock.advance(Duration::from_secs(900));
-        assert!(matches!(access.verify(&token), Err(TokenError::TokenExpired(_))));
+        assert!(matches!(access.verify(&token).await, Err(TokenError::TokenExpired(_))));
     }
 
-    #[test]
-    fn tokens_of_another_issuer_or_type_from_the_same_key_are_refused() {
+    #[tokio::test]
+    async fn tokens_of_another_issuer_or_type_from_the_same_key_are_refused() {
         let clock = ManualClock::new(Timestamp::from_millis(1_700_000_000_000));
-        let key = Arc::new(SigningKey::generate().unwrap());
-        let ours = tokens(&key, "urn:vtx", &clock);
-        let theirs = tokens(&key, "urn:elsewhere", &clock);
+        let keys = ring(&clock);
+        let ours = tokens(&keys, "urn:vtx", &clock);
+        let theirs = tokens(&keys, "urn:elsewhere", &clock);
         let (token, _) = theirs.issue(&session(clock.now().plus_millis(3_600_000))).unwrap();
-        assert!(matches!(ours.verify(&token), Err(TokenError::InvalidToken(_))));
+        assert!(matches!(ours.verify(&token).await, Err(TokenError::InvalidToken(_))));
 
         let (token, _) = ours.issue(&session(clock.now().plus_millis(3_600_000))).unwrap();
-        let claims = ours.verify(&token).unwrap();
-        let eid_typed = key.sign("JWT", &claims).unwrap();
-        assert!(matches!(ours.verify(&eid_typed), Err(TokenError::InvalidToken(_))));
+        let claims = ours.verify(&token).await.unwrap();
+        let eid_typed = keys.active().sign("JWT", &claims).unwrap();
+        assert!(matches!(ours.verify(&eid_typed).await, Err(TokenError::InvalidToken(_))));
     }
 }

@@ -218,8 +218,11 @@ pub struct TokensArgs {
     /// EID JWT lifetime in seconds (never past the venue JWT's `exp`).
     #[arg(long, default_value_t = 900, value_name = "SECS")]
     pub eid_ttl_secs: u64,
-    /// The server's Ed25519 signing key (PKCS#8 PEM) [default: <data-dir>/eid-signing-key.pem,
-    /// created on first start].
+    /// Sign with this one Ed25519 key (PKCS#8 PEM), fixed: `server keys rotate` does not apply
+    /// to it (to change it, replace the file and restart, which ends the tokens it signed).
+    /// Without it, the rotating key ring in Redis (with --redis-url) or in
+    /// <data-dir>/eid-signing-keys.json, which starts from <data-dir>/eid-signing-key.pem, made
+    /// on first start.
     #[arg(long, env = "VTX_EID_KEY_FILE", value_name = "PATH")]
     pub eid_key_file: Option<PathBuf>,
     /// Access JWT lifetime in seconds (never past the session's `validUntil`).

@@ -53,13 +53,15 @@ impl RequirePermission {
         Self { access: tokens.inner.access.clone(), permission: permission.into() }
     }
 
-    fn check(&self, request: &Request) -> Result<AccessClaims, TokenError> {
-        let token = bearer(request.headers()).ok_or_else(|| {
+    /// `token`: the request's bearer token (owned: a request is not `Sync`, so no reference to
+    /// it may be held across the key ring's `.await`).
+    async fn check(&self, token: Option<String>) -> Result<AccessClaims, TokenError> {
+        let token = token.ok_or_else(|| {
             TokenError::InvalidToken(
                 "send the access token as Authorization: Bearer <JWT>".to_owned(),
             )
         })?;
-        let claims = self.access.verify(token)?;
+        let claims = self.access.verify(&token).await?;
         if claims.permissions.iter().any(|p| **p == *self.permission) {
             Ok(claims)
         } else {
@@ -98,17 +100,21 @@ where
     }
 
     fn call(&mut self, mut request: Request) -> Self::Future {
-        match self.guard.check(&request) {
-            Ok(claims) => {
-                request.extensions_mut().insert(claims);
-                // The service that was polled ready is the one that must be called; a fresh
-                // clone stays behind for the next request (tower's usual dance).
-                let clone = self.inner.clone();
-                let mut ready = std::mem::replace(&mut self.inner, clone);
-                Box::pin(async move { ready.call(request).await })
+        // The service that was polled ready is the one that must be called; a fresh clone
+        // stays behind for the next request (tower's usual dance).
+        let clone = self.inner.clone();
+        let mut ready = std::mem::replace(&mut self.inner, clone);
+        let guard = self.guard.clone();
+        let token = bearer(request.headers()).map(str::to_owned);
+        Box::pin(async move {
+            match guard.check(token).await {
+                Ok(claims) => {
+                    request.extensions_mut().insert(claims);
+                    ready.call(request).await
+                }
+                Err(err) => Ok(err.into_response()),
             }
-            Err(err) => Box::pin(std::future::ready(Ok(err.into_response()))),
-        }
+        })
     }
 }
 

@@ -135,7 +135,11 @@ impl Tokens {
         {
             return Ok(true);
         }
-        if let Some(claims) = access_token.and_then(|t| self.inner.access.verify(t).ok()) {
+        let claims = match access_token {
+            Some(token) => self.inner.access.verify(token).await.ok(),
+            None => None,
+        };
+        if let Some(claims) = claims {
             return Ok(sessions.delete(&claims.sponsor_id, &claims.subscriber_id).await?);
         }
         Ok(false)

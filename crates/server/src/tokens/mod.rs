@@ -4,15 +4,16 @@
 //! | endpoint | what | module |
 //! |---|---|---|
 //! | `GET /vtx/token` (bearer venue JWT), `POST /vtx/token` (RFC 8693 form) | venue JWT → EID JWT | [`vtx`] |
-//! | `GET /.well-known/jwks.json` | the server's public signing key | [`keys`] |
+//! | `GET /.well-known/jwks.json` | the server's public signing keys (those that may still have valid tokens) | [`keys`], [`ring`] |
 //! | `POST /api/auth/authenticate` | one-time token → access JWT + refresh cookie | [`login`] |
 //! | `POST /api/auth/refresh` | refresh cookie → new access JWT + new refresh cookie | [`login`] |
 //! | `POST /api/auth/logout` | session deleted, cookie cleared | [`login`] |
 //! | `GET /api/dashboard`, `GET /api/reports` | demo routes behind [`RequirePermission`] | [`guard`] |
 //!
 //! **Invariants.** Stores hold hashes of refresh tokens, never tokens. Every expiry decision
-//! reads the injected [`Clock`]. Every JWT this server signs uses its one Ed25519 key, whose
-//! public half is at `/.well-known/jwks.json`; venue JWTs are verified only against the venue's
+//! reads the injected [`Clock`]. Every JWT this server signs uses the active Ed25519 key of its
+//! [`KeyRing`] and names it by `kid`; every key that may still have valid tokens is at
+//! `/.well-known/jwks.json`, and rotation ([`rotate_signing_key`]) logs no one out; venue JWTs are verified only against the venue's
 //! keys and only with `EdDSA` or `ES256`.
 //!
 //! **Boundary.** Wire bodies are `protocol::tokens`; sessions and one-time tokens go through the
@@ -30,6 +31,7 @@ mod keys;
 mod login;
 mod mint;
 mod origin;
+mod ring;
 mod secret;
 pub mod store;
 mod venue_keys;
@@ -55,6 +57,10 @@ pub use self::keys::{ALGORITHM, KeyError, SigningKey};
 pub use self::login::Refreshed;
 pub use self::mint::{MintTokenArgs, MintedToken, mint_token, parse_duration};
 pub use self::origin::OriginPattern;
+pub use self::ring::{
+    KEY_RELOAD_EVERY, KEY_RELOAD_MIN_GAP, KeyRing, RETIRE_LEEWAY, RING_FILE, Rotated,
+    retirement_delay, rotate_signing_key,
+};
 pub use self::venue_keys::{
     MAX_AGE as VENUE_JWKS_MAX_AGE, MAX_STALE as VENUE_JWKS_MAX_STALE,
     MIN_REFETCH as VENUE_JWKS_MIN_REFETCH,
@@ -79,7 +85,7 @@ pub struct Tokens {
 struct Inner {
     config: TokensConfig,
     clock: Arc<dyn Clock>,
-    key: Arc<SigningKey>,
+    keys: Arc<KeyRing>,
     access: AccessTokens,
     venue_keys: VenueKeys,
     sessions: Arc<dyn SessionStore>,
@@ -97,45 +103,14 @@ impl Drop for Inner {
     }
 }
 
-/// The Redis key of a cluster's signing key (PKCS#8 PEM), made by the first instance to start.
-const SHARED_KEY: &str = "websession:signing-key";
-
-/// The signing key every instance on the Redis at `url` shares: the first one to start makes it
-/// (`SET NX`), every one reads it, so tokens signed anywhere verify everywhere.
-async fn shared_signing_key(url: &str) -> anyhow::Result<SigningKey> {
-    let shown = redact_url(url);
-    let client = ::redis::Client::open(url).map_err(|e| anyhow::anyhow!("Redis {shown}: {e}"))?;
-    let mut conn = client
-        .get_multiplexed_async_connection()
-        .await
-        .map_err(|e| anyhow::anyhow!("Redis {shown}: {e}"))?;
-    let fresh = SigningKey::new_pem()?;
-    let _: Option<String> = ::redis::cmd("SET")
-        .arg(SHARED_KEY)
-        .arg(&fresh)
-        .arg("NX")
-        .query_async(&mut conn)
-        .await
-        .map_err(|e| anyhow::anyhow!("Redis {shown}: {e}"))?;
-    let pem: String = ::redis::cmd("GET")
-        .arg(SHARED_KEY)
-        .query_async(&mut conn)
-        .await
-        .map_err(|e| anyhow::anyhow!("Redis {shown}: {e}"))?;
-    Ok(SigningKey::from_pem(&pem, &format!("{shown} key {SHARED_KEY}"))?)
-}
-
 impl Tokens {
-    /// Opens the services: loads or creates the signing key, connects the stores (the
-    /// embedded ones on `db`) and reads a venue key file. Fails when a configured Redis does
-    /// not answer or a key file is wrong, so a misconfigured server does not start.
+    /// Opens the services: reads the signing-key ring (making the first key if there is
+    /// none), connects the stores (the embedded ones on `db`) and reads a venue key file.
+    /// Fails when a configured Redis does not answer or a key file is wrong, so a
+    /// misconfigured server does not start.
     pub async fn open(config: &Config, db: Db) -> anyhow::Result<Self> {
         let tokens = &config.tokens;
-        let key = match (&tokens.signing_key_file, &config.redis_url) {
-            (Some(path), _) => SigningKey::load_or_create(path)?,
-            (None, Some(url)) => shared_signing_key(url).await?,
-            (None, None) => SigningKey::load_or_create(&config.data_dir.join(DEFAULT_KEY_FILE))?,
-        };
+        let keys = Arc::new(KeyRing::open(config).await?);
         let mut embedded = None;
         let mut embedded_store = || -> anyhow::Result<SqliteStore> {
             if embedded.is_none() {
@@ -159,11 +134,13 @@ impl Tokens {
                 })?)
             }
         };
-        let services = Self::with_stores(config, key, sessions, enterprise)?;
+        let services = Self::with_ring(config, keys.clone(), sessions, enterprise)?;
+        let mut tasks = services.inner.tasks.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(store) = embedded {
-            let sweeper = spawn_sweeper(store, tokens.clock.clone());
-            services.inner.tasks.lock().unwrap_or_else(|p| p.into_inner()).push(sweeper);
+            tasks.push(spawn_sweeper(store, tokens.clock.clone()));
         }
+        tasks.extend(ring::spawn_reloader(keys));
+        drop(tasks);
         Ok(services)
     }
 
@@ -175,22 +152,35 @@ impl Tokens {
     }
 
     /// The services on stores and a key of the caller's choosing (tests, benchmarks,
-    /// applications with their own store).
+    /// applications with their own store); the key is fixed (it does not rotate).
     pub fn with_stores(
         config: &Config,
         key: SigningKey,
         sessions: Arc<dyn SessionStore>,
         enterprise: Arc<dyn OneTimeTokenStore>,
     ) -> anyhow::Result<Self> {
+        let keys = Arc::new(KeyRing::fixed(key, config.tokens.clock.clone()));
+        Self::with_ring(config, keys, sessions, enterprise)
+    }
+
+    fn with_ring(
+        config: &Config,
+        keys: Arc<KeyRing>,
+        sessions: Arc<dyn SessionStore>,
+        enterprise: Arc<dyn OneTimeTokenStore>,
+    ) -> anyhow::Result<Self> {
         let tokens = config.tokens.clone();
-        let key = Arc::new(key);
-        let access =
-            AccessTokens::new(key.clone(), &tokens.issuer, tokens.access_ttl, tokens.clock.clone());
+        let access = AccessTokens::new(
+            keys.clone(),
+            &tokens.issuer,
+            tokens.access_ttl,
+            tokens.clock.clone(),
+        );
         let venue_keys = VenueKeys::open(&tokens.venue_keys, tokens.clock.clone())?;
         let inner = Inner {
             clock: tokens.clock.clone(),
             config: tokens,
-            key,
+            keys,
             access,
             venue_keys,
             sessions,
@@ -206,9 +196,20 @@ impl Tokens {
         Ok(Self { inner: Arc::new(inner) })
     }
 
-    /// The server's signing key (its `kid`, its JWKS).
-    pub fn signing_key(&self) -> &SigningKey {
-        &self.inner.key
+    /// The server's active signing key (its `kid`).
+    pub fn signing_key(&self) -> Arc<SigningKey> {
+        self.inner.keys.active()
+    }
+
+    /// The signing-key ring (every key that may still have valid tokens, its JWKS).
+    pub fn key_ring(&self) -> &KeyRing {
+        &self.inner.keys
+    }
+
+    /// Re-reads the signing-key ring now, instead of within [`KEY_RELOAD_EVERY`] (after a
+    /// [`rotate_signing_key`] in the same process, say).
+    pub async fn reload_keys(&self) {
+        self.inner.keys.reload().await;
     }
 
     /// Issues and verifies access tokens (for guards of one's own).

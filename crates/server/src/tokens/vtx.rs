@@ -52,7 +52,7 @@ impl Tokens {
             exp,
             jti: protocol::ids::random_uuid().to_string(),
         };
-        let access_token = inner.key.sign(EID_TOKEN_TYPE, &claims)?;
+        let access_token = inner.keys.active().sign(EID_TOKEN_TYPE, &claims)?;
         Ok(TokenExchangeResponse {
             access_token,
             issued_token_type: TOKEN_TYPE_JWT.to_owned(),
@@ -254,7 +254,7 @@ pub(crate) async fn post_token(
     )
 )]
 pub(crate) async fn jwks(State(tokens): State<Tokens>) -> Response {
-    let set: JwkSet = tokens.inner.key.jwks();
+    let set: JwkSet = tokens.inner.keys.jwks();
     let mut response = axum::Json(set).into_response();
     // Verifiers may cache it a while; a rotated key gets a new `kid`, which makes them fetch.
     response

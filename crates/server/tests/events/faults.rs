@@ -1,5 +1,6 @@
 //! Faults under load: the `server` binary on the embedded store, killed with SIGKILL while
-//! events flow to 200 streams, restarted on the same data directory.
+//! events flow to 200 streams, restarted on the same data directory; and streams that never
+//! read while 10,000 events are published.
 
 use std::collections::HashSet;
 
@@ -11,6 +12,8 @@ use tokio::task::JoinSet;
 use crate::util::{Process, within};
 
 const STREAMS: usize = 200;
+/// The server API's key in the slow-reader test.
+const API_KEY: &str = "fault-test-key-0123456789";
 /// Broadcasts sent before the kill and after the restart.
 const BURST: usize = 150;
 
@@ -105,17 +108,26 @@ async fn under_load_a_killed_server_restarted_on_its_data_dir_loses_and_repeats_
 
 /// Regression: streams that never read pinned all that was sent to them (ten such streams held
 /// +222 MiB after a large replay). A client that does not read holds at most its own share: its
-/// queue of frames (`--stream-buffer`, shared with every other stream) and the connection's
-/// write buffer, then it is cut off as too slow, while a stream that reads gets everything.
+/// queue of frames (`--stream-buffer`), a replay page (`--replay-page-bytes`) and the
+/// connection's write buffer, then it is cut off as too slow, while a stream that reads gets
+/// every event as it is published.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streams_that_never_read_hold_only_their_share_and_delay_no_one() {
     const SLOW: usize = 100;
-    const EVENTS: usize = 3_000;
+    const EVENTS: usize = 10_000;
+    /// Published at once, then awaited at the stream that reads.
+    const BATCH: usize = 10;
+    /// The `x`s of each event: 10,000 of them are 20 MiB for each stream, 2 GiB for the slow
+    /// ones if they pinned what they were sent.
+    const BODY: usize = 2 * 1024;
+    const STREAM_BUFFER: usize = 64;
+    const REPLAY_PAGE_BYTES: usize = 256 * 1024;
     // Events come from the application's backend, through the server API.
     let dir = tempfile::tempdir().unwrap();
     let key_file = dir.path().join("api-key");
-    std::fs::write(&key_file, "soak-test-key-0123456789\n").unwrap();
+    std::fs::write(&key_file, format!("{API_KEY}\n")).unwrap();
     let key_file = key_file.display().to_string();
+    let (stream_buffer, replay_page) = (STREAM_BUFFER.to_string(), REPLAY_PAGE_BYTES.to_string());
     let args = [
         "--max-streams-per-front",
         "1000",
@@ -123,6 +135,10 @@ async fn streams_that_never_read_hold_only_their_share_and_delay_no_one() {
         "0",
         "--api-key-file",
         &key_file,
+        "--stream-buffer",
+        &stream_buffer,
+        "--replay-page-bytes",
+        &replay_page,
     ];
     let server = Process::start(&args).await;
     let mut front = Front::generate(&Client::new(&server.url));
@@ -133,21 +149,20 @@ async fn streams_that_never_read_hold_only_their_share_and_delay_no_one() {
         slow.push(front.connect(SessionUuid::new_v4(), None).await.unwrap());
     }
     let fast = front.connect(SessionUuid::new_v4(), None).await.unwrap();
-    let reader = tokio::spawn(read_ids(fast, EVENTS + 1));
+    let (ids_tx, mut ids) = tokio::sync::mpsc::unbounded_channel();
+    let reader = tokio::spawn(read_ids(fast, EVENTS, ids_tx));
     let before = server.rss();
 
-    // 3,000 events of 8 KiB to the whole front: 24 MiB for each stream, 2.4 GiB for the slow
-    // ones if they pinned what they were sent.
     let http = reqwest::Client::new();
     let publish = |n: usize| {
         let body = json!({
             "frontUuid": front.uuid(),
             "name": "load",
-            "data": [n, "x".repeat(8 * 1024)],
+            "data": [n, "x".repeat(BODY)],
         });
         let request = http
             .post(format!("{}{}", server.url, protocol::paths::API_PUBLISH))
-            .header(protocol::api::API_KEY_HEADER, "soak-test-key-0123456789")
+            .header(protocol::api::API_KEY_HEADER, API_KEY)
             .json(&body)
             .send();
         async move {
@@ -155,35 +170,44 @@ async fn streams_that_never_read_hold_only_their_share_and_delay_no_one() {
             answer["id"].as_i64().expect("the event's id")
         }
     };
-    let mut sent = Vec::new();
-    for chunk in 0..EVENTS / 10 {
-        let batch = (0..10).map(|i| publish(chunk * 10 + i));
-        sent.extend(futures_util::future::join_all(batch).await);
+    for batch in 0..EVENTS / BATCH {
+        let mut sent =
+            futures_util::future::join_all((0..BATCH).map(|i| publish(batch * BATCH + i))).await;
+        sent.sort_unstable();
+        // No delay: the stream that reads has the whole batch before the next one goes out,
+        // whatever the slow streams hold (a fan-out that waited for them would stall here).
+        let mut got = Vec::with_capacity(BATCH);
+        within(async {
+            while got.len() < BATCH {
+                got.push(ids.recv().await.expect("the reading stream goes on"));
+            }
+        })
+        .await;
+        assert_eq!(got, sent, "batch {batch}: the reading stream got every event once, in order");
     }
     let grown = server.rss().saturating_sub(before);
-    // A slow stream's share: 64 queued frames of 8 KiB, and hyper's write buffer (at most
-    // ~400 KiB). Everything else (the events themselves) is shared or gone.
-    let share = 64 * 9 * 1024 + 400 * 1024;
-    eprintln!("server RSS grew {} KiB for {SLOW} streams that never read", grown / 1024);
+    // A slow stream's share, from the configured caps: its queue of frames (an event's frame
+    // is its body and at most 1 KiB of envelope and SSE framing), a replay page, and hyper's
+    // write buffer (its default maximum, 8 KiB + 400 KiB). The kernel's socket buffers are not
+    // the process's memory. Everything else (the events themselves) is shared or gone.
+    let frame = BODY + 1024;
+    let share = STREAM_BUFFER * frame + REPLAY_PAGE_BYTES + 8 * 1024 + 400 * 1024;
+    eprintln!(
+        "server RSS grew {} KiB for {SLOW} streams that never read (their caps: {} KiB)",
+        grown / 1024,
+        SLOW * share / 1024
+    );
     assert!(grown < (SLOW * share) as u64, "RSS grew {grown} bytes, more than {SLOW} shares");
-
-    // The stream that reads got every event, once, in order.
-    let last = publish(EVENTS).await;
-    sent.push(last);
-    let got = within(reader).await.unwrap();
-    sent.sort_unstable();
-    assert_eq!(got, sent, "every event once, in order");
+    within(reader).await.unwrap();
     drop(slow);
 }
 
-/// Reads `n` events of `tab`: their ids.
-async fn read_ids(mut tab: Stream, n: usize) -> Vec<i64> {
-    let mut ids = Vec::with_capacity(n);
-    while ids.len() < n {
+/// Reads `n` events of `tab` and hands over their ids as they arrive.
+async fn read_ids(mut tab: Stream, n: usize, ids: tokio::sync::mpsc::UnboundedSender<i64>) {
+    for read in 0..n {
         match tab.next_event().await {
-            Ok(Some(got)) => ids.push(got.id.expect("every event has an id")),
-            other => panic!("the reading stream ended after {} events: {other:?}", ids.len()),
+            Ok(Some(got)) => ids.send(got.id.expect("every event has an id")).unwrap(),
+            other => panic!("the reading stream ended after {read} events: {other:?}"),
         }
     }
-    ids
 }

@@ -13,6 +13,7 @@ mod guard;
 mod hardening;
 mod jwks_cache;
 mod login;
+mod rotation;
 mod vtx;
 
 /// Runs `async fn name(backend: Backend)` once on the embedded store and once on Redis, as

@@ -52,6 +52,11 @@ impl TestServer {
         Self { url, state, config, dir, stop: Some(stop), task: Some(task) }
     }
 
+    /// The settings it runs with (what an operator's `server keys rotate` would read).
+    pub(crate) fn config(&self) -> &Config {
+        &self.config
+    }
+
     /// The URL of `path`.
     pub(crate) fn url(&self, path: &str) -> String {
         format!("{}{path}", self.url)
