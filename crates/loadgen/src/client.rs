@@ -219,7 +219,7 @@ impl Front {
         if let Some(id) = last_event_id {
             request = request.header("Last-Event-ID", id);
         }
-        self.open_with(session, request).await
+        self.open_with(session, request, last_event_id).await
     }
 
     /// Like [`Front::open`], with the last event id in the `lastEventId` query parameter, as
@@ -232,7 +232,7 @@ impl Front {
         // Event ids are decimal integers here; anything else is sent as given.
         let url = format!("{}?lastEventId={last_event_id}", self.stream_url(session));
         let request = self.client.stream_http().get(url);
-        self.open_with(session, request).await
+        self.open_with(session, request, Some(last_event_id)).await
     }
 
     /// Like [`Front::open`], asking for every event of the front (`?scope=front`), as the tab
@@ -247,7 +247,7 @@ impl Front {
         if let Some(id) = last_event_id {
             request = request.header("Last-Event-ID", id);
         }
-        self.open_with(session, request).await
+        self.open_with(session, request, last_event_id).await
     }
 
     /// The URL of the stream-open endpoint for `session`.
@@ -259,6 +259,7 @@ impl Front {
         &self,
         session: SessionUuid,
         request: reqwest::RequestBuilder,
+        resumed_from: Option<&str>,
     ) -> Result<PendingStream, ClientError> {
         let response = check(request.send().await?).await?;
         let front_scope = response
@@ -276,6 +277,7 @@ impl Front {
             queue: VecDeque::new(),
             heartbeats: 0,
             events_lost: 0,
+            resumed_from: resumed_from.unwrap_or_default().to_owned(),
         };
         let first = match stream.next_item().await? {
             Some(SseItem::Event(event)) => event,
@@ -361,6 +363,9 @@ pub struct Stream {
     queue: VecDeque<SseItem>,
     heartbeats: u64,
     events_lost: u64,
+    /// The `Last-Event-ID` this stream was opened with: still the one to resume from until an
+    /// event with an id arrives.
+    resumed_from: String,
 }
 
 impl fmt::Debug for Stream {
@@ -368,7 +373,7 @@ impl fmt::Debug for Stream {
         f.debug_struct("Stream")
             .field("front", &self.front)
             .field("session", &self.session)
-            .field("last_event_id", &self.parser.last_event_id())
+            .field("last_event_id", &self.last_event_id())
             .finish_non_exhaustive()
     }
 }
@@ -384,9 +389,15 @@ impl Stream {
         self.front
     }
 
-    /// The id of the last event received, to send as `Last-Event-ID` when reconnecting.
+    /// The id of the last event received, to send as `Last-Event-ID` when reconnecting; before
+    /// the first, the one the stream was opened with. As `EventSource`'s last event ID buffer,
+    /// it carries over a reconnection that ends before an event arrives: resuming without it
+    /// would ask for what was never delivered instead of what came after it.
     pub fn last_event_id(&self) -> &str {
-        self.parser.last_event_id()
+        match self.parser.last_event_id() {
+            "" => &self.resumed_from,
+            id => id,
+        }
     }
 
     /// The last `retry:` hint the server gave (milliseconds), as `EventSource` would wait
