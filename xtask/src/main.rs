@@ -9,6 +9,7 @@ mod demo;
 mod fuzz;
 mod install;
 mod schemathesis;
+mod service;
 mod sh;
 mod testbed;
 mod wasm;

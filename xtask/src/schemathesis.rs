@@ -2,12 +2,12 @@
 //! own) against the `server` binary, driven by the server's own `/openapi.json`. No answer may
 //! be a 5xx, or break the schema, status codes or content types its operation documents.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
-use std::process::{Child, Stdio};
 
 use crate::install::apt_install;
+use crate::service::{Service, fresh_dir};
 use crate::sh::{cmd, output, root, run, which};
 
 /// The pinned schemathesis; its check names are those of this version.
@@ -87,11 +87,11 @@ pub(crate) fn ensure() -> Result<PathBuf, String> {
 pub(crate) fn run_against_server() -> Result<(), String> {
     let program = ensure()?;
     run(&mut cmd("cargo", &["build", "--locked", "--quiet", "-p", "server", "--bin", "server"]))?;
-    let server = Server::start()?;
-    register_example_front(&server.address)?;
+    let server = start_server()?;
+    register_example_front(server.address())?;
     let seed =
         std::env::var("WEBSESSION_SCHEMATHESIS_SEED").unwrap_or_else(|_| DEFAULT_SEED.to_owned());
-    let spec = format!("http://{}/openapi.json", server.address);
+    let spec = format!("http://{}/openapi.json", server.address());
     let key = format!("X-API-Key: {API_KEY}");
     let report = root().join("target/schemathesis/report");
     let report = report.to_string_lossy();
@@ -131,82 +131,38 @@ pub(crate) fn run_against_server() -> Result<(), String> {
 
 /// The server binary on a free port of 127.0.0.1, on a fresh embedded store, with the server
 /// API on; killed when dropped.
-struct Server {
-    child: Child,
-    address: String,
-    log: PathBuf,
-}
-
-impl Server {
-    fn start() -> Result<Self, String> {
-        let dir = root().join("target/schemathesis");
-        let data = dir.join("data");
-        if data.exists() {
-            std::fs::remove_dir_all(&data)
-                .map_err(|e| format!("cannot clear {}: {e}", data.display()))?;
-        }
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-        let write = |name: &str, text: &str| {
-            let path = dir.join(name);
-            std::fs::write(&path, text)
-                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-            Ok::<_, String>(path.to_string_lossy().into_owned())
-        };
-        let key_file = write("api-key", API_KEY)?;
-        let venue_key = write("venue-key.pem", VENUE_KEY_PEM)?;
-        let log = dir.join("server.log");
-        let log_file = std::fs::File::create(&log)
-            .map_err(|e| format!("cannot create {}: {e}", log.display()))?;
-        let program = root().join("target/debug/server");
-        let data = data.to_string_lossy();
-        let mut child = cmd(
-            &program.to_string_lossy(),
-            &[
-                "--listen",
-                "127.0.0.1:0",
-                "--data-dir",
-                &data,
-                "--api-key-file",
-                &key_file,
-                "--venue-jwks-file",
-                &venue_key,
-                // Registrations are what is tested, not the limit (its 429 is documented).
-                "--registrations-per-sec",
-                "0",
-                // Streams that schemathesis opens and never activates end sooner.
-                "--activation-timeout-secs",
-                "2",
-            ],
-        )
-        .env("RUST_LOG", "warn")
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::piped())
-        .stderr(log_file)
-        .spawn()
-        .map_err(|e| format!("cannot start {}: {e}", program.display()))?;
-        let stdout = child.stdout.take().ok_or("server has no stdout")?;
-        let mut lines = BufReader::new(stdout).lines();
-        let first = lines.next().and_then(Result::ok).unwrap_or_default();
-        let Some(address) = first.strip_prefix("server: listening on http://").map(str::to_owned)
-        else {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(format!("server did not start (see {}): {first:?}", log.display()));
-        };
-        // Keep draining, so the server never blocks on a full pipe.
-        std::thread::spawn(move || lines.for_each(drop));
-        println!("schemathesis: server on {address} (log: {})", log.display());
-        Ok(Self { child, address, log })
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        println!("schemathesis: server stopped (log: {})", self.log.display());
-    }
+fn start_server() -> Result<Service, String> {
+    let (dir, data) = fresh_dir("schemathesis")?;
+    let write = |name: &str, text: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        Ok::<_, String>(path.to_string_lossy().into_owned())
+    };
+    let key_file = write("api-key", API_KEY)?;
+    let venue_key = write("venue-key.pem", VENUE_KEY_PEM)?;
+    let program = root().join("target/debug/server");
+    let data = data.to_string_lossy();
+    let mut command = cmd(
+        &program.to_string_lossy(),
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            &data,
+            "--api-key-file",
+            &key_file,
+            "--venue-jwks-file",
+            &venue_key,
+            // Registrations are what is tested, not the limit (its 429 is documented).
+            "--registrations-per-sec",
+            "0",
+            // Streams that schemathesis opens and never activates end sooner.
+            "--activation-timeout-secs",
+            "2",
+        ],
+    );
+    command.env("RUST_LOG", "warn").env("NO_COLOR", "1");
+    Service::start("schemathesis", command, dir.join("server.log"), "server: listening on http://")
 }
 
 /// `POST /web-event-front-reg/{EXAMPLE_FRONT}` with the example key (one HTTP/1.1 exchange,
