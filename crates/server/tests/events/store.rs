@@ -53,6 +53,7 @@ both_engines!(
     a_publish_key_is_claimed_once_then_stands_for_its_event_until_it_expires,
     a_disconnect_ends_the_active_streams_of_a_front_or_a_tab_and_tells_their_holder,
     presence_lists_a_fronts_sessions_active_first_with_since_when,
+    an_event_for_every_front_reaches_a_resuming_tab_of_a_front_held_nowhere_once,
 );
 
 /// What a test feed was told.
@@ -239,22 +240,39 @@ async fn registration_keeps_one_bid_per_uuid_and_refuses_another_key(engine: &En
 
 async fn ids_increase_and_every_instance_feed_gets_each_event_in_order(engine: &Engine) {
     let (a, b) = (engine.front().await, engine.front().await);
-    // An instance is owed the events of the fronts it holds streams of (a catch-up after a
-    // gap reads only those).
+    // An instance is owed the events of the fronts it holds streams of.
+    engine.stream(a, SessionUuid::new_v4(), false).await;
+    engine.stream(b, SessionUuid::new_v4(), false).await;
     engine.feed.0.lock().unwrap().local.extend([a.1.bid, b.1.bid]);
-    let mut ids = Vec::new();
+    let mut ids = [Vec::new(), Vec::new()];
     for i in 0..20 {
         let front = if i % 2 == 0 { a.1.bid } else { b.1.bid };
-        ids.push(engine.publish(Some(front), None, &format!("e{i}")).await.unwrap());
+        ids[i % 2].push(engine.publish(Some(front), None, &format!("e{i}")).await.unwrap());
     }
-    ids.push(engine.publish(None, None, "to-all").await.unwrap());
-    assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
-    engine.feed.until(|told| told.events.len() >= ids.len()).await;
+    engine.publish(None, None, "to-all").await.unwrap();
+    // Ids are per front (on Redis, one sequence per front's slot), increasing in publish order.
+    for ids in &ids {
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+    }
+    // What the feed gets for a front: its events, and the event for every front (once, for all
+    // fronts, or copied into each front with its next id).
+    let of = |told: &Told, front: FrontBid| -> Vec<StoredEvent> {
+        told.events.iter().filter(|e| e.front.is_none_or(|f| f == front)).cloned().collect()
+    };
+    let (a, b) = (a.1.bid, b.1.bid);
+    engine.feed.until(|told| of(told, a).len() >= 11 && of(told, b).len() >= 11).await;
     let told = engine.feed.0.lock().unwrap();
-    let fed: Vec<i64> = told.events.iter().map(|e| e.id).collect();
-    assert_eq!(fed, ids, "each event once, in id order");
-    assert_eq!(told.events[20].front, None, "the event for every front");
-    assert_eq!(&*told.events[3].body, "e3");
+    for (n, front) in [a, b].into_iter().enumerate() {
+        let fed = of(&told, front);
+        let bodies: Vec<&str> = fed.iter().map(|e| &*e.body).collect();
+        let mut expected: Vec<String> =
+            (0..20).filter(|i| i % 2 == n).map(|i| format!("e{i}")).collect();
+        expected.push("to-all".into());
+        assert_eq!(bodies, expected, "each event of front {n} once, in order");
+        let fed_ids: Vec<i64> = fed.iter().map(|e| e.id).collect();
+        assert_eq!(&fed_ids[..10], &ids[n][..], "with the ids the publish gave");
+        assert!(fed_ids.windows(2).all(|w| w[0] < w[1]), "in id order: {fed_ids:?}");
+    }
 }
 
 async fn activation_refuses_unknown_pending_twice_and_reports_the_replaced_stream(engine: &Engine) {
@@ -325,6 +343,9 @@ async fn a_replay_after_an_id_gets_its_sessions_and_its_fronts_events_in_pages(e
     engine.publish(Some(bid), Some(mine), "a").await.unwrap();
     engine.publish(Some(bid), Some(theirs), "not-mine").await.unwrap();
     engine.publish(None, None, "to-all").await.unwrap();
+    // An event for every front joins a front's order when it reaches the front (on Redis, when
+    // an instance holding the front's streams copies it): after "not-mine", before "to-front".
+    engine.feed.until(|told| told.events.iter().any(|e| &*e.body == "to-all")).await;
     engine.publish(Some(bid), None, "to-front").await.unwrap();
     let other = engine.front().await;
     engine.publish(Some(other.1.bid), None, "another-front").await.unwrap();
@@ -668,4 +689,90 @@ async fn presence_lists_a_fronts_sessions_active_first_with_since_when(engine: &
     engine.store.sweep(cutoffs(now())).await.unwrap();
     let presence = engine.store.presence(uuid, 10).await.unwrap().unwrap();
     assert_eq!(presence.sessions, vec![active]);
+}
+
+async fn an_event_for_every_front_reaches_a_resuming_tab_of_a_front_held_nowhere_once(
+    engine: &Engine,
+) {
+    // No instance holds a stream of this front while the events are published (on Redis the
+    // event for every front is copied into the front's stream when its tab comes back).
+    let front = engine.front().await;
+    let bid = front.1.bid;
+    let before = engine.publish(Some(bid), None, "before").await.unwrap();
+    engine.publish(None, None, "to-all").await.unwrap();
+    engine.publish(Some(bid), None, "after").await.unwrap();
+    let request = |since| ReplayRequest {
+        front: bid,
+        session: None,
+        since,
+        now: now(),
+        max_events: 10,
+        max_bytes: 1 << 20,
+    };
+    let page = engine.store.replay(request(Since::Id(before))).await.unwrap();
+    let mut got: Vec<&str> = page.events.iter().map(|e| &*e.body).collect();
+    got.sort_unstable();
+    assert_eq!(got, ["after", "to-all"], "each once");
+    let ids: Vec<i64> = page.events.iter().map(|e| e.id).collect();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]) && ids[0] > before, "in id order: {ids:?}");
+    let again = engine.store.replay(request(Since::Id(ids[1]))).await.unwrap();
+    assert!(again.events.is_empty() && !again.lost && !again.reset, "nothing twice: {again:?}");
+    // A new tab gets what no stream was given, which the event for every front is not.
+    let fresh = engine.replay(bid, None, Since::Undelivered(0)).await;
+    assert_eq!(fresh, ["before", "after"]);
+}
+
+/// The events of `front` the feed was told, by body.
+fn fed(engine: &Engine, front: FrontBid) -> Vec<String> {
+    let told = engine.feed.0.lock().unwrap();
+    told.events.iter().filter(|e| e.front == Some(front)).map(|e| e.body.to_string()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_pubsub_message_is_caught_up_from_the_fronts_stream() {
+    let redis = RedisServer::start().await;
+    let url = redis.url.clone();
+    let store = RedisEngine::connect(&url).await.unwrap();
+    let engine = Engine::start(Arc::new(store), Some(redis), None).await;
+    let front = engine.front().await;
+    let bid = front.1.bid;
+    engine.stream(front, SessionUuid::new_v4(), false).await;
+    let first = engine.publish(Some(bid), None, "first").await.unwrap();
+    engine.feed.until(|told| told.events.iter().any(|e| e.id == first)).await;
+    // Events stored but whose messages never arrive, as when pub/sub drops them: appended and
+    // counted as the publish script does, without the PUBLISH.
+    let client = ::redis::Client::open(url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let p = format!("ws:{{f:{}}}:", bid.0);
+    let expiry = now().plus_millis(3_600_000).millis();
+    let mut silently = async |body: &str| {
+        let id: i64 =
+            ::redis::cmd("INCR").arg(format!("{p}seq")).query_async(&mut conn).await.unwrap();
+        let _: String = ::redis::cmd("XADD")
+            .arg(format!("{p}ev"))
+            .arg(format!("0-{id}"))
+            .arg("s")
+            .arg("")
+            .arg("x")
+            .arg(expiry)
+            .arg("b")
+            .arg(body)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    };
+    silently("silent").await;
+    let next = engine.publish(Some(bid), None, "next").await.unwrap();
+    engine.feed.until(|told| told.events.iter().any(|e| e.id == next)).await;
+    assert_eq!(fed(&engine, bid), ["first", "silent", "next"], "the gap is read, in order");
+    // Lost with no event after it: the liveness tick finds the front's counter ahead.
+    silently("last").await;
+    let told = async {
+        while !fed(&engine, bid).iter().any(|body| body == "last") {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    // A tick is 5 s: within two of them.
+    tokio::time::timeout(Duration::from_secs(11), told).await.expect("caught up at a tick");
+    assert_eq!(fed(&engine, bid), ["first", "silent", "next", "last"]);
 }

@@ -7,15 +7,18 @@
 //! their ids, which events were delivered, and the direct events already handled. What stays
 //! in an instance's memory is only how to reach the streams it holds (`registry.rs`).
 //!
-//! **Ids.** Every event gets its id (the SSE `id:`) from one increasing sequence for all
-//! fronts, so each front's ids increase and an event for every front is stored once.
+//! **Ids.** A front's event ids (the SSE `id:`) increase in the order its events are stored, so
+//! one `Last-Event-ID` resumes a tab exactly. The SQLite engine takes them from one sequence for
+//! all fronts; the Redis engine from one per front (each publish stays in its front's hash slot),
+//! copying an event for every front into each front's stream with the front's next id.
 //!
 //! **Live delivery.** An engine hands every committed event to the [`Feed`] its service
-//! started it with, in id order, on every instance: the SQLite engine right after the commit,
-//! under its lock; the Redis engine from its subscription, catching up from the kept events
-//! after a gap in the sequence, a resubscribe, or at every heartbeat (so a lost pub/sub message
-//! costs at most one heartbeat, never an event). It also tells the instance that holds a
-//! stream when that stream is activated or replaced, whichever instance took the request.
+//! started it with, in each front's id order, on every instance: the SQLite engine right after
+//! the commit, under its lock; the Redis engine from its subscription, catching up from the
+//! kept events after a gap in a front's sequence, a resubscribe, or at every heartbeat (so a
+//! lost pub/sub message costs at most one heartbeat, never an event). It also tells the
+//! instance that holds a stream when that stream is activated or replaced, whichever instance
+//! took the request.
 //!
 //! **Replay.** A stream reads kept events after its cursor in pages bounded in count and
 //! bytes ([`ReplayRequest`]), one page at a time as it writes them, so a slow reader holds at

@@ -6,10 +6,12 @@
 //! |---|---|---|
 //! | `ws:back` | hash | the back's identity (`uuid`, `secret`), made once by the first instance |
 //! | `ws:front:<uuid>` | hash | `bid`, `key` of a registered front |
-//! | `ws:seq:bid`, `ws:seq:ev` | counters | frontBids; event ids (one sequence for all fronts) |
+//! | `ws:seq:bid` | counter | frontBids |
+//! | `ws:{f:<bid>}:seq` | counter | the front's event ids (kept while the front is) |
 //! | `ws:{f:<bid>}:ev` | stream | the front's events, entry id `0-<event id>`; fields `s` (session or empty), `x` (expiry, ms), `b` (body) |
-//! | `ws:all:ev` | stream | events for every front, alike |
-//! | `ws:{f:<bid>}:trim`, `ws:all:trim` | string | the highest id trimmed from the stream by its cap |
+//! | `ws:{f:<bid>}:allpos` | string | the last event for every front copied into the front's stream |
+//! | `ws:{all}:seq`, `ws:{all}:ev` | counter, stream | events for every front, with ids of their own, as published |
+//! | `ws:{f:<bid>}:trim`, `ws:{all}:trim` | string | the highest id trimmed from the stream by its cap |
 //! | `ws:{f:<bid>}:und` | sorted set | ids of the front's events no stream was given yet |
 //! | `ws:{f:<bid>}:sev:<session>` | list | ids of a tab's events, deleted with the tab |
 //! | `ws:{f:<bid>}:s:<session>` | hash | a session: `st` (its active stream or empty), `node`, `since` (when `st` was activated, ms), `idle` (ms or empty) |
@@ -17,27 +19,41 @@
 //! | `ws:{f:<bid>}:st:<stream>` | hash | an open stream: `session`, `node`, `scope`, `act`; expires if never activated |
 //! | `ws:{f:<bid>}:fs` | set | the front's active front-scoped streams |
 //! | `ws:{f:<bid>}:act` | set | the front's active streams (for the per-front limit) |
-//! | `ws:fronts:seen` | sorted set | front UUIDs by their last activation (or registration), for pruning |
 //! | `ws:{f:<bid>}:seen:<uuid>` | string | a handled direct event, until its keeping time |
 //! | `ws:{f:<bid>}:idem:<key>` | string | a server-API publish's idempotency key: its event id, or `-` while under way |
-//! | `ws:idle` | sorted set | idle sessions (`<bid>:<session>`) by idle-since, for expiry |
+//! | `ws:fronts:seen` | sorted set | index: front UUIDs by their last activation (or registration), for pruning |
+//! | `ws:idle` | sorted set | index: idle sessions (`<bid>:<session>`) by idle-since, for expiry |
 //! | `ws:nodes`, `ws:node:<id>:st` | sorted set, set | instances by last sign of life; the streams each holds |
 //! | `ws:sweeper` | string | which instance sweeps now (`SET NX PX`) |
 //!
-//! Keys of one front share the hash tag `{f:<bid>}`. The scripts also touch the few global keys
-//! (`ws:seq:ev`, `ws:idle`), so this engine runs on standalone Redis (or Sentinel), as the token
-//! store does; Redis Cluster would need those moved per front.
+//! ## Redis Cluster
+//! Every script and every pipeline touches the keys of one hash slot: a front's keys share the
+//! hash tag `{f:<bid>}`, the events for every front `{all}`, and the rest are single keys. So
+//! the engine runs alike on standalone Redis, Sentinel, or a Redis Cluster, where fronts spread
+//! over the masters. That is why ids are per front, not one sequence for all: one counter
+//! would put every publish on one slot. An event for every front is stored once, in
+//! `ws:{all}:ev`, and copied into each front's stream, with the front's next id, when an
+//! instance holding a stream of that front hears of it, and when a stream of a front opens
+//! (`allpos` makes the copy happen once per front, whichever instances race to do it). So one
+//! `Last-Event-ID` still resumes a tab exactly: everything it can get sits in its front's
+//! stream, in one order. The two indexes (`ws:idle`, `ws:fronts:seen`) live outside the
+//! fronts' slots and are written after a front's script, as hints: the sweep re-checks each
+//! entry in the front's own slot, and changes them only by compare-and-set, so a late or
+//! reordered index write never forgets a session that is still idle.
 //!
 //! ## Delivery
-//! Each publish is one script: it takes the next id, appends the event to its front's stream
-//! (capped at [`STREAM_CAP`] entries), extends the stream's life to the event's expiry and
-//! publishes `<id> <bid> <session> <body>` on `ws:ev`. Every instance subscribes to `ws:ev`
-//! and to `ws:node:<id>` (activations and replacements of the streams it holds). Because ids
-//! come from one counter and each is published in the script that took it, an instance sees
-//! them consecutively: a gap means a lost message, and the instance reads what it missed from
-//! the streams of the fronts it holds before going on. It does the same after every
-//! (re)subscription and whenever the counter is ahead of what it saw at a liveness tick, so a
-//! lost message costs at most one tick, never an event.
+//! Each publish is one script on the front's slot: it takes the front's next id, appends the
+//! event to the front's stream (capped at [`STREAM_CAP`] entries), extends the stream's life to
+//! the event's expiry and publishes `<id> <bid> <session> <body>` on `ws:ev` (a publish for
+//! every front: `<all id> 0 - <body>`, which makes each instance copy it into the fronts it
+//! holds streams of). Every instance subscribes to `ws:ev` and to `ws:node:<id>` (activations
+//! and replacements of the streams it holds). A front's ids are consecutive and published in
+//! the script that took them, so an instance sees each front's ids in a row: a gap means a lost
+//! message, and the instance reads what it missed from that front's stream before going on. It
+//! does the same after every (re)subscription and whenever a front's counter is ahead of what
+//! it saw at a liveness tick, so a lost message costs at most one tick, never an event. An
+//! instance starts following a front when a stream of it opens here, from the front's counter
+//! read after the stream was registered: what came before is the stream's replay.
 //!
 //! ## Failures
 //! Commands time out after [`RESPONSE_TIMEOUT`], so a request that needs a Redis that is down
@@ -47,7 +63,7 @@
 //! `maxmemory-policy` other than `noeviction` is refused at start (`volatile-*` evicts keys
 //! with a TTL, which every key of events has).
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -84,13 +100,19 @@ const PENDING_MARGIN_MS: i64 = 5_000;
 /// Idle sessions forgotten per sweep step.
 const SWEEP_BATCH: isize = 500;
 
-const SEQ_EV: &str = "ws:seq:ev";
 const SEQ_BID: &str = "ws:seq:bid";
 const BACK: &str = "ws:back";
-const ALL: &str = "ws:all:";
+/// The key prefix of the events for every front (one slot of their own).
+const ALL: &str = "ws:{all}:";
 const EVENTS_CHANNEL: &str = "ws:ev";
 const NODES: &str = "ws:nodes";
 const SWEEPER: &str = "ws:sweeper";
+/// Index of idle sessions (`<bid>:<session>` by idle-since), written after the fronts' scripts.
+const IDLE: &str = "ws:idle";
+/// Index of fronts by last activation or registration, written after the fronts' scripts.
+const FRONTS_SEEN: &str = "ws:fronts:seen";
+/// Events for every front copied into a front's stream per script at most.
+const COPY_PAGE: usize = 256;
 
 fn front_key(uuid: FrontUuid) -> String {
     format!("ws:front:{uuid}")
@@ -109,17 +131,68 @@ fn node_streams(node: &str) -> String {
     format!("ws:node:{node}:st")
 }
 
-/// KEYS: front key, bid counter. ARGV: public key, front UUID, now.
+/// How a session is listed in [`IDLE`].
+fn idle_member(front: FrontBid, session: &str) -> String {
+    format!("{}:{session}", front.0)
+}
+
+/// Lua shared by the scripts that append events: `append(prefix, session, expiry, body, now,
+/// cap, undelivered, bid)` takes the stream's next id, appends, trims to the cap (remembering
+/// up to where), extends the keys' lives to the event's expiry, and announces the event.
+macro_rules! append_lua {
+    () => {
+        r"
+local function keep(key, ttl)
+  if redis.call('PTTL', key) < ttl then redis.call('PEXPIRE', key, ttl) end
+end
+local function append(p, session, expiry, body, now, cap, undelivered, bid)
+  local seq, ev = p .. 'seq', p .. 'ev'
+  -- A stream kept from before the per-front counter goes on from its last id.
+  if redis.call('EXISTS', seq) == 0 then
+    local top = redis.call('XREVRANGE', ev, '+', '-', 'COUNT', 1)[1]
+    if top then redis.call('SET', seq, string.sub(top[1], 3)) end
+  end
+  local id = redis.call('INCR', seq)
+  local ttl = math.max(tonumber(expiry) - now, 1)
+  redis.call('XADD', ev, '0-' .. id, 's', session, 'x', expiry, 'b', body)
+  keep(ev, ttl)
+  -- Over the cap, the oldest entries go, and the stream remembers up to where: a client that
+  -- resumes from before that is told that events were lost.
+  if redis.call('XLEN', ev) > cap then
+    redis.call('XTRIM', ev, 'MAXLEN', cap)
+    local first = redis.call('XRANGE', ev, '-', '+', 'COUNT', 1)[1]
+    local trimmed = tonumber(string.sub(first[1], 3)) - 1
+    if trimmed > tonumber(redis.call('GET', p .. 'trim') or '0') then
+      redis.call('SET', p .. 'trim', trimmed)
+    end
+  end
+  if undelivered then
+    redis.call('ZADD', p .. 'und', id, id)
+    keep(p .. 'und', ttl)
+    if session ~= '' then
+      redis.call('RPUSH', p .. 'sev:' .. session, id)
+      keep(p .. 'sev:' .. session, ttl)
+    end
+  end
+  local shown = session
+  if shown == '' then shown = '-' end
+  redis.call('PUBLISH', 'ws:ev', id .. ' ' .. bid .. ' ' .. shown .. ' ' .. body)
+  return id
+end
+"
+    };
+}
+
+/// KEYS: front key. ARGV: public key, the bid to give if the front is new. Returns `{ok,
+/// bid, new}`.
 const REGISTER: &str = r"
 local bid = redis.call('HGET', KEYS[1], 'bid')
 if bid then
-  if redis.call('HGET', KEYS[1], 'key') == ARGV[1] then return {1, tonumber(bid)} end
-  return {0, 0}
+  if redis.call('HGET', KEYS[1], 'key') == ARGV[1] then return {1, tonumber(bid), 0} end
+  return {0, 0, 0}
 end
-bid = redis.call('INCR', KEYS[2])
-redis.call('HSET', KEYS[1], 'bid', bid, 'key', ARGV[1])
-redis.call('ZADD', 'ws:fronts:seen', ARGV[3], ARGV[2])
-return {1, bid}
+redis.call('HSET', KEYS[1], 'bid', ARGV[2], 'key', ARGV[1])
+return {1, tonumber(ARGV[2]), 1}
 ";
 
 /// KEYS: back key. ARGV: uuid, secret.
@@ -130,7 +203,7 @@ end
 return redis.call('HMGET', KEYS[1], 'uuid', 'secret')
 ";
 
-/// KEYS: front prefix. ARGV: stream, bid, now, most active streams, front UUID.
+/// KEYS: front prefix. ARGV: stream, now, most active streams.
 const ACTIVATE: &str = r"
 local st = KEYS[1] .. 'st:' .. ARGV[1]
 local rec = redis.call('HMGET', st, 'session', 'node', 'scope', 'act')
@@ -140,14 +213,12 @@ local skey = KEYS[1] .. 's:' .. rec[1]
 local prev = redis.call('HMGET', skey, 'st', 'node')
 local replacing = prev[1] and prev[1] ~= ''
 local active = redis.call('SCARD', KEYS[1] .. 'act')
-if not replacing and active >= tonumber(ARGV[4]) then return {'toomany', tostring(active)} end
+if not replacing and active >= tonumber(ARGV[3]) then return {'toomany', tostring(active)} end
 redis.call('HSET', st, 'act', '1')
 redis.call('PERSIST', st)
 redis.call('SADD', KEYS[1] .. 'act', ARGV[1])
-redis.call('ZADD', 'ws:fronts:seen', ARGV[3], ARGV[5])
-redis.call('HSET', skey, 'st', ARGV[1], 'node', rec[2], 'since', ARGV[3], 'idle', '')
+redis.call('HSET', skey, 'st', ARGV[1], 'node', rec[2], 'since', ARGV[2], 'idle', '')
 redis.call('SADD', KEYS[1] .. 'ss', rec[1])
-redis.call('ZREM', 'ws:idle', ARGV[2] .. ':' .. rec[1])
 if rec[3] == '1' then redis.call('SADD', KEYS[1] .. 'fs', ARGV[1]) end
 redis.call('PUBLISH', 'ws:node:' .. rec[2], 'act ' .. ARGV[1])
 local replaced, replaced_node = '', ''
@@ -160,81 +231,102 @@ end
 return {'ok', rec[1], rec[2], replaced, replaced_node}
 ";
 
-/// KEYS: front prefix. ARGV: stream, bid, now. Forgets the stream; its session is idle from
-/// now if it was the session's active stream.
+/// KEYS: front prefix. ARGV: stream, now. Forgets the stream; its session is idle from now if
+/// it was the session's active stream: then returns the session (for the idle index).
 const CLOSE: &str = r"
 local st = KEYS[1] .. 'st:' .. ARGV[1]
 local session = redis.call('HGET', st, 'session')
 redis.call('DEL', st)
 redis.call('SREM', KEYS[1] .. 'fs', ARGV[1])
 redis.call('SREM', KEYS[1] .. 'act', ARGV[1])
-if not session then return 0 end
+if not session then return false end
 local skey = KEYS[1] .. 's:' .. session
 if redis.call('HGET', skey, 'st') == ARGV[1] then
-  redis.call('HSET', skey, 'st', '', 'idle', ARGV[3])
-  redis.call('ZADD', 'ws:idle', ARGV[3], ARGV[2] .. ':' .. session)
-  return 1
+  redis.call('HSET', skey, 'st', '', 'idle', ARGV[2])
+  return session
 end
-return 0
+return false
 ";
 
-/// KEYS: front prefix. ARGV: session, bid, now.
+/// KEYS: front prefix. ARGV: session, now.
 const SERVED: &str = r"
 local skey = KEYS[1] .. 's:' .. ARGV[1]
 local st = redis.call('HGET', skey, 'st')
 if st and st ~= '' then return 'own' end
 if redis.call('SCARD', KEYS[1] .. 'fs') > 0 then
-  redis.call('HSET', skey, 'st', '', 'idle', ARGV[3])
+  redis.call('HSET', skey, 'st', '', 'idle', ARGV[2])
   redis.call('SADD', KEYS[1] .. 'ss', ARGV[1])
-  redis.call('ZADD', 'ws:idle', ARGV[3], ARGV[2] .. ':' .. ARGV[1])
   return 'shared'
 end
 return 'inactive'
 ";
 
-/// KEYS: front prefix (or `ws:all:`). ARGV: session or empty, expiry, body, now, bid (0 for
-/// all), cap. Returns the id, or -1 for an unknown session.
-const PUBLISH: &str = r"
-local now = tonumber(ARGV[4])
+/// KEYS: front prefix. ARGV: session or empty, expiry, body, now, bid, cap. Returns `{id,
+/// idle}`: the id, or -1 for an unknown session; `idle` 1 when the session was made here
+/// (idle: the caller indexes it).
+const PUBLISH: &str = concat!(
+    append_lua!(),
+    r"
+local idle = 0
 if ARGV[1] ~= '' then
   local skey = KEYS[1] .. 's:' .. ARGV[1]
   if redis.call('EXISTS', skey) == 0 then
-    if redis.call('SCARD', KEYS[1] .. 'fs') == 0 then return -1 end
+    if redis.call('SCARD', KEYS[1] .. 'fs') == 0 then return {-1, 0} end
     redis.call('HSET', skey, 'st', '', 'idle', ARGV[4])
     redis.call('SADD', KEYS[1] .. 'ss', ARGV[1])
-    redis.call('ZADD', 'ws:idle', ARGV[4], ARGV[5] .. ':' .. ARGV[1])
+    idle = 1
   end
 end
-local id = redis.call('INCR', 'ws:seq:ev')
-local ttl = math.max(tonumber(ARGV[2]) - now, 1)
-local function keep(key)
-  if redis.call('PTTL', key) < ttl then redis.call('PEXPIRE', key, ttl) end
+local id = append(KEYS[1], ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[6]),
+  true, ARGV[5])
+return {id, idle}
+"
+);
+
+/// KEYS: the prefix of the events for every front. ARGV: expiry, body, now, cap. Returns the
+/// id in that stream.
+const PUBLISH_ALL: &str = concat!(
+    append_lua!(),
+    r"
+return append(KEYS[1], '', ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), false, '0')
+"
+);
+
+/// KEYS: front prefix. ARGV: cap, now, bid, the last id read of the events for every front,
+/// the highest id trimmed from them, then `all id, expiry, body` of each unexpired event read.
+/// Copies those the front has not yet into its stream, each with the front's next id; a front
+/// without a position starts at the last id read (it gets what comes after). When events it
+/// had not copied were trimmed, a tab that resumes from before the copies is told so. Returns
+/// how many were copied.
+const COPY_ALL: &str = concat!(
+    append_lua!(),
+    r"
+local p = KEYS[1]
+local read = tonumber(ARGV[4])
+local pos = redis.call('GET', p .. 'allpos')
+if not pos then
+  redis.call('SET', p .. 'allpos', read)
+  return 0
 end
-local ev = KEYS[1] .. 'ev'
-redis.call('XADD', ev, '0-' .. id, 's', ARGV[1], 'x', ARGV[2], 'b', ARGV[3])
-keep(ev)
--- Over the cap, the oldest entries go, and the stream remembers up to where: a client that
--- resumes from before that is told that events were lost.
-if redis.call('XLEN', ev) > tonumber(ARGV[6]) then
-  redis.call('XTRIM', ev, 'MAXLEN', ARGV[6])
-  local first = redis.call('XRANGE', ev, '-', '+', 'COUNT', 1)[1]
-  local trimmed = tonumber(string.sub(first[1], 3)) - 1
-  redis.call('SET', KEYS[1] .. 'trim', trimmed)
-  keep(KEYS[1] .. 'trim')
-end
-if ARGV[5] ~= '0' then
-  redis.call('ZADD', KEYS[1] .. 'und', id, id)
-  keep(KEYS[1] .. 'und')
-  if ARGV[1] ~= '' then
-    redis.call('RPUSH', KEYS[1] .. 'sev:' .. ARGV[1], id)
-    keep(KEYS[1] .. 'sev:' .. ARGV[1])
+pos = tonumber(pos)
+if read <= pos then return 0 end
+if tonumber(ARGV[5]) > pos then
+  local next = tonumber(redis.call('GET', p .. 'seq') or '0') + 1
+  if next > tonumber(redis.call('GET', p .. 'trim') or '0') then
+    redis.call('SET', p .. 'trim', next)
   end
 end
-local session = ARGV[1]
-if session == '' then session = '-' end
-redis.call('PUBLISH', 'ws:ev', id .. ' ' .. ARGV[5] .. ' ' .. session .. ' ' .. ARGV[3])
-return id
-";
+local copied = 0
+for i = 6, #ARGV, 3 do
+  if tonumber(ARGV[i]) > pos then
+    append(p, '', ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[2]), tonumber(ARGV[1]), false, ARGV[3])
+    copied = copied + 1
+  end
+end
+redis.call('SET', p .. 'allpos', read)
+return copied
+"
+);
 
 /// KEYS: the idempotency key. ARGV: its TTL (ms). Returns what the key holds, or claims it
 /// (`-`, under way) and returns nil. One script: `SET NX GET` needs Redis 7.
@@ -249,14 +341,14 @@ return false
     )
 });
 
-/// KEYS: front prefix. ARGV: session, bid, cutoff. Forgets a session idle since the cutoff or
-/// before, with the events still waiting for it. Returns how many events went.
+/// KEYS: front prefix. ARGV: session, cutoff. Forgets a session idle since the cutoff or
+/// before, with the events still waiting for it. Returns `{events gone, ''}`, or `{-1, ''}`
+/// for an active session and `{-1, idle since}` for one idle since after the cutoff.
 const FORGET: &str = r"
 local skey = KEYS[1] .. 's:' .. ARGV[1]
-redis.call('ZREM', 'ws:idle', ARGV[2] .. ':' .. ARGV[1])
 local s = redis.call('HMGET', skey, 'st', 'idle')
-if s[1] and s[1] ~= '' then return -1 end
-if s[2] and s[2] ~= '' and tonumber(s[2]) > tonumber(ARGV[3]) then return -1 end
+if s[1] and s[1] ~= '' then return {-1, ''} end
+if s[2] and s[2] ~= '' and tonumber(s[2]) > tonumber(ARGV[2]) then return {-1, s[2]} end
 local sev = KEYS[1] .. 'sev:' .. ARGV[1]
 local ids = redis.call('LRANGE', sev, 0, -1)
 local gone = 0
@@ -266,12 +358,23 @@ for _, id in ipairs(ids) do
 end
 redis.call('DEL', sev, skey)
 redis.call('SREM', KEYS[1] .. 'ss', ARGV[1])
-return gone
+return {gone, ''}
 ";
 
-/// KEYS: front prefix. ARGV: session or empty (every session), bid, now. Ends the active
-/// streams as `CLOSE` does and tells each holder (`end <stream>`). Returns `{'ok', stream,
-/// node, …}` for the streams it ended, or `{'nosession'}`.
+/// KEYS: the idle index. ARGV: member, time. Takes the member out if it is listed as idle since
+/// `time` or before: a later idle time written meanwhile by another instance stays.
+const UNIDLE: &str = r"
+local since = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if since and tonumber(since) <= tonumber(ARGV[2]) then
+  redis.call('ZREM', KEYS[1], ARGV[1])
+  return 1
+end
+return 0
+";
+
+/// KEYS: front prefix. ARGV: session or empty (every session), now. Ends the active streams as
+/// `CLOSE` does and tells each holder (`end <stream>`). Returns `{'ok', stream, node, idle
+/// session or '', …}` for the streams it ended, or `{'nosession'}`.
 const DISCONNECT: &str = r"
 local streams = {}
 if ARGV[1] ~= '' then
@@ -289,17 +392,19 @@ for _, stream in ipairs(streams) do
   redis.call('DEL', st)
   redis.call('SREM', KEYS[1] .. 'fs', stream)
   redis.call('SREM', KEYS[1] .. 'act', stream)
+  local idle = ''
   if rec[1] then
     local skey = KEYS[1] .. 's:' .. rec[1]
     if redis.call('HGET', skey, 'st') == stream then
-      redis.call('HSET', skey, 'st', '', 'idle', ARGV[3])
-      redis.call('ZADD', 'ws:idle', ARGV[3], ARGV[2] .. ':' .. rec[1])
+      redis.call('HSET', skey, 'st', '', 'idle', ARGV[2])
+      idle = rec[1]
     end
   end
   if rec[2] then
     redis.call('PUBLISH', 'ws:node:' .. rec[2], 'end ' .. stream)
     table.insert(out, stream)
     table.insert(out, rec[2])
+    table.insert(out, idle)
   end
 end
 return out
@@ -330,7 +435,10 @@ struct Scripts {
     close: Script,
     served: Script,
     publish: Script,
+    publish_all: Script,
+    copy_all: Script,
     forget: Script,
+    unidle: Script,
     disconnect: Script,
     presence: Script,
 }
@@ -344,7 +452,10 @@ impl Scripts {
             close: Script::new(CLOSE),
             served: Script::new(SERVED),
             publish: Script::new(PUBLISH),
+            publish_all: Script::new(PUBLISH_ALL),
+            copy_all: Script::new(COPY_ALL),
             forget: Script::new(FORGET),
+            unidle: Script::new(UNIDLE),
             disconnect: Script::new(DISCONNECT),
             presence: Script::new(PRESENCE),
         }
@@ -365,6 +476,18 @@ struct Shared {
     cap: usize,
     /// The subscription is up (readiness: [`EventStore::ping`] fails while it is down).
     subscribed: std::sync::atomic::AtomicBool,
+    /// How far this instance handed each front it follows to the feed.
+    cursors: Mutex<HashMap<FrontBid, Cursor>>,
+}
+
+/// Where this instance stands in a front's events.
+#[derive(Debug, Clone, Copy)]
+struct Cursor {
+    /// Every event of the front up to this id was handed to the feed.
+    seen: i64,
+    /// When a stream of the front last opened here: a front followed but without streams is
+    /// dropped only a while after that, so a stream that is just registering keeps it.
+    touched: tokio::time::Instant,
 }
 
 impl Shared {
@@ -436,6 +559,7 @@ impl RedisEngine {
             task: Mutex::new(None),
             feed: Mutex::new(None),
             subscribed: std::sync::atomic::AtomicBool::new(false),
+            cursors: Mutex::new(HashMap::new()),
             cap: cap.max(1),
         };
         Ok(Self { shared: Arc::new(shared) })
@@ -457,14 +581,15 @@ impl EventStore for RedisEngine {
             *lock(&self.shared.node) = Some(node.clone());
             *lock(&self.shared.feed) = Some(feed.clone());
             let mut conn = self.conn();
-            let seen: Option<i64> = ::redis::cmd("GET").arg(SEQ_EV).query_async(&mut conn).await?;
+            let all_seen: Option<i64> =
+                ::redis::cmd("GET").arg(format!("{ALL}seq")).query_async(&mut conn).await?;
             beat(&mut conn, &node).await?;
             let (ready, subscribed) = tokio::sync::oneshot::channel();
             let subscriber = Subscriber {
                 engine: self.clone(),
                 feed,
                 node,
-                seen: seen.unwrap_or(0),
+                all_seen: all_seen.unwrap_or(0),
                 ready: Some(ready),
             };
             *lock(&self.shared.task) = Some(tokio::spawn(subscriber.run()));
@@ -493,11 +618,9 @@ impl EventStore for RedisEngine {
                     self.close(&mut conn, bid, &stream, now).await?;
                 }
             }
-            ::redis::pipe()
-                .del(node_streams(&node))
-                .zrem(NODES, node.as_ref())
-                .query_async::<()>(&mut conn)
-                .await?;
+            let _: () = ::redis::cmd("DEL").arg(node_streams(&node)).query_async(&mut conn).await?;
+            let _: () =
+                ::redis::cmd("ZREM").arg(NODES).arg(node.as_ref()).query_async(&mut conn).await?;
             Ok(())
         })
     }
@@ -532,22 +655,42 @@ impl EventStore for RedisEngine {
     ) -> StoreFuture<'_, Registration> {
         Box::pin(async move {
             let mut conn = self.conn();
-            let (ok, bid): (i64, i64) = self
+            if let Some(row) = self.front_row(&mut conn, front).await? {
+                return Ok(if row.key == key {
+                    Registration::Registered(row.bid)
+                } else {
+                    Registration::Conflict
+                });
+            }
+            // A new front: its bid comes from the one counter, outside the front's slot. Two
+            // instances racing to register it each take one; the script keeps the first.
+            let fresh: i64 = ::redis::cmd("INCR").arg(SEQ_BID).query_async(&mut conn).await?;
+            let (ok, bid, new): (i64, i64, i64) = self
                 .shared
                 .scripts
                 .register
                 .key(front_key(front))
-                .key(SEQ_BID)
                 .arg(key.to_base64())
-                .arg(front.to_string())
-                .arg(ms(now))
+                .arg(fresh)
                 .invoke_async(&mut conn)
                 .await?;
-            Ok(if ok == 1 {
-                Registration::Registered(FrontBid(bid))
-            } else {
-                Registration::Conflict
-            })
+            if ok != 1 {
+                return Ok(Registration::Conflict);
+            }
+            let bid = FrontBid(bid);
+            if new == 1 {
+                // It gets the events for every front published from now on.
+                let all: Option<i64> =
+                    ::redis::cmd("GET").arg(format!("{ALL}seq")).query_async(&mut conn).await?;
+                let _: () = ::redis::cmd("SET")
+                    .arg(format!("{}allpos", prefix(bid)))
+                    .arg(all.unwrap_or(0))
+                    .arg("NX")
+                    .query_async(&mut conn)
+                    .await?;
+                self.seen_front(&mut conn, front, now).await?;
+            }
+            Ok(Registration::Registered(bid))
         })
     }
 
@@ -571,9 +714,14 @@ impl EventStore for RedisEngine {
                     ],
                 )
                 .pexpire(&record, ttl)
-                .sadd(node_streams(&stream.node), held(stream.front.bid, stream.stream))
                 .query_async::<()>(&mut conn)
                 .await?;
+            let _: () = ::redis::cmd("SADD")
+                .arg(node_streams(&stream.node))
+                .arg(held(stream.front.bid, stream.stream))
+                .query_async(&mut conn)
+                .await?;
+            self.follow(&mut conn, stream.front.bid).await?;
             Ok(())
         })
     }
@@ -596,10 +744,8 @@ impl EventStore for RedisEngine {
                 .activate
                 .key(prefix(row.bid))
                 .arg(stream.to_string())
-                .arg(row.bid.0)
                 .arg(ms(now))
                 .arg(max_active)
-                .arg(front.to_string())
                 .invoke_async(&mut conn)
                 .await?;
             match answer.first().map(String::as_str) {
@@ -615,6 +761,9 @@ impl EventStore for RedisEngine {
             let session: SessionUuid =
                 answer.get(1).and_then(|s| s.parse().ok()).ok_or_else(corrupt)?;
             let node: NodeId = Arc::from(answer.get(2).ok_or_else(corrupt)?.as_str());
+            // The indexes, outside the front's slot: it was seen now, its session is not idle.
+            self.seen_front(&mut conn, front, now).await?;
+            self.unidle(&mut conn, &idle_member(row.bid, &session.to_string()), ms(now)).await?;
             let replaced = match (answer.get(3), answer.get(4)) {
                 (Some(old), Some(old_node)) if !old.is_empty() => {
                     old.parse().ok().map(|old: StreamUuid| (old, Arc::from(old_node.as_str())))
@@ -677,7 +826,6 @@ impl EventStore for RedisEngine {
                 .disconnect
                 .key(prefix(row.bid))
                 .arg(session.map(|s| s.to_string()).unwrap_or_default())
-                .arg(row.bid.0)
                 .arg(ms(now))
                 .invoke_async(&mut conn)
                 .await?;
@@ -685,12 +833,17 @@ impl EventStore for RedisEngine {
                 return Ok(Err(DisconnectRefusal::SessionNotFound));
             }
             let ended = answer.get(1..).unwrap_or_default();
+            for triple in ended.chunks_exact(3) {
+                if !triple[2].is_empty() {
+                    self.idle(&mut conn, &idle_member(row.bid, &triple[2]), ms(now)).await?;
+                }
+            }
             // The script told the holders; the streams held here end now rather than after the
             // round trip (ending twice is harmless).
             let me = self.shared.node();
             let feed = lock(&self.shared.feed).clone();
             if let Some(feed) = feed {
-                for pair in ended.chunks_exact(2) {
+                for pair in ended.chunks_exact(3) {
                     if me.as_deref() == Some(pair[1].as_str())
                         && let Ok(stream) = pair[0].parse::<StreamUuid>()
                     {
@@ -698,7 +851,7 @@ impl EventStore for RedisEngine {
                     }
                 }
             }
-            Ok(Ok(ended.len() / 2))
+            Ok(Ok(ended.len() / 3))
         })
     }
 
@@ -741,13 +894,16 @@ impl EventStore for RedisEngine {
                 .served
                 .key(prefix(row.bid))
                 .arg(session.to_string())
-                .arg(row.bid.0)
                 .arg(ms(now))
                 .invoke_async(&mut conn)
                 .await?;
             Ok(match answer.as_str() {
                 "own" => Served::Own(row),
-                "shared" => Served::Shared(row),
+                "shared" => {
+                    self.idle(&mut conn, &idle_member(row.bid, &session.to_string()), ms(now))
+                        .await?;
+                    Served::Shared(row)
+                }
                 _ => Served::Inactive,
             })
         })
@@ -756,35 +912,54 @@ impl EventStore for RedisEngine {
     fn publish(&self, event: NewEvent) -> StoreFuture<'_, Result<i64, PublishRefusal>> {
         Box::pin(async move {
             let mut conn = self.conn();
-            let (key, bid) = match event.front {
-                Some(bid) => (prefix(bid), bid.0),
-                None => (ALL.to_owned(), 0),
+            let Some(bid) = event.front else {
+                let id: i64 = self
+                    .shared
+                    .scripts
+                    .publish_all
+                    .key(ALL)
+                    .arg(ms(event.expires_at))
+                    .arg(event.body)
+                    .arg(ms(event.now))
+                    .arg(self.shared.cap)
+                    .invoke_async(&mut conn)
+                    .await?;
+                return Ok(Ok(id));
             };
-            let id: i64 = self
+            let session = event.session.map(|s| s.to_string()).unwrap_or_default();
+            let (id, idle): (i64, i64) = self
                 .shared
                 .scripts
                 .publish
-                .key(key)
-                .arg(event.session.map(|s| s.to_string()).unwrap_or_default())
+                .key(prefix(bid))
+                .arg(&session)
                 .arg(ms(event.expires_at))
                 .arg(event.body)
                 .arg(ms(event.now))
-                .arg(bid)
+                .arg(bid.0)
                 .arg(self.shared.cap)
                 .invoke_async(&mut conn)
                 .await?;
-            Ok(if id < 0 { Err(PublishRefusal::SessionNotFound) } else { Ok(id) })
+            if id < 0 {
+                return Ok(Err(PublishRefusal::SessionNotFound));
+            }
+            if idle == 1 {
+                self.idle(&mut conn, &idle_member(bid, &session), ms(event.now)).await?;
+            }
+            Ok(Ok(id))
         })
     }
 
     fn replay(&self, request: ReplayRequest) -> StoreFuture<'_, ReplayPage> {
         Box::pin(async move {
             let mut conn = self.conn();
+            // Events for every front published while no stream of this front was held anywhere
+            // join its stream first: a tab resuming gets them in its order, a new one does not
+            // get them (they are not undelivered).
+            self.copy_all(&mut conn, request.front, request.now).await?;
             match request.since {
                 Since::Id(seen) => {
-                    let last: Option<i64> =
-                        ::redis::cmd("GET").arg(SEQ_EV).query_async(&mut conn).await?;
-                    if seen > last.unwrap_or(0) {
+                    if seen > self.last_id(&mut conn, request.front).await? {
                         let mut page = self
                             .replay_undelivered(
                                 &mut conn,
@@ -998,17 +1173,138 @@ impl RedisEngine {
         stream: &str,
         now: Timestamp,
     ) -> Result<(), StoreError> {
-        let _: i64 = self
+        let idle: Option<String> = self
             .shared
             .scripts
             .close
             .key(prefix(front))
             .arg(stream)
-            .arg(front.0)
             .arg(ms(now))
             .invoke_async(conn)
             .await?;
+        if let Some(session) = idle {
+            self.idle(conn, &idle_member(front, &session), ms(now)).await?;
+        }
         Ok(())
+    }
+
+    /// Lists a session in the idle index, idle since `since`.
+    async fn idle(
+        &self,
+        conn: &mut ConnectionManager,
+        member: &str,
+        since: i64,
+    ) -> Result<(), StoreError> {
+        let _: () = ::redis::cmd("ZADD").arg(IDLE).arg(since).arg(member).query_async(conn).await?;
+        Ok(())
+    }
+
+    /// Takes a session out of the idle index unless it was listed idle after `at`.
+    async fn unidle(
+        &self,
+        conn: &mut ConnectionManager,
+        member: &str,
+        at: i64,
+    ) -> Result<(), StoreError> {
+        let _: i64 =
+            self.shared.scripts.unidle.key(IDLE).arg(member).arg(at).invoke_async(conn).await?;
+        Ok(())
+    }
+
+    /// Notes in the front index that `front` was seen `now` (pruned only long after).
+    async fn seen_front(
+        &self,
+        conn: &mut ConnectionManager,
+        front: FrontUuid,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let _: () = ::redis::cmd("ZADD")
+            .arg(FRONTS_SEEN)
+            .arg(ms(now))
+            .arg(front.to_string())
+            .query_async(conn)
+            .await?;
+        Ok(())
+    }
+
+    /// The highest id the front's stream has given (0 if none).
+    async fn last_id(
+        &self,
+        conn: &mut ConnectionManager,
+        front: FrontBid,
+    ) -> Result<i64, StoreError> {
+        let p = prefix(front);
+        let seq: Option<i64> = ::redis::cmd("GET").arg(format!("{p}seq")).query_async(conn).await?;
+        if let Some(seq) = seq {
+            return Ok(seq);
+        }
+        // A stream kept from before the per-front counter: its last entry.
+        let reply: Value = ::redis::cmd("XREVRANGE")
+            .arg(format!("{p}ev"))
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(1)
+            .query_async(conn)
+            .await?;
+        Ok(entries(reply).first().map_or(0, |e| e.id))
+    }
+
+    /// Starts following `front` on this instance (a stream of it was just registered here),
+    /// from its counter as it is now: what came before, the stream replays.
+    async fn follow(
+        &self,
+        conn: &mut ConnectionManager,
+        front: FrontBid,
+    ) -> Result<(), StoreError> {
+        let now = tokio::time::Instant::now();
+        if let Some(cursor) = lock(&self.shared.cursors).get_mut(&front) {
+            cursor.touched = now;
+            return Ok(());
+        }
+        let seen = self.last_id(conn, front).await?;
+        lock(&self.shared.cursors).entry(front).or_insert(Cursor { seen, touched: now }).touched =
+            now;
+        Ok(())
+    }
+
+    /// Copies the events for every front that `front` has not yet into its stream (see
+    /// `COPY_ALL`), a page at a time.
+    async fn copy_all(
+        &self,
+        conn: &mut ConnectionManager,
+        front: FrontBid,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let p = prefix(front);
+        loop {
+            let pos: Option<i64> =
+                ::redis::cmd("GET").arg(format!("{p}allpos")).query_async(conn).await?;
+            let (last, trimmed): (Option<i64>, Option<i64>) = ::redis::pipe()
+                .get(format!("{ALL}seq"))
+                .get(format!("{ALL}trim"))
+                .query_async(conn)
+                .await?;
+            let (last, trimmed) = (last.unwrap_or(0), trimmed.unwrap_or(0));
+            if pos.is_some_and(|pos| pos >= last) {
+                return Ok(());
+            }
+            let read = match pos {
+                Some(pos) => Self::range(conn, &format!("{ALL}ev"), pos, COPY_PAGE).await?,
+                None => Vec::new(),
+            };
+            let full = read.len() >= COPY_PAGE;
+            let up_to = if full { read.last().map_or(last, |e| e.id) } else { last };
+            let mut script = self.shared.scripts.copy_all.key(&p);
+            script.arg(self.shared.cap).arg(ms(now)).arg(front.0).arg(up_to).arg(trimmed);
+            for e in read.iter().filter(|e| e.expires > ms(now)) {
+                script.arg(e.id).arg(e.expires).arg(&e.body);
+            }
+            let _: i64 = script.invoke_async(conn).await?;
+            if !full {
+                return Ok(());
+            }
+        }
     }
 
     /// Reads entries of `key` after `after`, at most `count`.
@@ -1029,7 +1325,7 @@ impl RedisEngine {
         Ok(entries(reply))
     }
 
-    /// A page after `seen` from the front's stream and the all-fronts stream, merged by id.
+    /// A page after `seen` from the front's stream.
     async fn replay_after(
         &self,
         conn: &mut ConnectionManager,
@@ -1037,36 +1333,21 @@ impl RedisEngine {
         seen: i64,
     ) -> Result<ReplayPage, StoreError> {
         let n = request.max_events.max(1);
-        let (own_trim, all_trim): (Option<i64>, Option<i64>) = ::redis::pipe()
-            .get(format!("{}trim", prefix(request.front)))
-            .get(format!("{ALL}trim"))
-            .query_async(conn)
-            .await?;
-        let lost = own_trim.is_some_and(|t| t > seen) || all_trim.is_some_and(|t| t > seen);
-        let own = Self::range(conn, &format!("{}ev", prefix(request.front)), seen, n).await?;
-        let all = Self::range(conn, &format!("{ALL}ev"), seen, n).await?;
-        // A source that filled its page may hold more past its last entry: merge only up to
-        // the lowest such last id, so no id is skipped.
-        let limit = [&own, &all]
-            .iter()
-            .filter(|source| source.len() >= n)
-            .filter_map(|source| source.last().map(|e| e.id))
-            .min();
-        let mut merged: BTreeMap<i64, Entry> = BTreeMap::new();
-        for entry in own.into_iter().chain(all) {
-            if limit.is_none_or(|limit| entry.id <= limit) {
-                merged.insert(entry.id, entry);
-            }
-        }
-        let last_read = merged.keys().next_back().copied();
-        let mut events = self.keep(merged.into_values(), request);
+        let p = prefix(request.front);
+        let trimmed: Option<i64> =
+            ::redis::cmd("GET").arg(format!("{p}trim")).query_async(conn).await?;
+        let lost = trimmed.is_some_and(|t| t > seen);
+        let read = Self::range(conn, &format!("{p}ev"), seen, n).await?;
+        let full = read.len() >= n;
+        let last_read = read.last().map(|e| e.id);
+        let mut events = self.keep(read, request);
         let cut = cap_page(&mut events, request.max_bytes);
         let next = match (cut, events.last(), last_read) {
             (true, Some(last), _) => Since::Id(last.id),
             (_, _, Some(read)) => Since::Id(read),
             _ => request.since,
         };
-        Ok(ReplayPage { events, next, done: limit.is_none() && !cut, reset: false, lost })
+        Ok(ReplayPage { events, next, done: !full && !cut, reset: false, lost })
     }
 
     /// A page of the events no stream was given, marked given as they are read.
@@ -1167,33 +1448,50 @@ impl RedisEngine {
             tracing::info!(node, "an instance stopped answering; its streams are ended");
         }
         loop {
-            let idle: Vec<String> = ::redis::cmd("ZRANGEBYSCORE")
-                .arg("ws:idle")
+            let idle: Vec<(String, i64)> = ::redis::cmd("ZRANGEBYSCORE")
+                .arg(IDLE)
                 .arg("-inf")
                 .arg(ms(idle_cutoff))
+                .arg("WITHSCORES")
                 .arg("LIMIT")
                 .arg(0)
                 .arg(SWEEP_BATCH)
                 .query_async(conn)
                 .await?;
             let batch = idle.len();
-            for member in idle {
-                let Some((bid, session)) = member.split_once(':') else {
+            for (member, _) in idle {
+                let parsed = member
+                    .split_once(':')
+                    .and_then(|(bid, session)| Some((bid.parse::<i64>().ok()?, session)));
+                let Some((bid, session)) = parsed else {
                     let _: () =
-                        ::redis::cmd("ZREM").arg("ws:idle").arg(&member).query_async(conn).await?;
+                        ::redis::cmd("ZREM").arg(IDLE).arg(&member).query_async(conn).await?;
                     continue;
                 };
-                let Ok(bid) = bid.parse::<i64>() else { continue };
-                let gone: i64 = self
+                let (gone, since): (i64, String) = self
                     .shared
                     .scripts
                     .forget
                     .key(prefix(FrontBid(bid)))
                     .arg(session)
-                    .arg(bid)
                     .arg(ms(idle_cutoff))
                     .invoke_async(conn)
                     .await?;
+                match since.parse::<i64>() {
+                    // Idle again since after the cutoff: listed as such, unless an instance
+                    // listed a later time meanwhile.
+                    Ok(since) => {
+                        let _: () = ::redis::cmd("ZADD")
+                            .arg(IDLE)
+                            .arg("GT")
+                            .arg(since)
+                            .arg(&member)
+                            .query_async(conn)
+                            .await?;
+                    }
+                    // Forgotten, or active: out of the index, unless it went idle again since.
+                    Err(_) => self.unidle(conn, &member, ms(idle_cutoff)).await?,
+                }
                 if gone >= 0 {
                     swept.sessions += 1;
                     swept.events += usize::try_from(gone).unwrap_or(0);
@@ -1205,7 +1503,7 @@ impl RedisEngine {
         }
         // Fronts without a stream activated since the cutoff and none active now.
         let idle_fronts: Vec<String> = ::redis::cmd("ZRANGEBYSCORE")
-            .arg("ws:fronts:seen")
+            .arg(FRONTS_SEEN)
             .arg("-inf")
             .arg(ms(front_cutoff))
             .arg("LIMIT")
@@ -1218,18 +1516,23 @@ impl RedisEngine {
             let bid: Option<i64> =
                 ::redis::cmd("HGET").arg(&key).arg("bid").query_async(conn).await?;
             if let Some(bid) = bid {
-                let active: usize = ::redis::cmd("SCARD")
-                    .arg(format!("{}act", prefix(FrontBid(bid))))
-                    .query_async(conn)
-                    .await?;
+                let p = prefix(FrontBid(bid));
+                let active: usize =
+                    ::redis::cmd("SCARD").arg(format!("{p}act")).query_async(conn).await?;
                 if active > 0 {
                     continue;
                 }
                 let _: () = ::redis::cmd("DEL").arg(&key).query_async(conn).await?;
+                // The keys without a TTL go with it; the rest expire by themselves.
+                let _: () = ::redis::cmd("DEL")
+                    .arg(format!("{p}seq"))
+                    .arg(format!("{p}allpos"))
+                    .arg(format!("{p}trim"))
+                    .query_async(conn)
+                    .await?;
                 swept.fronts += 1;
             }
-            let _: () =
-                ::redis::cmd("ZREM").arg("ws:fronts:seen").arg(&uuid).query_async(conn).await?;
+            let _: () = ::redis::cmd("ZREM").arg(FRONTS_SEEN).arg(&uuid).query_async(conn).await?;
         }
         Ok(swept)
     }
@@ -1240,8 +1543,8 @@ struct Subscriber {
     engine: RedisEngine,
     feed: Arc<dyn Feed>,
     node: NodeId,
-    /// Every event up to this id was handed to the feed (or belongs to no local front).
-    seen: i64,
+    /// The last id of the events for every front this instance acted on.
+    all_seen: i64,
     /// Told once the first subscription is up.
     ready: Option<tokio::sync::oneshot::Sender<()>>,
 }
@@ -1296,11 +1599,8 @@ impl Subscriber {
                 _ = ticks.tick() => {
                     let mut conn = self.engine.conn();
                     beat(&mut conn, &self.node).await?;
-                    let last: Option<i64> =
-                        ::redis::cmd("GET").arg(SEQ_EV).query_async(&mut conn).await?;
-                    if last.unwrap_or(0) > self.seen {
-                        self.catch_up().await?;
-                    }
+                    self.forget_unheld();
+                    self.catch_up().await?;
                 }
             }
         }
@@ -1324,22 +1624,42 @@ impl Subscriber {
             return Ok(());
         };
         let (Ok(id), Ok(bid)) = (id.parse::<i64>(), bid.parse::<i64>()) else { return Ok(()) };
-        if id <= self.seen {
+        if bid == 0 {
+            // For every front: copied into the streams of the fronts held here, whose copies
+            // come back as their own events.
+            if id > self.all_seen {
+                self.copy_all().await?;
+            }
             return Ok(());
         }
-        if id > self.seen + 1 {
-            // A message was lost: what it carried is in the streams.
-            return self.catch_up().await;
-        }
-        self.seen = id;
+        let front = FrontBid(bid);
+        let seen = lock(&self.engine.shared.cursors).get(&front).map(|c| c.seen);
         let event = StoredEvent {
             id,
-            front: (bid != 0).then_some(FrontBid(bid)),
+            front: Some(front),
             session: session.parse().ok(),
             body: Arc::from(body),
         };
-        self.deliver(&event);
+        match seen {
+            // A front not followed here: its streams (if one is opening) replay it.
+            None => {
+                self.deliver(&event);
+            }
+            Some(seen) if id <= seen => {}
+            Some(seen) if id == seen + 1 => {
+                self.advance(front, id);
+                self.deliver(&event);
+            }
+            // A message was lost: what it carried is in the front's stream.
+            Some(seen) => self.catch_up_front(front, seen).await?,
+        }
         Ok(())
+    }
+
+    fn advance(&self, front: FrontBid, id: i64) {
+        if let Some(cursor) = lock(&self.engine.shared.cursors).get_mut(&front) {
+            cursor.seen = cursor.seen.max(id);
+        }
     }
 
     fn deliver(&self, event: &StoredEvent) {
@@ -1358,41 +1678,74 @@ impl Subscriber {
         }
     }
 
-    /// Hands over every event after `seen` of the fronts this instance holds streams of.
-    async fn catch_up(&mut self) -> Result<(), StoreError> {
+    /// Stops following the fronts that have had no stream here for two ticks.
+    fn forget_unheld(&self) {
+        let held: std::collections::HashSet<FrontBid> =
+            self.feed.local_fronts().into_iter().collect();
+        let Some(before) = tokio::time::Instant::now().checked_sub(TICK * 2) else { return };
+        lock(&self.engine.shared.cursors)
+            .retain(|front, cursor| held.contains(front) || cursor.touched > before);
+    }
+
+    /// Copies the events for every front not yet copied into the fronts held here.
+    async fn copy_all(&mut self) -> Result<(), StoreError> {
         let mut conn = self.engine.conn();
-        let last: Option<i64> = ::redis::cmd("GET").arg(SEQ_EV).query_async(&mut conn).await?;
-        let last = last.unwrap_or(0);
-        if last <= self.seen {
-            return Ok(());
+        let last: Option<i64> =
+            ::redis::cmd("GET").arg(format!("{ALL}seq")).query_async(&mut conn).await?;
+        let fronts: Vec<FrontBid> = lock(&self.engine.shared.cursors).keys().copied().collect();
+        let now = Timestamp::now();
+        for front in fronts {
+            self.engine.copy_all(&mut conn, front, now).await?;
         }
-        let mut merged: BTreeMap<i64, StoredEvent> = BTreeMap::new();
-        let count = STREAM_CAP;
-        for front in self.feed.local_fronts() {
-            for e in
-                RedisEngine::range(&mut conn, &format!("{}ev", prefix(front)), self.seen, count)
-                    .await?
-            {
-                let session = e.session.parse().ok();
-                merged.insert(
-                    e.id,
-                    StoredEvent { id: e.id, front: Some(front), session, body: Arc::from(e.body) },
-                );
+        self.all_seen = self.all_seen.max(last.unwrap_or(0));
+        Ok(())
+    }
+
+    /// Hands over what the front's stream holds after `seen`.
+    async fn catch_up_front(&self, front: FrontBid, seen: i64) -> Result<(), StoreError> {
+        let mut conn = self.engine.conn();
+        let key = format!("{}ev", prefix(front));
+        let mut after = seen;
+        loop {
+            let page = RedisEngine::range(&mut conn, &key, after, COPY_PAGE).await?;
+            for e in &page {
+                let event = StoredEvent {
+                    id: e.id,
+                    front: Some(front),
+                    session: e.session.parse().ok(),
+                    body: Arc::from(e.body.as_str()),
+                };
+                self.deliver(&event);
+                after = e.id;
+            }
+            if page.len() < COPY_PAGE {
+                break;
             }
         }
-        for e in RedisEngine::range(&mut conn, &format!("{ALL}ev"), self.seen, count).await? {
-            merged.insert(
-                e.id,
-                StoredEvent { id: e.id, front: None, session: None, body: Arc::from(e.body) },
-            );
+        // Ids of events gone meanwhile (trimmed, expired) are passed too.
+        let last = self.engine.last_id(&mut conn, front).await?.max(after);
+        self.advance(front, last);
+        if after > seen {
+            tracing::info!(events = after - seen, front = front.0, "caught up on missed events");
         }
-        let caught = merged.len();
-        for event in merged.values() {
-            self.deliver(event);
+        Ok(())
+    }
+
+    /// Hands over every event the fronts followed here got and this instance missed, and
+    /// copies the events for every front they have not yet.
+    async fn catch_up(&mut self) -> Result<(), StoreError> {
+        let mut conn = self.engine.conn();
+        let last: Option<i64> =
+            ::redis::cmd("GET").arg(format!("{ALL}seq")).query_async(&mut conn).await?;
+        if last.unwrap_or(0) > self.all_seen {
+            self.copy_all().await?;
         }
-        self.seen = merged.keys().next_back().copied().unwrap_or(last).max(last);
-        if caught > 0 {
-            tracing::info!(events = caught, "caught up on events the subscription missed");
+        let followed: Vec<(FrontBid, i64)> =
+            lock(&self.engine.shared.cursors).iter().map(|(f, c)| (*f, c.seen)).collect();
+        for (front, seen) in followed {
+            if self.engine.last_id(&mut conn, front).await? > seen {
+                self.catch_up_front(front, seen).await?;
+            }
         }
         Ok(())
     }
