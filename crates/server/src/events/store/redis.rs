@@ -113,6 +113,8 @@ const IDLE: &str = "ws:idle";
 const FRONTS_SEEN: &str = "ws:fronts:seen";
 /// Events for every front copied into a front's stream per script at most.
 const COPY_PAGE: usize = 256;
+/// Fronts an instance checks or copies into at once (over its one multiplexed connection).
+const FRONTS_AT_ONCE: usize = 32;
 
 fn front_key(uuid: FrontUuid) -> String {
     format!("ws:front:{uuid}")
@@ -1694,8 +1696,13 @@ impl Subscriber {
             ::redis::cmd("GET").arg(format!("{ALL}seq")).query_async(&mut conn).await?;
         let fronts: Vec<FrontBid> = lock(&self.engine.shared.cursors).keys().copied().collect();
         let now = Timestamp::now();
-        for front in fronts {
-            self.engine.copy_all(&mut conn, front, now).await?;
+        // Many fronts at once over the one multiplexed connection: their round trips overlap.
+        let engine = &self.engine;
+        let mut copies = futures_util::stream::iter(fronts)
+            .map(|front| async move { engine.copy_all(&mut engine.conn(), front, now).await })
+            .buffer_unordered(FRONTS_AT_ONCE);
+        while let Some(copied) = copies.next().await {
+            copied?;
         }
         self.all_seen = self.all_seen.max(last.unwrap_or(0));
         Ok(())
@@ -1704,6 +1711,9 @@ impl Subscriber {
     /// Hands over what the front's stream holds after `seen`.
     async fn catch_up_front(&self, front: FrontBid, seen: i64) -> Result<(), StoreError> {
         let mut conn = self.engine.conn();
+        // Read first: every id up to it is in the stream read below, or gone for good (trimmed,
+        // expired), so the cursor may pass it; later ids still come as messages.
+        let last = self.engine.last_id(&mut conn, front).await?;
         let key = format!("{}ev", prefix(front));
         let mut after = seen;
         loop {
@@ -1722,9 +1732,7 @@ impl Subscriber {
                 break;
             }
         }
-        // Ids of events gone meanwhile (trimmed, expired) are passed too.
-        let last = self.engine.last_id(&mut conn, front).await?.max(after);
-        self.advance(front, last);
+        self.advance(front, last.max(after));
         if after > seen {
             tracing::info!(events = after - seen, front = front.0, "caught up on missed events");
         }
@@ -1742,10 +1750,20 @@ impl Subscriber {
         }
         let followed: Vec<(FrontBid, i64)> =
             lock(&self.engine.shared.cursors).iter().map(|(f, c)| (*f, c.seen)).collect();
-        for (front, seen) in followed {
-            if self.engine.last_id(&mut conn, front).await? > seen {
-                self.catch_up_front(front, seen).await?;
-            }
+        let engine = &self.engine;
+        let behind: Vec<(FrontBid, i64)> = futures_util::stream::iter(followed)
+            .map(|(front, seen)| async move {
+                let last = engine.last_id(&mut engine.conn(), front).await?;
+                Ok::<_, StoreError>((last > seen).then_some((front, seen)))
+            })
+            .buffer_unordered(FRONTS_AT_ONCE)
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .filter_map(Result::transpose)
+            .collect::<Result<_, _>>()?;
+        for (front, seen) in behind {
+            self.catch_up_front(front, seen).await?;
         }
         Ok(())
     }
