@@ -29,73 +29,9 @@ async fn three_instances_on_one_redis_act_as_one_backend() {
     let a = on_redis(&redis).await;
     let mut b = Process::start(&["--redis-url", &redis.url]).await;
     let c = on_redis(&redis).await;
-    let (on_a, on_b, on_c) = (a.client(), Client::new(&b.url), c.client());
-
-    // One back: the same identity and the same signing key everywhere.
-    assert_eq!(a.state.events.back_uuid(), c.state.events.back_uuid());
-    assert_eq!(a.state.events.back_key(), c.state.events.back_key());
-    let jwks = |client: &Client| {
-        let url = client.url(paths::JWKS);
-        async move { reqwest::get(url).await.unwrap().text().await.unwrap() }
-    };
-    assert_eq!(jwks(&on_a).await, jwks(&on_b).await, "one signing key");
-
-    // Register on A; the same front on C is the same frontBid.
-    let mut front = Front::generate(&on_a);
-    let bid = front.register().await.unwrap();
-    let (uuid, keys) = (front.uuid(), front.keys().clone());
-    assert_eq!(Front::from_parts(&on_c, uuid, keys.clone()).register().await.unwrap(), bid);
-
-    // Open on B, activate through C.
-    let session = SessionUuid::new_v4();
-    let pending = Front::from_parts(&on_b, uuid, keys.clone()).open(session, None).await.unwrap();
-    on_c.activate(uuid, pending.stream_uuid()).await.unwrap();
-    let mut tab = pending.into_stream();
-
-    // A direct event sent through C is answered on the stream B holds.
-    let echo = tab.direct_event("echo", json!({"n": 1}), false).unwrap();
-    let path = format!("{}/echo", paths::DIRECT);
-    assert!(on_c.post_json::<_, bool>(&path, &echo).await.unwrap());
-    let got = next(&mut tab).await;
-    assert_eq!(got.event.meta.request_uuid, Some(echo.meta.uuid), "the echo, through B");
-
-    // A second tab on A; a broadcast sent through B reaches both.
-    let other = SessionUuid::new_v4();
-    let mut tab_a =
-        Front::from_parts(&on_a, uuid, keys.clone()).connect(other, None).await.unwrap();
-    let broadcast = tab_a.direct_event("broadcast", json!("all"), false).unwrap();
-    let path = format!("{}/broadcast", paths::DIRECT);
-    assert!(on_b.post_json::<_, bool>(&path, &broadcast).await.unwrap());
-    let (x, y) = (next(&mut tab).await, next(&mut tab_a).await);
-    assert_eq!((x.id, x.event.meta.name.as_str()), (y.id, "broadcast"), "one event, both tabs");
-    let last_event_id = tab.last_event_id().to_owned();
-
-    // B dies without a word; events go on being published meanwhile.
-    b.kill();
-    let mut published = Vec::new();
-    for n in 0..5 {
-        let hub = a.hub();
-        let event = if n % 2 == 0 {
-            hub.publish_to_session(uuid, session, "meanwhile", json!(n), long_lived()).await
-        } else {
-            hub.publish_to_front(uuid, "meanwhile", json!(n), long_lived()).await
-        };
-        published.push(event.unwrap());
-    }
-    drop(tab);
-
-    // The tab comes back on C: every event published meanwhile, once, in order.
-    let mut tab = Front::from_parts(&on_c, uuid, keys.clone())
-        .connect(session, Some(&last_event_id))
-        .await
-        .unwrap();
-    for expected in &published {
-        let got = next(&mut tab).await;
-        assert_eq!((got.id, got.event.meta.uuid), (Some(expected.id), expected.uuid));
-    }
-    let marker = a.hub().publish_to_front(uuid, "marker", json!(null), long_lived()).await;
-    let marker = marker.unwrap();
-    assert_eq!(next(&mut tab).await.id, Some(marker.id), "nothing twice, then live");
+    let (uuid, mut tab) = any_instance_serves_any_request(&a, &mut b, &c).await;
+    let on_a = a.client();
+    let on_c = c.client();
 
     // Redis goes down: a request that needs it is a clear 503, not a hang.
     redis.stop();
@@ -241,4 +177,84 @@ async fn behind_nginx_round_robin_two_tabs_lose_nothing_when_an_instance_is_kill
         let marker = marker.await.unwrap();
         assert_eq!(next(&mut tab).await.id, Some(marker.id), "nothing twice");
     }
+}
+
+/// Two in-process instances (`a`, `c`) and one `server` process (`b`) on one Redis act as one
+/// backend: one back identity and signing key; registration, stream open, activation and direct
+/// events each through a different instance; a broadcast reaching tabs on two instances; `b`
+/// killed, a tab resumes on `c` with every event published meanwhile, once, in order. Returns
+/// the front's UUID and that tab's stream.
+async fn any_instance_serves_any_request(
+    a: &TestServer,
+    b: &mut Process,
+    c: &TestServer,
+) -> (protocol::FrontUuid, loadgen::Stream) {
+    let (on_a, on_b, on_c) = (a.client(), Client::new(&b.url), c.client());
+
+    // One back: the same identity and the same signing key everywhere.
+    assert_eq!(a.state.events.back_uuid(), c.state.events.back_uuid());
+    assert_eq!(a.state.events.back_key(), c.state.events.back_key());
+    let jwks = |client: &Client| {
+        let url = client.url(paths::JWKS);
+        async move { reqwest::get(url).await.unwrap().text().await.unwrap() }
+    };
+    assert_eq!(jwks(&on_a).await, jwks(&on_b).await, "one signing key");
+
+    // Register on A; the same front on C is the same frontBid.
+    let mut front = Front::generate(&on_a);
+    let bid = front.register().await.unwrap();
+    let (uuid, keys) = (front.uuid(), front.keys().clone());
+    assert_eq!(Front::from_parts(&on_c, uuid, keys.clone()).register().await.unwrap(), bid);
+
+    // Open on B, activate through C.
+    let session = SessionUuid::new_v4();
+    let pending = Front::from_parts(&on_b, uuid, keys.clone()).open(session, None).await.unwrap();
+    on_c.activate(uuid, pending.stream_uuid()).await.unwrap();
+    let mut tab = pending.into_stream();
+
+    // A direct event sent through C is answered on the stream B holds.
+    let echo = tab.direct_event("echo", json!({"n": 1}), false).unwrap();
+    let path = format!("{}/echo", paths::DIRECT);
+    assert!(on_c.post_json::<_, bool>(&path, &echo).await.unwrap());
+    let got = next(&mut tab).await;
+    assert_eq!(got.event.meta.request_uuid, Some(echo.meta.uuid), "the echo, through B");
+
+    // A second tab on A; a broadcast sent through B reaches both.
+    let other = SessionUuid::new_v4();
+    let mut tab_a =
+        Front::from_parts(&on_a, uuid, keys.clone()).connect(other, None).await.unwrap();
+    let broadcast = tab_a.direct_event("broadcast", json!("all"), false).unwrap();
+    let path = format!("{}/broadcast", paths::DIRECT);
+    assert!(on_b.post_json::<_, bool>(&path, &broadcast).await.unwrap());
+    let (x, y) = (next(&mut tab).await, next(&mut tab_a).await);
+    assert_eq!((x.id, x.event.meta.name.as_str()), (y.id, "broadcast"), "one event, both tabs");
+    let last_event_id = tab.last_event_id().to_owned();
+
+    // B dies without a word; events go on being published meanwhile.
+    b.kill();
+    let mut published = Vec::new();
+    for n in 0..5 {
+        let hub = a.hub();
+        let event = if n % 2 == 0 {
+            hub.publish_to_session(uuid, session, "meanwhile", json!(n), long_lived()).await
+        } else {
+            hub.publish_to_front(uuid, "meanwhile", json!(n), long_lived()).await
+        };
+        published.push(event.unwrap());
+    }
+    drop(tab);
+
+    // The tab comes back on C: every event published meanwhile, once, in order.
+    let mut tab = Front::from_parts(&on_c, uuid, keys.clone())
+        .connect(session, Some(&last_event_id))
+        .await
+        .unwrap();
+    for expected in &published {
+        let got = next(&mut tab).await;
+        assert_eq!((got.id, got.event.meta.uuid), (Some(expected.id), expected.uuid));
+    }
+    let marker = a.hub().publish_to_front(uuid, "marker", json!(null), long_lived()).await;
+    let marker = marker.unwrap();
+    assert_eq!(next(&mut tab).await.id, Some(marker.id), "nothing twice, then live");
+    (uuid, tab)
 }
