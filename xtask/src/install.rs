@@ -7,6 +7,8 @@ const APT_PACKAGES: &[(&str, &str)] = &[
     ("chromium", "/usr/bin/chromium"),
     ("chromium-driver", "/usr/bin/chromedriver"),
     ("redis-server", "/usr/bin/redis-server"),
+    // `redis-cli --cluster create` makes the test Redis Cluster (crates/server/tests/tokens).
+    ("redis-tools", "/usr/bin/redis-cli"),
     // A real load balancer in front of two instances (crates/server/tests/events/cluster.rs).
     ("nginx-light", "/usr/sbin/nginx"),
 ];

@@ -28,7 +28,8 @@ use axum::http::{Request, StatusCode, header};
 use protocol::Timestamp;
 use server::Config;
 use server::db::Db;
-use server::tokens::store::{SessionData, TokenHash};
+use server::redis_link::RedisTarget;
+use server::tokens::store::{RefreshKey, SessionData, SessionTag, TokenHash};
 use server::tokens::{SessionStoreConfig, Tokens, TokensConfig};
 use tokio::task::JoinSet;
 use tower::ServiceExt as _;
@@ -138,8 +139,10 @@ async fn tokens(session_store: SessionStoreConfig) -> (Tokens, tempfile::TempDir
 }
 
 /// The refresh token of session `i` (the stores only see its hash, so any text will do).
+/// Session `i`'s first refresh token: its session's tag, as the service makes them.
 fn token_of(i: usize) -> String {
-    format!("bench-refresh-token-{i:010}")
+    let tag = SessionTag::of(&format!("sponsor-{i}"), &format!("sub-{i}"));
+    format!("{}.bench-refresh-token-{i:010}", tag.to_hex())
 }
 
 fn session_of(i: usize, valid_until: Timestamp) -> SessionData {
@@ -172,9 +175,10 @@ async fn embedded_row(n: usize, requests: usize) -> Row {
 }
 
 async fn redis_row(url: &str, n: usize, requests: usize) -> Row {
-    let (tokens, _dir) = tokens(SessionStoreConfig::Redis { url: url.to_owned() }).await;
+    let target = RedisTarget::Single(url.to_owned());
+    let (tokens, _dir) = tokens(SessionStoreConfig::Redis { target }).await;
     populate(&tokens, n).await;
-    measure("Redis (hash index)", &tokens, n, requests).await
+    measure("Redis (one key per session)", &tokens, n, requests).await
 }
 
 /// Refreshes through the router: a warm-up, a throughput phase with [`CONCURRENCY`] requests
@@ -452,7 +456,7 @@ async fn store_only(label: &str, db: Db, n: usize) {
         let next = format!("next-{k}");
         let r = store
             .refresh(
-                TokenHash::of(&token_of(*i)),
+                RefreshKey::of(&token_of(*i)),
                 TokenHash::of(&next),
                 now,
                 Duration::from_secs(10),
@@ -491,7 +495,7 @@ async fn parts() {
         let r = tokens
             .sessions()
             .refresh(
-                TokenHash::of(&token_of(i)),
+                RefreshKey::of(&token_of(i)),
                 TokenHash::of(&next),
                 now,
                 Duration::from_secs(10),

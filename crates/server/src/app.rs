@@ -39,14 +39,14 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// Opens the stores (Redis if `config.redis_url` is set, else the embedded store in
+    /// Opens the stores (Redis if `config.redis` is set, else the embedded store in
     /// `config.data_dir`) and starts the services' background tasks. Each service has its own
     /// connections.
     pub async fn open(config: Config) -> anyhow::Result<Self> {
         // Made first: it creates the data directory and the database file with their modes.
         let db = config.open_db()?;
-        let store: Arc<dyn EventStore> = match &config.redis_url {
-            Some(url) => Arc::new(TimedStore(RedisEngine::connect(url).await?)),
+        let store: Arc<dyn EventStore> = match &config.redis {
+            Some(target) => Arc::new(TimedStore(RedisEngine::connect(target).await?)),
             None => Arc::new(TimedStore(SqliteEngine::open(&config.db_path(), Timestamp::now())?)),
         };
         let events = events::Events::open(&config, store).await?;

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::db::Db;
+use crate::redis_link::RedisTarget;
 use crate::{events, tokens};
 
 /// The default of [`Config::drain`] (and of `--drain-secs`).
@@ -19,11 +20,11 @@ pub struct Config {
     pub static_dir: Option<PathBuf>,
     /// Origins allowed to call the API cross-origin, with credentials. Empty: same origin only.
     pub cors_origins: Vec<String>,
-    /// The Redis that instances of a cluster share (`redis://[user:password@]host:port/db`).
-    /// When set, everything the instances must agree on lives there: fronts, streams, sessions
-    /// and events, the back's identity, login sessions and the signing key (unless a key file is
+    /// The Redis (a server or a Redis Cluster) that instances of a cluster share. When set,
+    /// everything the instances must agree on lives there: fronts, streams, sessions and
+    /// events, the back's identity, login sessions and the signing key (unless a key file is
     /// given); nothing the cluster needs stays in the data directory. `None`: the embedded store.
-    pub redis_url: Option<String>,
+    pub redis: Option<RedisTarget>,
     /// How long a client may take to send a request header; also how long a keep-alive
     /// connection may sit idle. Applies to [`crate::serve`] and [`crate::run`].
     pub header_read_timeout: Duration,
@@ -52,7 +53,7 @@ impl Config {
             data_dir: data_dir.into(),
             static_dir: None,
             cors_origins: Vec::new(),
-            redis_url: None,
+            redis: None,
             header_read_timeout: crate::DEFAULT_HEADER_READ_TIMEOUT,
             body_read_timeout: crate::DEFAULT_BODY_READ_TIMEOUT,
             events: events::EventsConfig::default(),
@@ -63,11 +64,22 @@ impl Config {
         }
     }
 
-    /// Keeps all shared state in the Redis at `url` (see [`Config::redis_url`]).
-    pub fn with_redis(mut self, url: impl Into<String>) -> Self {
-        let url = url.into();
-        self.tokens.session_store = tokens::SessionStoreConfig::Redis { url: url.clone() };
-        self.redis_url = Some(url);
+    /// Keeps all shared state in the Redis at `url`
+    /// (`redis://[user:password@]host:port/db`; see [`Config::redis`]).
+    pub fn with_redis(self, url: impl Into<String>) -> Self {
+        self.with_redis_target(RedisTarget::Single(url.into()))
+    }
+
+    /// Keeps all shared state in the Redis Cluster that the nodes at `urls` belong to (some
+    /// nodes are enough: the others are learnt from them; see [`Config::redis`]).
+    pub fn with_redis_cluster<S: Into<String>>(self, urls: impl IntoIterator<Item = S>) -> Self {
+        self.with_redis_target(RedisTarget::Cluster(urls.into_iter().map(Into::into).collect()))
+    }
+
+    /// Keeps all shared state in `target` (see [`Config::redis`]).
+    pub fn with_redis_target(mut self, target: RedisTarget) -> Self {
+        self.tokens.session_store = tokens::SessionStoreConfig::Redis { target: target.clone() };
+        self.redis = Some(target);
         self
     }
 

@@ -38,6 +38,7 @@ pub mod error;
 pub mod events;
 pub mod health;
 pub mod metrics;
+pub mod redis_link;
 pub mod tokens;
 
 mod app;

@@ -46,15 +46,30 @@ struct Cli {
     /// fronts, streams, sessions and events, the back's identity, login sessions and the signing
     /// keys (unless --eid-key-file is given). Several instances on one Redis act as one backend,
     /// behind any load balancer. Its maxmemory-policy must be noeviction (any other is refused).
-    /// Without it, the embedded store in --data-dir (one instance).
+    /// Without it (and without --redis-cluster-url), the embedded store in --data-dir (one
+    /// instance).
     #[arg(
         long,
         env = "SERVER_REDIS_URL",
         value_name = "URL",
         global = true,
-        hide_env_values = true
+        hide_env_values = true,
+        conflicts_with = "redis_cluster_urls"
     )]
     redis_url: Option<String>,
+    /// Keep everything instances share in a Redis Cluster instead of one Redis: a node of it
+    /// (`redis://[:password@]host:port`; repeatable, or comma-separated; a few seeds are enough,
+    /// the client learns the other nodes from them). Every master's maxmemory-policy must be
+    /// noeviction (any other is refused).
+    #[arg(
+        long = "redis-cluster-url",
+        env = "SERVER_REDIS_CLUSTER_URLS",
+        value_name = "URL",
+        value_delimiter = ',',
+        global = true,
+        hide_env_values = true
+    )]
+    redis_cluster_urls: Vec<String>,
     /// Seconds a client may take to send a request's header; a connection that has not sent a
     /// whole header by then (or sat idle between requests that long) is closed.
     #[arg(
@@ -149,8 +164,8 @@ enum Cmd {
 
 #[derive(Debug, clap::Subcommand)]
 enum KeysCmd {
-    /// Add a new active signing key to the ring of --data-dir, or of Redis with --redis-url
-    /// (with the --config the servers run with, or their token flags before `keys`: the token
+    /// Add a new active signing key to the ring of --data-dir, or of Redis with --redis-url or
+    /// --redis-cluster-url (with the --config the servers run with, or their token flags before `keys`: the token
     /// lifetimes set when the replaced key retires). The replaced key still verifies the tokens it signed until the
     /// longest token lifetime (--access-ttl-secs, --eid-ttl-secs) plus the reload interval
     /// plus a leeway have passed, then leaves the ring and the JWKS. Running servers pick the
@@ -221,7 +236,7 @@ async fn main() -> anyhow::Result<()> {
         data_dir: cli.data_dir,
         static_dir: cli.static_dir,
         cors_origins: cli.cors_origins,
-        redis_url: None,
+        redis: None,
         header_read_timeout: Duration::from_secs(cli.header_read_timeout_secs),
         body_read_timeout: Duration::from_secs(cli.body_read_timeout_secs),
         events: cli.events.into(),
@@ -232,6 +247,8 @@ async fn main() -> anyhow::Result<()> {
     };
     if let Some(url) = cli.redis_url {
         config = config.with_redis(url);
+    } else if !cli.redis_cluster_urls.is_empty() {
+        config = config.with_redis_cluster(cli.redis_cluster_urls);
     }
     if let Some(Cmd::Keys(KeysCmd::Rotate)) = cli.cmd {
         let rotated = tokens::rotate_signing_key(&config).await?;

@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use anyhow::{Context, ensure};
+use server::redis_link::RedisTarget;
 use server::tokens::EnterpriseStoreConfig;
 
 use crate::harness::{App, Killable, Nginx, Redis, Server, serial};
@@ -23,8 +24,10 @@ async fn two_backends_on_one_redis_behind_nginx_serve_the_demo_as_one() -> anyho
     let shared = |config: &mut devserver::Config| {
         config.server = config.server.clone().with_redis(url.clone());
         // One-time login tokens where either instance can take them.
-        config.server.tokens.enterprise_store =
-            EnterpriseStoreConfig::Redis { url: url.clone(), key_prefix: "e2e-ott:".to_owned() };
+        config.server.tokens.enterprise_store = EnterpriseStoreConfig::Redis {
+            target: RedisTarget::Single(url.clone()),
+            key_prefix: "e2e-ott:".to_owned(),
+        };
         // Short access tokens, so the page refreshes every two seconds or so.
         config.server.tokens.access_ttl = Duration::from_secs(4);
         config.server.tokens.refresh_grace = Duration::from_secs(1);

@@ -6,6 +6,7 @@ use std::cell::RefCell;
 use std::time::Duration;
 
 use anyhow::{Context, ensure};
+use server::redis_link::RedisTarget;
 use server::tokens::{EnterpriseStoreConfig, SessionStoreConfig};
 
 use crate::harness::{App, DEADLINE, Redis, Server, poll, serial};
@@ -42,10 +43,11 @@ async fn seed_002_login_on_redis() -> anyhow::Result<()> {
     let server = Server::start("seed-002-redis", |config| {
         config.server.tokens.access_ttl = ACCESS_TTL;
         config.server.tokens.refresh_grace = REFRESH_GRACE;
-        config.server.tokens.session_store = SessionStoreConfig::Redis { url: url.clone() };
+        let target = RedisTarget::Single(url);
+        config.server.tokens.session_store = SessionStoreConfig::Redis { target: target.clone() };
         // The one-time tokens too, as the enterprise system would leave them.
         config.server.tokens.enterprise_store =
-            EnterpriseStoreConfig::Redis { url, key_prefix: "e2e-ott:".to_owned() };
+            EnterpriseStoreConfig::Redis { target, key_prefix: "e2e-ott:".to_owned() };
     })
     .await?;
     let app = App::start(&server, scenario, "seed-002-login-redis").await?;

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::clock::{Clock, SystemClock};
+use crate::redis_link::RedisTarget;
 
 /// The default `iss` venue JWTs must have (the venue stand-in's).
 pub const DEFAULT_VENUE_ISSUER: &str = "urn:venue-standin";
@@ -41,11 +42,10 @@ pub enum SessionStoreConfig {
     /// The embedded SQLite store in the data directory (one instance).
     #[default]
     Embedded,
-    /// A Redis server (several instances share it). Standalone Redis only: the scripts touch
-    /// keys they derive from the index, which Redis Cluster does not allow.
+    /// A Redis server or Redis Cluster (several instances share it).
     Redis {
-        /// `redis://host:port/db`.
-        url: String,
+        /// Where it is.
+        target: RedisTarget,
     },
 }
 
@@ -56,10 +56,11 @@ pub enum EnterpriseStoreConfig {
     /// The embedded store (for trying the flow with `server mint-token`).
     #[default]
     Embedded,
-    /// The enterprise Redis: the claims JSON under `{key_prefix}{token}`.
+    /// The enterprise Redis (a server, or a Redis Cluster): the claims JSON under
+    /// `{key_prefix}{token}`.
     Redis {
-        /// `redis://host:port/db`.
-        url: String,
+        /// Where it is (`--enterprise-redis-url` names one server).
+        target: RedisTarget,
         /// Prepended to the token to make the key (seed 002 uses none).
         key_prefix: String,
     },
@@ -70,7 +71,7 @@ impl std::fmt::Debug for SessionStoreConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Embedded => f.write_str("Embedded"),
-            Self::Redis { url } => f.debug_struct("Redis").field("url", &redact_url(url)).finish(),
+            Self::Redis { target } => f.debug_struct("Redis").field("target", target).finish(),
         }
     }
 }
@@ -79,9 +80,9 @@ impl std::fmt::Debug for EnterpriseStoreConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Embedded => f.write_str("Embedded"),
-            Self::Redis { url, key_prefix } => f
+            Self::Redis { target, key_prefix } => f
                 .debug_struct("Redis")
-                .field("url", &redact_url(url))
+                .field("target", target)
                 .field("key_prefix", key_prefix)
                 .finish(),
         }
@@ -264,7 +265,8 @@ impl From<TokensArgs> for TokensConfig {
         };
         let enterprise_store = match args.enterprise_redis_url {
             Some(url) => {
-                EnterpriseStoreConfig::Redis { url, key_prefix: args.enterprise_key_prefix }
+                let target = RedisTarget::Single(url);
+                EnterpriseStoreConfig::Redis { target, key_prefix: args.enterprise_key_prefix }
             }
             None => EnterpriseStoreConfig::Embedded,
         };
@@ -311,11 +313,13 @@ mod tests {
             assert_eq!(redact_url(url), shown);
         }
         let config = EnterpriseStoreConfig::Redis {
-            url: "redis://u:s3cret@h".to_owned(),
+            target: RedisTarget::Single("redis://u:s3cret@h".to_owned()),
             key_prefix: String::new(),
         };
         assert!(!format!("{config:?}").contains("s3cret"));
-        let config = SessionStoreConfig::Redis { url: "redis://u:s3cret@h".to_owned() };
+        let config = SessionStoreConfig::Redis {
+            target: RedisTarget::Single("redis://u:s3cret@h".to_owned()),
+        };
         assert!(!format!("{config:?}").contains("s3cret"));
     }
 }

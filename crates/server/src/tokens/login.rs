@@ -24,7 +24,7 @@ use protocol::tokens::{AuthenticateRequest, LoginResponse, MessageBody, RefreshR
 use super::Tokens;
 use super::error::{TokenError, no_store};
 use super::secret::{
-    MAX_TOKEN_CHARS, REFRESH_TOKEN_BYTES, TokenHash, is_one_time_token_shaped, random_token,
+    MAX_TOKEN_CHARS, RefreshKey, TokenHash, is_one_time_token_shaped, new_refresh_token,
 };
 use super::store::{Refresh, SessionData};
 use super::{cookie, origin, vtx};
@@ -61,7 +61,7 @@ impl Tokens {
             return Err(TokenError::TokenExpired("The one-time token has expired"));
         }
         let session = SessionData::from(claims);
-        let refresh_token = random_token(REFRESH_TOKEN_BYTES)?;
+        let refresh_token = new_refresh_token(Some(session.tag()))?;
         inner.sessions.create(&session, TokenHash::of(&refresh_token), now).await?;
         let (access_token, expires_in) = inner.access.issue(&session)?;
         tracing::info!(
@@ -87,15 +87,12 @@ impl Tokens {
         }
         let inner = &self.inner;
         let now = inner.clock.now();
-        let next = random_token(REFRESH_TOKEN_BYTES)?;
+        let presented = RefreshKey::of(refresh_token);
+        // The next token names the same session (its tag is the presented one's).
+        let next = new_refresh_token(presented.tag)?;
         let outcome = inner
             .sessions
-            .refresh(
-                TokenHash::of(refresh_token),
-                TokenHash::of(&next),
-                now,
-                inner.config.refresh_grace,
-            )
+            .refresh(presented, TokenHash::of(&next), now, inner.config.refresh_grace)
             .await?;
         let (session, next) = match outcome {
             Refresh::Rotated(session) => (session, Some(next)),
@@ -131,7 +128,7 @@ impl Tokens {
     ) -> Result<bool, TokenError> {
         let sessions = &self.inner.sessions;
         if let Some(token) = refresh_token.filter(|t| t.len() <= MAX_TOKEN_CHARS)
-            && sessions.delete_by_token(TokenHash::of(token)).await?
+            && sessions.delete_by_token(RefreshKey::of(token)).await?
         {
             return Ok(true);
         }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use protocol::tokens::OneTimeTokenClaims;
 
-use super::config::{EnterpriseStoreConfig, redact_url};
+use super::config::EnterpriseStoreConfig;
 use super::secret::{ONE_TIME_TOKEN_BYTES, random_token};
 use super::store::{OneTimeTokenStore, RedisStore, SqliteStore};
 use crate::config::Config;
@@ -61,10 +61,10 @@ pub async fn mint_token(config: &Config, args: &MintTokenArgs) -> anyhow::Result
             let store = SqliteStore::open(config.open_db()?)?;
             store.put(&token, &claims, now).await?;
         }
-        EnterpriseStoreConfig::Redis { url, key_prefix } => {
-            let store = RedisStore::connect(url, key_prefix)
+        EnterpriseStoreConfig::Redis { target, key_prefix } => {
+            let store = RedisStore::connect(target, key_prefix)
                 .await
-                .map_err(|err| anyhow::anyhow!("enterprise Redis {}: {err}", redact_url(url)))?;
+                .map_err(|err| anyhow::anyhow!("enterprise Redis {}: {err}", target.shown()))?;
             store.put(&token, &claims, now).await?;
         }
     }

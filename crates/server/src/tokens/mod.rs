@@ -120,19 +120,19 @@ impl Tokens {
         };
         let sessions: Arc<dyn SessionStore> = match &tokens.session_store {
             SessionStoreConfig::Embedded => Arc::new(embedded_store()?),
-            SessionStoreConfig::Redis { url } => Arc::new(
-                RedisStore::connect(url, "")
+            SessionStoreConfig::Redis { target } => Arc::new(
+                RedisStore::connect(target, "")
                     .await
-                    .map_err(|err| anyhow::anyhow!("session Redis {}: {err}", redact_url(url)))?,
+                    .map_err(|err| anyhow::anyhow!("session Redis {}: {err}", target.shown()))?,
             ),
         };
         let enterprise: Arc<dyn OneTimeTokenStore> = match &tokens.enterprise_store {
             EnterpriseStoreConfig::Embedded => Arc::new(embedded_store()?),
-            EnterpriseStoreConfig::Redis { url, key_prefix } => {
-                Arc::new(RedisStore::connect(url, key_prefix).await.map_err(|err| {
-                    anyhow::anyhow!("enterprise Redis {}: {err}", redact_url(url))
-                })?)
-            }
+            EnterpriseStoreConfig::Redis { target, key_prefix } => Arc::new(
+                RedisStore::connect(target, key_prefix)
+                    .await
+                    .map_err(|err| anyhow::anyhow!("enterprise Redis {}: {err}", target.shown()))?,
+            ),
         };
         let services = Self::with_ring(config, keys.clone(), sessions, enterprise)?;
         let mut tasks = services.inner.tasks.lock().unwrap_or_else(|p| p.into_inner());

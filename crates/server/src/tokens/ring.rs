@@ -10,8 +10,9 @@
 //!
 //! Where the ring lives:
 //! - embedded store: `<data-dir>/eid-signing-keys.json` (0600, replaced by an atomic rename);
-//! - Redis (`--redis-url`): the key `websession:signing-keys`, replaced by a compare-and-set
-//!   script, so two rotations at once cannot lose one another's key;
+//! - Redis (`--redis-url` or `--redis-cluster-url`): the key `websession:signing-keys`, replaced
+//!   by a compare-and-set script, so two rotations at once cannot lose one another's key (one
+//!   key per command or script, so a Redis Cluster serves it as it is);
 //! - `--eid-key-file`: that one key, fixed; rotation does not apply (the operator who brings
 //!   their own key file manages it).
 //!
@@ -32,9 +33,10 @@ use protocol::Timestamp;
 use serde_json::{Value, json};
 
 use super::clock::Clock;
-use super::config::{DEFAULT_KEY_FILE, TokensConfig, redact_url};
+use super::config::{DEFAULT_KEY_FILE, TokensConfig};
 use super::keys::{KeyError, SigningKey};
 use crate::config::Config;
+use crate::redis_link::{self, RedisConn};
 
 /// How often a running instance re-reads the ring (a rotation reaches every instance within
 /// this time).
@@ -46,6 +48,8 @@ pub const KEY_RELOAD_MIN_GAP: Duration = Duration::from_secs(1);
 pub const RETIRE_LEEWAY: Duration = Duration::from_secs(60);
 /// The ring's file in the data directory (embedded store).
 pub const RING_FILE: &str = "eid-signing-keys.json";
+/// A Redis command of the ring that takes longer fails (a reload keeps the keys it has).
+const REDIS_TIMEOUT: Duration = Duration::from_secs(5);
 /// The ring's Redis key.
 const RING_KEY: &str = "websession:signing-keys";
 /// The Redis key of the single key older versions share (the ring's first key until a
@@ -133,7 +137,7 @@ enum Source {
     /// The data directory: the ring file, or else the single key file.
     Files { ring: PathBuf, legacy: PathBuf },
     /// A Redis shared by the instances.
-    Redis { conn: ::redis::aio::ConnectionManager, shown: String },
+    Redis { conn: RedisConn, shown: String },
 }
 
 impl std::fmt::Debug for Source {
@@ -277,12 +281,10 @@ pub(crate) fn spawn_reloader(ring: Arc<KeyRing>) -> Option<tokio::task::JoinHand
 
 /// Where the ring of `config` lives (not `--eid-key-file`: that one does not rotate).
 async fn source(config: &Config) -> anyhow::Result<Source> {
-    Ok(match &config.redis_url {
-        Some(url) => {
-            let shown = redact_url(url);
-            let client = ::redis::Client::open(url.as_str())
-                .map_err(|e| anyhow::anyhow!("Redis {shown}: {e}"))?;
-            let conn = ::redis::aio::ConnectionManager::new(client)
+    Ok(match &config.redis {
+        Some(target) => {
+            let shown = target.shown();
+            let conn = redis_link::connect(target, REDIS_TIMEOUT)
                 .await
                 .map_err(|e| anyhow::anyhow!("Redis {shown}: {e}"))?;
             Source::Redis { conn, shown }
@@ -395,7 +397,7 @@ pub async fn rotate_signing_key(config: &Config) -> anyhow::Result<Rotated> {
              file and restart, or drop the flag to use the ring in --data-dir or Redis)"
         );
     }
-    if config.redis_url.is_none() {
+    if config.redis.is_none() {
         // The data directory of a server that never started yet.
         config.open_db()?;
     }

@@ -116,7 +116,7 @@ impl Engine {
 
     async fn redis() -> Self {
         let redis = RedisServer::start().await;
-        let store = RedisEngine::connect(&redis.url).await.unwrap();
+        let store = RedisEngine::connect(&redis.target()).await.unwrap();
         Self::start(Arc::new(store), Some(redis), None).await
     }
 
@@ -498,7 +498,7 @@ async fn the_redis_engine_refuses_a_redis_that_may_evict_keys() {
         .query_async(&mut conn)
         .await
         .unwrap();
-    let refused = RedisEngine::connect(&redis.url).await.unwrap_err().to_string();
+    let refused = RedisEngine::connect(&redis.target()).await.unwrap_err().to_string();
     assert!(refused.contains("allkeys-lru") && refused.contains("noeviction"), "{refused}");
     for (policy, accepted) in [("volatile-ttl", false), ("noeviction", true)] {
         let _: () = redis::cmd("CONFIG")
@@ -508,7 +508,7 @@ async fn the_redis_engine_refuses_a_redis_that_may_evict_keys() {
             .query_async(&mut conn)
             .await
             .unwrap();
-        assert_eq!(RedisEngine::connect(&redis.url).await.is_ok(), accepted, "{policy}");
+        assert_eq!(RedisEngine::connect(&redis.target()).await.is_ok(), accepted, "{policy}");
     }
 }
 
@@ -595,7 +595,7 @@ async fn a_publish_key_is_claimed_once_then_stands_for_its_event_until_it_expire
 #[tokio::test]
 async fn a_replay_from_before_the_trimmed_events_says_they_were_lost() {
     let redis = RedisServer::start().await;
-    let store = RedisEngine::connect_with_cap(&redis.url, 3).await.unwrap();
+    let store = RedisEngine::connect_with_cap(&redis.target(), 3).await.unwrap();
     let engine = Engine::start(Arc::new(store), Some(redis), None).await;
     let (_, row) = engine.front().await;
     let mut ids = Vec::new();
@@ -732,7 +732,7 @@ fn fed(engine: &Engine, front: FrontBid) -> Vec<String> {
 async fn a_lost_pubsub_message_is_caught_up_from_the_fronts_stream() {
     let redis = RedisServer::start().await;
     let url = redis.url.clone();
-    let store = RedisEngine::connect(&url).await.unwrap();
+    let store = RedisEngine::connect(&redis.target()).await.unwrap();
     let engine = Engine::start(Arc::new(store), Some(redis), None).await;
     let front = engine.front().await;
     let bid = front.1.bid;

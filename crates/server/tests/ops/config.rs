@@ -90,6 +90,10 @@ fn config_check_takes_the_default_file_with_every_key_set_and_refuses_mistakes()
         ("stream-buffer = \"many\"\n", "--stream-buffer"),
         ("refresh-token-in-body = \"yes\"\n", "expected a boolean"),
         ("listen = [\n", "TOML parse error"),
+        (
+            "redis-url = \"redis://a:6379\"\nredis-cluster-url = [\"redis://b:7000\"]\n",
+            "cannot be used with",
+        ),
     ] {
         let file = dir.path().join("bad.toml");
         std::fs::write(&file, text).unwrap();

@@ -4,6 +4,7 @@
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 
+use server::redis_link::RedisTarget;
 use server::tokens::{EnterpriseStoreConfig, SessionStoreConfig};
 use server::{AppState, Config};
 
@@ -43,10 +44,13 @@ async fn a_redis_password_never_appears_in_the_error_of_a_server_that_cannot_con
         let dir = tempfile::tempdir().unwrap();
         let mut config = Config::new(dir.path());
         if enterprise {
-            config.tokens.enterprise_store =
-                EnterpriseStoreConfig::Redis { url: url.clone(), key_prefix: String::new() };
+            config.tokens.enterprise_store = EnterpriseStoreConfig::Redis {
+                target: RedisTarget::Single(url.clone()),
+                key_prefix: String::new(),
+            };
         } else {
-            config.tokens.session_store = SessionStoreConfig::Redis { url: url.clone() };
+            config.tokens.session_store =
+                SessionStoreConfig::Redis { target: RedisTarget::Single(url.clone()) };
         }
         let shown = format!("{config:?}");
         assert!(!shown.contains("hunter2"), "{shown}");

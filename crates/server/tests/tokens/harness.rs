@@ -1,6 +1,6 @@
-//! Helpers of the token tests: a `redis-server` per test on a free port, the two store
-//! backends, a server with an injected clock, a venue stand-in, and HTTP calls of the login
-//! endpoints.
+//! Helpers of the token tests: a `redis-server` (or a three-node Redis Cluster) per test on
+//! free ports, the store backends, a server with an injected clock, a venue stand-in, and HTTP
+//! calls of the login endpoints.
 
 #![allow(dead_code)]
 
@@ -16,6 +16,7 @@ use reqwest::StatusCode;
 use reqwest::header::{AUTHORIZATION, COOKIE, SET_COOKIE};
 use serde::de::DeserializeOwned;
 use server::Config;
+use server::redis_link::{self, RedisConn, RedisTarget};
 use server::tokens::{
     EnterpriseStoreConfig, ManualClock, SessionStoreConfig, Tokens, VenueKeySource,
 };
@@ -51,8 +52,7 @@ impl RedisServer {
         // The port is free when we look; another process may take it before redis binds it,
         // so a redis that exits at once is retried on another port.
         for _ in 0..20 {
-            let port =
-                std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+            let port = free_port();
             let url = format!("redis://127.0.0.1:{port}");
             let mut server = Self { child: None, url, port, dir };
             if server.spawn().await {
@@ -65,8 +65,7 @@ impl RedisServer {
 
     /// Starts the process on this server's port; `false` if it did not come up.
     async fn spawn(&mut self) -> bool {
-        let mut command = Command::new("redis-server");
-        command.args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", ""]);
+        let mut command = redis_server(self.port);
         match &self.dir {
             Some(dir) => command.args(["--dir", &dir.path().display().to_string()]).args([
                 "--appendonly",
@@ -76,24 +75,13 @@ impl RedisServer {
             ]),
             None => command.args(["--appendonly", "no"]),
         };
-        let mut child = command
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server must be on PATH");
-        for _ in 0..250 {
-            if child.try_wait().unwrap().is_some() {
-                break;
-            }
-            if ping(&self.url).await {
-                self.child = Some(child);
-                return true;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        false
+        self.child = launch(command, &self.url).await;
+        self.child.is_some()
+    }
+
+    /// Where the server is, as the server under test is configured.
+    pub(crate) fn target(&self) -> RedisTarget {
+        RedisTarget::Single(self.url.clone())
     }
 
     /// Kills the process (as a crash would).
@@ -120,6 +108,144 @@ impl RedisServer {
     }
 }
 
+/// `redis-server` on `port` of the loopback, without snapshots.
+fn redis_server(port: u16) -> Command {
+    let mut command = Command::new("redis-server");
+    command.args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""]);
+    command.stdout(Stdio::null()).stderr(Stdio::null());
+    command
+}
+
+/// Runs `command` and waits until the server at `url` answers; `None` (the process killed) if
+/// it exits or does not answer within 5 s.
+async fn launch(mut command: Command, url: &str) -> Option<Child> {
+    let mut child = command.spawn().expect("redis-server must be on PATH");
+    for _ in 0..250 {
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        if ping(url).await {
+            return Some(child);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}
+
+/// A free port of the loopback (free when we look: a process may take it before ours binds).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A Redis Cluster of three masters (no replicas) on free ports, each in a temporary directory,
+/// its 16384 slots spread by `redis-cli --cluster create`; killed when dropped.
+pub(crate) struct RedisCluster {
+    nodes: Vec<Child>,
+    /// `redis://127.0.0.1:PORT` of each node.
+    pub(crate) urls: Vec<String>,
+    /// The nodes' cluster configuration files.
+    _dir: tempfile::TempDir,
+}
+
+impl RedisCluster {
+    pub(crate) async fn start() -> Self {
+        // A node whose port (or cluster-bus port) was taken meanwhile does not come up: the
+        // whole cluster is tried again on other ports.
+        for _ in 0..10 {
+            if let Some(cluster) = Self::try_start().await {
+                return cluster;
+            }
+        }
+        panic!("could not start a Redis Cluster");
+    }
+
+    async fn try_start() -> Option<Self> {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cluster = Self { nodes: Vec::new(), urls: Vec::new(), _dir: dir };
+        let mut addresses = Vec::new();
+        for _ in 0..3 {
+            let (port, bus) = (free_port(), free_port());
+            let url = format!("redis://127.0.0.1:{port}");
+            let dir = cluster._dir.path();
+            let mut command = redis_server(port);
+            // The bus port is given: the default, port + 10000, may not exist for a high port.
+            command.args(["--cluster-enabled", "yes", "--cluster-port", &bus.to_string()]).args([
+                "--cluster-config-file",
+                &dir.join(format!("nodes-{port}.conf")).display().to_string(),
+                "--dir",
+                &dir.display().to_string(),
+                "--appendonly",
+                "no",
+            ]);
+            cluster.nodes.push(launch(command, &url).await?);
+            cluster.urls.push(url);
+            addresses.push(format!("127.0.0.1:{port}"));
+        }
+        let created = tokio::task::spawn_blocking(move || {
+            Command::new("redis-cli")
+                .arg("--cluster")
+                .arg("create")
+                .args(&addresses)
+                .args(["--cluster-replicas", "0", "--cluster-yes"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .expect("redis-cli (Debian package redis-tools) must be on PATH")
+        })
+        .await
+        .unwrap();
+        if !created.success() {
+            return None;
+        }
+        // Every node must know every slot's owner before a client trusts its map.
+        for _ in 0..500 {
+            let mut ok = 0;
+            for url in &cluster.urls {
+                if cluster_info(url).await.is_some_and(|info| info.contains("cluster_state:ok")) {
+                    ok += 1;
+                }
+            }
+            if ok == cluster.urls.len() {
+                return Some(cluster);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        None
+    }
+
+    /// Where the cluster is, as the server under test is configured.
+    pub(crate) fn target(&self) -> RedisTarget {
+        RedisTarget::Cluster(self.urls.clone())
+    }
+
+    /// A connection to each node, for looking at what the server stored.
+    pub(crate) async fn node_connections(&self) -> Vec<redis::aio::MultiplexedConnection> {
+        let mut conns = Vec::new();
+        for url in &self.urls {
+            let client = redis::Client::open(url.as_str()).unwrap();
+            conns.push(client.get_multiplexed_async_connection().await.unwrap());
+        }
+        conns
+    }
+}
+
+async fn cluster_info(url: &str) -> Option<String> {
+    let client = redis::Client::open(url).ok()?;
+    let mut conn = client.get_multiplexed_async_connection().await.ok()?;
+    redis::cmd("CLUSTER").arg("INFO").query_async(&mut conn).await.ok()
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            let _ = node.kill();
+            let _ = node.wait();
+        }
+    }
+}
+
 async fn ping(url: &str) -> bool {
     let Ok(client) = redis::Client::open(url) else { return false };
     let Ok(mut conn) = client.get_multiplexed_async_connection().await else { return false };
@@ -138,6 +264,8 @@ pub(crate) enum Backend {
     Embedded,
     /// A Redis of its own: sessions without prefix, one-time tokens under `enterprise:`.
     Redis(RedisServer),
+    /// A Redis Cluster of its own, used as [`Backend::Redis`] uses its Redis.
+    Cluster(RedisCluster),
 }
 
 /// The enterprise key prefix of the Redis backend.
@@ -152,14 +280,30 @@ impl Backend {
         Self::Redis(RedisServer::start().await)
     }
 
-    fn configure(&self, config: &mut Config) {
-        if let Self::Redis(redis) = self {
-            config.tokens.session_store = SessionStoreConfig::Redis { url: redis.url.clone() };
-            config.tokens.enterprise_store = EnterpriseStoreConfig::Redis {
-                url: redis.url.clone(),
-                key_prefix: ENTERPRISE_PREFIX.to_owned(),
-            };
+    pub(crate) async fn cluster() -> Self {
+        Self::Cluster(RedisCluster::start().await)
+    }
+
+    /// The Redis or Redis Cluster of this backend.
+    pub(crate) fn redis_target(&self) -> Option<RedisTarget> {
+        match self {
+            Self::Embedded => None,
+            Self::Redis(redis) => Some(redis.target()),
+            Self::Cluster(cluster) => Some(cluster.target()),
         }
+    }
+
+    /// A connection to the backend's Redis or Redis Cluster, for looking at what it stored.
+    pub(crate) async fn redis_conn(&self) -> Option<RedisConn> {
+        let target = self.redis_target()?;
+        Some(redis_link::connect(&target, Duration::from_secs(5)).await.unwrap())
+    }
+
+    fn configure(&self, config: &mut Config) {
+        let Some(target) = self.redis_target() else { return };
+        config.tokens.session_store = SessionStoreConfig::Redis { target: target.clone() };
+        config.tokens.enterprise_store =
+            EnterpriseStoreConfig::Redis { target, key_prefix: ENTERPRISE_PREFIX.to_owned() };
     }
 }
 
@@ -167,6 +311,12 @@ impl Backend {
 pub(crate) const USER: &str = "user123";
 pub(crate) const SPONSOR: &str = "sponsor456";
 pub(crate) const SUBSCRIBER: &str = "sub789";
+
+/// The Redis key of the session of [`SPONSOR`] and [`SUBSCRIBER`].
+pub(crate) fn redis_session_key() -> String {
+    let tag = server::tokens::store::SessionTag::of(SPONSOR, SUBSCRIBER);
+    format!("websession:{{s:{}}}", tag.to_hex())
+}
 
 /// A server with an injected clock, on one backend.
 pub(crate) struct Auth {

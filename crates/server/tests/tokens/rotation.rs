@@ -9,20 +9,17 @@ use jsonwebtoken::jwk::JwkSet;
 use reqwest::StatusCode;
 use server::tokens::{KEY_RELOAD_EVERY, RETIRE_LEEWAY, rotate_signing_key};
 
-use super::both_stores;
+use super::every_store;
 use super::harness::{Auth, Backend, expect_error, refresh_cookie};
 
 /// The default access-token (and EID) lifetime the test server runs with.
 const TOKEN_TTL: Duration = Duration::from_secs(900);
 
 /// A server whose signing keys live where the backend keeps shared state: the data directory,
-/// or the Redis (`--redis-url`).
+/// or the Redis (`--redis-url`, `--redis-cluster-url`).
 async fn start(backend: Backend) -> Auth {
-    let redis = match &backend {
-        Backend::Redis(redis) => Some(redis.url.clone()),
-        Backend::Embedded => None,
-    };
-    Auth::start_with(backend, |config| config.redis_url = redis).await
+    let redis = backend.redis_target();
+    Auth::start_with(backend, |config| config.redis = redis).await
 }
 
 /// The `kid`s of the JWKS, in its order.
@@ -108,7 +105,7 @@ fn ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap()
 }
 
-both_stores!(a_rotated_key_logs_no_one_out_and_retires_after_its_last_token);
+every_store!(a_rotated_key_logs_no_one_out_and_retires_after_its_last_token);
 
 /// Two instances on one Redis: one rotates and signs with the new key at once; the other,
 /// which has not re-read the ring yet, takes the new `kid` as a reason to read it, so the token
@@ -116,14 +113,14 @@ both_stores!(a_rotated_key_logs_no_one_out_and_retires_after_its_last_token);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_instance_that_meets_an_unknown_kid_rereads_the_shared_ring() {
     let redis = super::harness::RedisServer::start().await;
-    let url = redis.url.clone();
+    let target = redis.target();
     let first = start(Backend::Redis(redis)).await;
     // The same settings (the same Redis, the same clock), its own data directory.
     let other = Auth::start_with(Backend::embedded(), |config| {
         let own = config.data_dir.clone();
         *config = first.server.config().clone();
         config.data_dir = own;
-        assert_eq!(config.redis_url, Some(url));
+        assert_eq!(config.redis, Some(target));
     })
     .await;
     let login = first.login(&["CanViewReports"]).await;

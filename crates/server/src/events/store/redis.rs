@@ -68,8 +68,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use ::redis::{Client, Script, Value};
+use ::redis::{Script, Value};
 use futures_util::StreamExt as _;
 use protocol::messages::FrontBid;
 use protocol::{
@@ -83,7 +82,7 @@ use super::{
     Registration, ReplayPage, ReplayRequest, Served, SessionPresence, Since, StoreError,
     StoreFuture, StoredEvent, Swept, cap_page,
 };
-use crate::tokens::redact_url;
+use crate::redis_link::{self, RedisConn, RedisTarget};
 
 /// A command that takes longer fails, and the request answers 503.
 pub(crate) const RESPONSE_TIMEOUT: Duration = Duration::from_millis(1500);
@@ -465,8 +464,8 @@ impl Scripts {
 }
 
 struct Shared {
-    client: Client,
-    conn: ConnectionManager,
+    target: RedisTarget,
+    conn: RedisConn,
     scripts: Scripts,
     /// This instance's name, once the service started the engine.
     node: Mutex<Option<NodeId>>,
@@ -516,37 +515,27 @@ impl fmt::Debug for RedisEngine {
 }
 
 impl RedisEngine {
-    /// Connects to the Redis at `url` and checks that it keeps what events need: a server whose
-    /// `maxmemory-policy` is not `noeviction` is refused.
-    pub async fn connect(url: &str) -> Result<Self, StoreError> {
-        Self::connect_with_cap(url, STREAM_CAP).await
+    /// Connects to `target` and checks that it keeps what events need: a server whose
+    /// `maxmemory-policy` is not `noeviction` is refused (on a cluster: any master's).
+    pub async fn connect(target: &RedisTarget) -> Result<Self, StoreError> {
+        Self::connect_with_cap(target, STREAM_CAP).await
     }
 
     /// [`RedisEngine::connect`], keeping at most `cap` events per front (the oldest are
     /// trimmed first, and a client resuming from before them is told events were lost).
-    pub async fn connect_with_cap(url: &str, cap: usize) -> Result<Self, StoreError> {
-        let shown = redact_url(url);
+    pub async fn connect_with_cap(target: &RedisTarget, cap: usize) -> Result<Self, StoreError> {
+        let shown = target.shown();
         let unavailable =
             |e: ::redis::RedisError| StoreError::Unavailable(format!("redis {shown}: {e}"));
-        let client = Client::open(url).map_err(unavailable)?;
-        let config = ConnectionManagerConfig::new()
-            .set_response_timeout(Some(RESPONSE_TIMEOUT))
-            .set_connection_timeout(Some(RESPONSE_TIMEOUT))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_secs(1));
-        let mut conn = ConnectionManager::new_with_config(client.clone(), config)
-            .await
-            .map_err(unavailable)?;
-        let policy: Result<Vec<String>, _> =
-            ::redis::cmd("CONFIG").arg("GET").arg("maxmemory-policy").query_async(&mut conn).await;
-        match policy {
-            Ok(pair) => {
+        let mut conn = redis_link::connect(target, RESPONSE_TIMEOUT).await.map_err(unavailable)?;
+        match redis_link::maxmemory_policies(&mut conn).await {
+            Ok(policies) => {
                 // `allkeys-*` evicts anything; `volatile-*` evicts keys with a TTL, and event
                 // streams, sessions and claims all have one. Only `noeviction` keeps them.
-                if let Some(policy) = pair.get(1).filter(|p| p.as_str() != "noeviction") {
+                if let Some((node, policy)) = policies.iter().find(|(_, p)| p != "noeviction") {
                     return Err(StoreError::Unavailable(format!(
-                        "redis {shown} has maxmemory-policy {policy}, which may evict the keys \
-                         events need (they all have a TTL); set it to noeviction"
+                        "redis {shown} has maxmemory-policy {policy} ({node}), which may evict \
+                         the keys events need (they all have a TTL); set it to noeviction"
                     )));
                 }
             }
@@ -554,7 +543,7 @@ impl RedisEngine {
             Err(e) => tracing::warn!(error = %e, "cannot read redis maxmemory-policy"),
         }
         let shared = Shared {
-            client,
+            target: target.clone(),
             conn,
             scripts: Scripts::new(),
             node: Mutex::new(None),
@@ -567,7 +556,7 @@ impl RedisEngine {
         Ok(Self { shared: Arc::new(shared) })
     }
 
-    fn conn(&self) -> ConnectionManager {
+    fn conn(&self) -> RedisConn {
         self.shared.conn.clone()
     }
 }
@@ -1107,7 +1096,7 @@ fn parse_held(entry: &str) -> Option<(FrontBid, String)> {
 }
 
 /// Shows that `node` lives.
-async fn beat(conn: &mut ConnectionManager, node: &str) -> Result<(), StoreError> {
+async fn beat(conn: &mut RedisConn, node: &str) -> Result<(), StoreError> {
     let _: () = ::redis::cmd("ZADD")
         .arg(NODES)
         .arg(ms(Timestamp::now()))
@@ -1153,7 +1142,7 @@ fn entries(reply: Value) -> Vec<Entry> {
 impl RedisEngine {
     async fn front_row(
         &self,
-        conn: &mut ConnectionManager,
+        conn: &mut RedisConn,
         front: FrontUuid,
     ) -> Result<Option<FrontRow>, StoreError> {
         let (bid, key): (Option<i64>, Option<String>) = ::redis::cmd("HMGET")
@@ -1170,7 +1159,7 @@ impl RedisEngine {
 
     async fn close(
         &self,
-        conn: &mut ConnectionManager,
+        conn: &mut RedisConn,
         front: FrontBid,
         stream: &str,
         now: Timestamp,
@@ -1191,23 +1180,13 @@ impl RedisEngine {
     }
 
     /// Lists a session in the idle index, idle since `since`.
-    async fn idle(
-        &self,
-        conn: &mut ConnectionManager,
-        member: &str,
-        since: i64,
-    ) -> Result<(), StoreError> {
+    async fn idle(&self, conn: &mut RedisConn, member: &str, since: i64) -> Result<(), StoreError> {
         let _: () = ::redis::cmd("ZADD").arg(IDLE).arg(since).arg(member).query_async(conn).await?;
         Ok(())
     }
 
     /// Takes a session out of the idle index unless it was listed idle after `at`.
-    async fn unidle(
-        &self,
-        conn: &mut ConnectionManager,
-        member: &str,
-        at: i64,
-    ) -> Result<(), StoreError> {
+    async fn unidle(&self, conn: &mut RedisConn, member: &str, at: i64) -> Result<(), StoreError> {
         let _: i64 =
             self.shared.scripts.unidle.key(IDLE).arg(member).arg(at).invoke_async(conn).await?;
         Ok(())
@@ -1216,7 +1195,7 @@ impl RedisEngine {
     /// Notes in the front index that `front` was seen `now` (pruned only long after).
     async fn seen_front(
         &self,
-        conn: &mut ConnectionManager,
+        conn: &mut RedisConn,
         front: FrontUuid,
         now: Timestamp,
     ) -> Result<(), StoreError> {
@@ -1230,11 +1209,7 @@ impl RedisEngine {
     }
 
     /// The highest id the front's stream has given (0 if none).
-    async fn last_id(
-        &self,
-        conn: &mut ConnectionManager,
-        front: FrontBid,
-    ) -> Result<i64, StoreError> {
+    async fn last_id(&self, conn: &mut RedisConn, front: FrontBid) -> Result<i64, StoreError> {
         let p = prefix(front);
         let seq: Option<i64> = ::redis::cmd("GET").arg(format!("{p}seq")).query_async(conn).await?;
         if let Some(seq) = seq {
@@ -1254,11 +1229,7 @@ impl RedisEngine {
 
     /// Starts following `front` on this instance (a stream of it was just registered here),
     /// from its counter as it is now: what came before, the stream replays.
-    async fn follow(
-        &self,
-        conn: &mut ConnectionManager,
-        front: FrontBid,
-    ) -> Result<(), StoreError> {
+    async fn follow(&self, conn: &mut RedisConn, front: FrontBid) -> Result<(), StoreError> {
         let now = tokio::time::Instant::now();
         if let Some(cursor) = lock(&self.shared.cursors).get_mut(&front) {
             cursor.touched = now;
@@ -1274,7 +1245,7 @@ impl RedisEngine {
     /// `COPY_ALL`), a page at a time.
     async fn copy_all(
         &self,
-        conn: &mut ConnectionManager,
+        conn: &mut RedisConn,
         front: FrontBid,
         now: Timestamp,
     ) -> Result<(), StoreError> {
@@ -1311,7 +1282,7 @@ impl RedisEngine {
 
     /// Reads entries of `key` after `after`, at most `count`.
     async fn range(
-        conn: &mut ConnectionManager,
+        conn: &mut RedisConn,
         key: &str,
         after: i64,
         count: usize,
@@ -1330,7 +1301,7 @@ impl RedisEngine {
     /// A page after `seen` from the front's stream.
     async fn replay_after(
         &self,
-        conn: &mut ConnectionManager,
+        conn: &mut RedisConn,
         request: &ReplayRequest,
         seen: i64,
     ) -> Result<ReplayPage, StoreError> {
@@ -1355,7 +1326,7 @@ impl RedisEngine {
     /// A page of the events no stream was given, marked given as they are read.
     async fn replay_undelivered(
         &self,
-        conn: &mut ConnectionManager,
+        conn: &mut RedisConn,
         request: &ReplayRequest,
     ) -> Result<ReplayPage, StoreError> {
         let Since::Undelivered(after) = request.since else {
@@ -1419,11 +1390,7 @@ impl RedisEngine {
             .collect()
     }
 
-    async fn sweep_now(
-        &self,
-        conn: &mut ConnectionManager,
-        cutoffs: Cutoffs,
-    ) -> Result<Swept, StoreError> {
+    async fn sweep_now(&self, conn: &mut RedisConn, cutoffs: Cutoffs) -> Result<Swept, StoreError> {
         let Cutoffs { now, idle: idle_cutoff, front: front_cutoff } = cutoffs;
         let mut swept = Swept::default();
         // Instances that stopped showing signs of life: their streams are gone.
@@ -1572,7 +1539,7 @@ impl Subscriber {
 
     /// Subscribes, catches up, then follows the messages until the connection breaks.
     async fn subscribed(&mut self) -> Result<(), StoreError> {
-        let mut pubsub = self.engine.shared.client.get_async_pubsub().await?;
+        let mut pubsub = redis_link::subscriber(&self.engine.shared.target).await?;
         pubsub.subscribe(EVENTS_CHANNEL).await?;
         pubsub.subscribe(node_channel(&self.node)).await?;
         // Published while no subscription listened: read from the streams.

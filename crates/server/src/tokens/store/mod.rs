@@ -10,13 +10,14 @@
 //! - the SHA-256 of the *current* refresh token, and of the *previous* one with the instant it
 //!   was replaced (for the grace window).
 //!
-//! An index maps the hashes of the session's last [`REFRESH_HISTORY`] refresh tokens to `(sid,
-//! validUntil, session key)`, so a refresh is one lookup by hash (no `KEYS RT:*` scan), and a
-//! recently replaced token presented again is recognised as reuse (RFC 9700 §4.14.2) rather
-//! than as unknown. Older hashes leave the history and the index as new ones come, so a
-//! rotation costs the same in the first hour of a session as in its hundredth. Index entries
-//! outlive their session by [`EXPIRED_NOTICE`], so that a refresh after `validUntil` answers
-//! "Session has expired" rather than "unknown token".
+//! A refresh finds its session in one lookup, never by a `KEYS RT:*` scan: the embedded store
+//! by an index from token hash to session, Redis by the [`SessionTag`] every refresh token of
+//! the session starts with ([`RefreshKey`]). The session keeps the hashes of its last
+//! [`REFRESH_HISTORY`] refresh tokens, so a recently replaced token presented again is
+//! recognised as reuse (RFC 9700 §4.14.2) rather than as unknown. Older hashes leave the
+//! history as new ones come, so a rotation costs the same in the first hour of a session as in
+//! its hundredth. The history outlives its session by [`EXPIRED_NOTICE`], so that a refresh
+//! after `validUntil` answers "Session has expired" rather than "unknown token".
 //!
 //! Every operation that reads and then writes is atomic: one SQLite transaction, or one Redis
 //! Lua script. Stores take `now` from the caller (the injected clock) and check `validUntil`
@@ -35,7 +36,7 @@ use protocol::tokens::OneTimeTokenClaims;
 
 pub use self::redis::RedisStore;
 pub use self::sqlite::SqliteStore;
-pub use super::secret::TokenHash;
+pub use super::secret::{RefreshKey, SessionTag, TokenHash};
 
 /// How long index entries outlive their session, so that a late refresh learns that the session
 /// expired.
@@ -89,6 +90,11 @@ impl SessionData {
     /// The session's key, `RT:{sponsorId}:{subscriberId}`.
     pub fn key(&self) -> String {
         session_key(&self.sponsor_id, &self.subscriber_id)
+    }
+
+    /// The session's tag, which its refresh tokens start with.
+    pub fn tag(&self) -> SessionTag {
+        SessionTag::of(&self.sponsor_id, &self.subscriber_id)
     }
 }
 
@@ -151,11 +157,12 @@ pub trait SessionStore: Send + Sync + fmt::Debug {
         now: Timestamp,
     ) -> StoreFuture<'a, ()>;
 
-    /// Looks the session up by the hash of the presented refresh token and, if that token is
-    /// current, makes `next` current ([`Refresh`] says what happened).
+    /// Looks the session up by the presented refresh token and, if that token is current,
+    /// makes `next` current ([`Refresh`] says what happened). `next` must carry the same
+    /// session tag as `presented`.
     fn refresh<'a>(
         &'a self,
-        presented: TokenHash,
+        presented: RefreshKey,
         next: TokenHash,
         now: Timestamp,
         grace: Duration,
@@ -163,7 +170,7 @@ pub trait SessionStore: Send + Sync + fmt::Debug {
 
     /// Deletes the live session that `token` (current or past) belongs to. `true` if there was
     /// one.
-    fn delete_by_token(&self, token: TokenHash) -> StoreFuture<'_, bool>;
+    fn delete_by_token(&self, token: RefreshKey) -> StoreFuture<'_, bool>;
 
     /// Deletes the session under `RT:{sponsor_id}:{subscriber_id}`. `true` if there was one.
     fn delete<'a>(&'a self, sponsor_id: &'a str, subscriber_id: &'a str) -> StoreFuture<'a, bool>;

@@ -1,115 +1,113 @@
-//! The Redis store: sessions and the refresh-token index for several server instances, and the
-//! enterprise one-time-token store.
+//! The Redis store: sessions for several server instances, and the enterprise one-time-token
+//! store; on a standalone Redis or a Redis Cluster alike.
 //!
 //! Layout (`{p}` is the store's key prefix, empty for sessions by default):
-//! - `{p}RT:{sponsorId}:{subscriberId}`: a hash with `sid`, `userId`, `sponsorId`,
+//! - `{p}websession:{s:<tag>}`: one hash per login session, where `<tag>` is its
+//!   [`SessionTag`] (32 hex digits of the SHA-256 of `RT:{sponsorId}:{subscriberId}`, which
+//!   every refresh token of the session starts with). Fields: `userId`, `sponsorId`,
 //!   `subscriberId`, `permissions` (JSON), `validUntil` (ms), `cur` and `prev` (hex SHA-256 of
 //!   the current and replaced refresh token), `prevAt` (ms) and `hashes` (the session's last
-//!   [`REFRESH_HISTORY`] hashes, oldest first, space-separated, to delete its index on logout).
-//!   TTL: until `validUntil`.
-//! - `{p}RTH:{hex sha256}`: `"{sid} {validUntil} {session key}"`. TTL: `validUntil` plus
-//!   [`EXPIRED_NOTICE`].
+//!   [`REFRESH_HISTORY`] hashes, oldest first, space-separated). TTL: `validUntil` plus
+//!   [`EXPIRED_NOTICE`]. Once a refresh finds it past `validUntil`, only `validUntil` and
+//!   `hashes` stay (the session has ended; its tokens answer "expired" for the notice period).
 //! - one-time tokens: `{p}{token}` → the claims JSON, taken by the `TAKE` script. The
 //!   enterprise Redis holds other keys too, so the script deletes a key only if its value is a
 //!   string that reads as one-time-token claims; and the caller has checked the token's shape
 //!   (`secret::is_one_time_token_shaped`) before it becomes part of a key.
 //!
-//! Each read-then-write is one Lua script, so it is atomic. The scripts reach the session key
-//! through the index, which standalone Redis allows and Redis Cluster does not.
+//! Each read-then-write is one Lua script, so it is atomic, and each touches exactly one key,
+//! passed in `KEYS`: a Redis Cluster routes it to the node of that key's slot. A refresh needs
+//! no index: the token's tag names the session's key. `{s:<tag>}` is the key's hash tag, so
+//! keys added to a session later stay in its slot.
 
 use std::time::Duration;
 
-use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use ::redis::{AsyncCommands as _, Client, Script};
+use ::redis::{AsyncCommands as _, Script};
 use protocol::Timestamp;
 use protocol::tokens::OneTimeTokenClaims;
 
 use super::claims_from_json;
 use super::{
-    EXPIRED_NOTICE, OneTimeTokenStore, REFRESH_HISTORY, Refresh, SessionData, SessionStore,
-    StoreError, StoreFuture, TokenHash, ttl_millis,
+    EXPIRED_NOTICE, OneTimeTokenStore, REFRESH_HISTORY, Refresh, RefreshKey, SessionData,
+    SessionStore, SessionTag, StoreError, StoreFuture, TokenHash, ttl_millis,
 };
+use crate::redis_link::{self, RedisConn, RedisTarget};
 use crate::tokens::clock::millis;
 
-/// Index keys are `{prefix}RTH:{hash}`.
-const INDEX: &str = "RTH:";
-/// Sessions created per pipeline in `create_many`.
+/// Sessions created at once (in flight on the multiplexed connection) in `create_many`.
 const BATCH: usize = 1_000;
 /// A command that takes longer than this fails (the request answers 503) instead of hanging.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// KEYS: session key, index key of the token. ARGV: sid, userId, sponsorId, subscriberId,
-/// permissions, validUntil, token hash, session TTL, index TTL, index prefix.
+/// KEYS: session key. ARGV: userId, sponsorId, subscriberId, permissions, validUntil, token
+/// hash, key TTL. Replaces any session under the key (a new login for the same pair), whose
+/// tokens then find their hashes gone.
 const CREATE: &str = r"
-local old = redis.call('HGET', KEYS[1], 'hashes')
-if old then
-  for h in string.gmatch(old, '%S+') do redis.call('DEL', ARGV[10] .. h) end
-  redis.call('DEL', KEYS[1])
-end
-redis.call('HSET', KEYS[1], 'sid', ARGV[1], 'userId', ARGV[2], 'sponsorId', ARGV[3],
-  'subscriberId', ARGV[4], 'permissions', ARGV[5], 'validUntil', ARGV[6], 'cur', ARGV[7],
-  'prev', '', 'prevAt', '0', 'hashes', ARGV[7])
-redis.call('PEXPIRE', KEYS[1], ARGV[8])
-redis.call('SET', KEYS[2], ARGV[1] .. ' ' .. ARGV[6] .. ' ' .. KEYS[1], 'PX', ARGV[9])
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'userId', ARGV[1], 'sponsorId', ARGV[2], 'subscriberId', ARGV[3],
+  'permissions', ARGV[4], 'validUntil', ARGV[5], 'cur', ARGV[6], 'prev', '', 'prevAt', '0',
+  'hashes', ARGV[6])
+redis.call('PEXPIRE', KEYS[1], ARGV[7])
 return 1
 ";
 
-/// KEYS: index key of the presented token, index key of the next token. ARGV: now, grace (ms),
-/// presented hash, next hash, index prefix, notice (ms), [`REFRESH_HISTORY`].
+/// KEYS: session key. ARGV: now, grace (ms), presented hash, next hash, notice (ms),
+/// [`REFRESH_HISTORY`].
 const REFRESH: &str = r"
-local idx = redis.call('GET', KEYS[1])
-if not idx then return {'unknown'} end
-local sid, vu, skey = string.match(idx, '^(%S+) (%S+) (.+)$')
-if not sid then return {'unknown'} end
-local now = tonumber(ARGV[1])
-local s = redis.call('HMGET', skey, 'sid', 'cur', 'prev', 'prevAt', 'validUntil', 'userId',
+local s = redis.call('HMGET', KEYS[1], 'cur', 'prev', 'prevAt', 'validUntil', 'userId',
   'sponsorId', 'subscriberId', 'permissions', 'hashes')
-if s[1] ~= sid then
-  if tonumber(vu) <= now then return {'expired'} end
-  return {'unknown'}
+if not s[9] then return {'unknown'} end
+local kept, known = {}, false
+for h in string.gmatch(s[9], '%S+') do
+  kept[#kept + 1] = h
+  if h == ARGV[3] then known = true end
 end
-local valid_until = tonumber(s[5])
+if not known then return {'unknown'} end
+local now = tonumber(ARGV[1])
+local valid_until = tonumber(s[4])
 if valid_until <= now then
-  redis.call('DEL', skey)
+  if s[1] then
+    -- The session ends; its hashes stay for the notice period, so that the next attempt
+    -- also hears 'expired'.
+    redis.call('DEL', KEYS[1])
+    redis.call('HSET', KEYS[1], 'validUntil', s[4], 'hashes', s[9])
+    local left = math.max(valid_until + tonumber(ARGV[5]) - now, 1)
+    redis.call('PEXPIRE', KEYS[1], string.format('%d', left))
+  end
   return {'expired'}
 end
-if s[2] == ARGV[3] then
-  local kept = {}
-  for h in string.gmatch(s[10] or '', '%S+') do kept[#kept + 1] = h end
+if not s[1] then return {'unknown'} end
+if s[1] == ARGV[3] then
   kept[#kept + 1] = ARGV[4]
-  local drop = math.max(#kept - tonumber(ARGV[7]), 0)
-  for i = 1, drop do redis.call('DEL', ARGV[5] .. kept[i]) end
-  redis.call('HSET', skey, 'prev', s[2], 'prevAt', ARGV[1], 'cur', ARGV[4],
+  local drop = math.max(#kept - tonumber(ARGV[6]), 0)
+  redis.call('HSET', KEYS[1], 'prev', s[1], 'prevAt', ARGV[1], 'cur', ARGV[4],
     'hashes', table.concat(kept, ' ', drop + 1))
-  redis.call('SET', KEYS[2], idx, 'PX', string.format('%d', valid_until - now + tonumber(ARGV[6])))
-  return {'rotated', s[6], s[7], s[8], s[9], s[5]}
+  return {'rotated', s[5], s[6], s[7], s[8], s[4]}
 end
-if s[3] == ARGV[3] and now - tonumber(s[4]) <= tonumber(ARGV[2]) then
-  return {'grace', s[6], s[7], s[8], s[9], s[5]}
+if s[2] == ARGV[3] and now - tonumber(s[3]) <= tonumber(ARGV[2]) then
+  return {'grace', s[5], s[6], s[7], s[8], s[4]}
 end
-for h in string.gmatch(s[10] or '', '%S+') do redis.call('DEL', ARGV[5] .. h) end
-redis.call('DEL', skey)
+redis.call('DEL', KEYS[1])
 return {'reused'}
 ";
 
-/// KEYS: index key of the token. ARGV: index prefix.
+/// KEYS: session key. ARGV: the token's hash. Deletes the live session if the token is one of
+/// its last ones.
 const DELETE_BY_TOKEN: &str = r"
-local idx = redis.call('GET', KEYS[1])
-if not idx then return 0 end
-local sid, vu, skey = string.match(idx, '^(%S+) (%S+) (.+)$')
-if not sid then return 0 end
-local s = redis.call('HMGET', skey, 'sid', 'hashes')
-if s[1] ~= sid then return 0 end
-for h in string.gmatch(s[2] or '', '%S+') do redis.call('DEL', ARGV[1] .. h) end
-redis.call('DEL', skey)
-return 1
+local s = redis.call('HMGET', KEYS[1], 'cur', 'hashes')
+if not s[1] then return 0 end
+for h in string.gmatch(s[2] or '', '%S+') do
+  if h == ARGV[1] then
+    redis.call('DEL', KEYS[1])
+    return 1
+  end
+end
+return 0
 ";
 
-/// KEYS: session key. ARGV: index prefix.
+/// KEYS: session key. Deletes the session if it is live (an ended one keeps its notice).
 const DELETE_BY_KEY: &str = r"
-local hashes = redis.call('HGET', KEYS[1], 'hashes')
-if not hashes then return 0 end
-for h in string.gmatch(hashes, '%S+') do redis.call('DEL', ARGV[1] .. h) end
+if redis.call('HEXISTS', KEYS[1], 'cur') == 0 then return 0 end
 redis.call('DEL', KEYS[1])
 return 1
 ";
@@ -143,7 +141,7 @@ return value
 /// A Redis store; cheap to clone (the connection is multiplexed and reconnects by itself).
 #[derive(Clone)]
 pub struct RedisStore {
-    conn: ConnectionManager,
+    conn: RedisConn,
     prefix: String,
     create: Script,
     refresh: Script,
@@ -159,14 +157,10 @@ impl std::fmt::Debug for RedisStore {
 }
 
 impl RedisStore {
-    /// Connects to `url` (fails now if Redis does not answer, so a misconfigured server does
-    /// not start). Every key gets `prefix` in front.
-    pub async fn connect(url: &str, prefix: &str) -> Result<Self, StoreError> {
-        let client = Client::open(url)?;
-        let config = ConnectionManagerConfig::new()
-            .set_response_timeout(Some(RESPONSE_TIMEOUT))
-            .set_connection_timeout(Some(RESPONSE_TIMEOUT));
-        let conn = ConnectionManager::new_with_config(client, config).await?;
+    /// Connects to `target` (fails now if Redis does not answer, so a misconfigured server
+    /// does not start). Every key gets `prefix` in front.
+    pub async fn connect(target: &RedisTarget, prefix: &str) -> Result<Self, StoreError> {
+        let conn = redis_link::connect(target, RESPONSE_TIMEOUT).await?;
         Ok(Self {
             conn,
             prefix: prefix.to_owned(),
@@ -178,42 +172,33 @@ impl RedisStore {
         })
     }
 
-    fn session_key(&self, session: &SessionData) -> String {
-        format!("{}{}", self.prefix, session.key())
+    /// `{p}websession:{s:<tag>}`.
+    fn session_key(&self, tag: SessionTag) -> String {
+        format!("{}websession:{{s:{}}}", self.prefix, tag.to_hex())
     }
 
-    fn index_key(&self, token: TokenHash) -> String {
-        format!("{}{INDEX}{}", self.prefix, token.to_hex())
-    }
-
-    fn index_prefix(&self) -> String {
-        format!("{}{INDEX}", self.prefix)
-    }
-
-    /// The arguments of one `CREATE` call: keys, then argv.
-    fn create_args(
+    async fn create_async(
         &self,
         session: &SessionData,
         token: TokenHash,
         now: Timestamp,
-    ) -> Result<([String; 2], [String; 10]), StoreError> {
+    ) -> Result<(), StoreError> {
         let permissions = serde_json::to_string(&session.permissions)
             .map_err(|err| StoreError::Corrupt(err.to_string()))?;
-        let ttl = ttl_millis(now, session.valid_until);
-        let keys = [self.session_key(session), self.index_key(token)];
-        let argv = [
-            protocol::ids::random_uuid().to_string(),
-            session.user_id.clone(),
-            session.sponsor_id.clone(),
-            session.subscriber_id.clone(),
-            permissions,
-            session.valid_until.millis().to_string(),
-            token.to_hex(),
-            ttl.to_string(),
-            ttl.saturating_add(millis(EXPIRED_NOTICE)).to_string(),
-            self.index_prefix(),
-        ];
-        Ok((keys, argv))
+        let ttl = ttl_millis(now, session.valid_until).saturating_add(millis(EXPIRED_NOTICE));
+        let mut conn = self.conn.clone();
+        self.create
+            .key(self.session_key(session.tag()))
+            .arg(&session.user_id)
+            .arg(&session.sponsor_id)
+            .arg(&session.subscriber_id)
+            .arg(permissions)
+            .arg(session.valid_until.millis())
+            .arg(token.to_hex())
+            .arg(ttl)
+            .invoke_async::<i64>(&mut conn)
+            .await?;
+        Ok(())
     }
 
     async fn create_many_async(
@@ -221,43 +206,34 @@ impl RedisStore {
         sessions: &[(SessionData, TokenHash)],
         now: Timestamp,
     ) -> Result<(), StoreError> {
-        let mut conn = self.conn.clone();
-        // Pipelined `EVALSHA`s need the script loaded first (a pipeline cannot fall back to
-        // `EVAL` on `NOSCRIPT`).
-        let sha: String = self.create.prepare_invoke().load_async(&mut conn).await?;
+        // Not one pipeline: on a cluster a pipeline must stay within one slot, and sessions
+        // spread over all of them. Calls in flight together share the multiplexed connection
+        // (one per node), which pipelines them all the same.
         for chunk in sessions.chunks(BATCH) {
-            let mut pipe = ::redis::pipe();
-            for (session, token) in chunk {
-                let (keys, argv) = self.create_args(session, *token, now)?;
-                pipe.cmd("EVALSHA")
-                    .arg(&sha)
-                    .arg(keys.len())
-                    .arg(&keys[..])
-                    .arg(&argv[..])
-                    .ignore();
-            }
-            pipe.query_async::<()>(&mut conn).await?;
+            let calls =
+                chunk.iter().map(|(session, token)| self.create_async(session, *token, now));
+            futures_util::future::try_join_all(calls).await?;
         }
         Ok(())
     }
 
     async fn refresh_async(
         &self,
-        presented: TokenHash,
+        presented: RefreshKey,
         next: TokenHash,
         now: Timestamp,
         grace: Duration,
     ) -> Result<Refresh, StoreError> {
+        // A token without a tag names no session here (see `RefreshKey`).
+        let Some(tag) = presented.tag else { return Ok(Refresh::Unknown) };
         let mut conn = self.conn.clone();
         let reply: Vec<String> = self
             .refresh
-            .key(self.index_key(presented))
-            .key(self.index_key(next))
+            .key(self.session_key(tag))
             .arg(now.millis())
             .arg(millis(grace))
-            .arg(presented.to_hex())
+            .arg(presented.hash.to_hex())
             .arg(next.to_hex())
-            .arg(self.index_prefix())
             .arg(millis(EXPIRED_NOTICE))
             .arg(REFRESH_HISTORY)
             .invoke_async(&mut conn)
@@ -301,14 +277,7 @@ impl SessionStore for RedisStore {
         token: TokenHash,
         now: Timestamp,
     ) -> StoreFuture<'a, ()> {
-        Box::pin(async move {
-            let (keys, argv) = self.create_args(session, token, now)?;
-            let mut invocation = self.create.prepare_invoke();
-            invocation.key(&keys[..]).arg(&argv[..]);
-            let mut conn = self.conn.clone();
-            invocation.invoke_async::<i64>(&mut conn).await?;
-            Ok(())
-        })
+        Box::pin(self.create_async(session, token, now))
     }
 
     fn create_many<'a>(
@@ -321,7 +290,7 @@ impl SessionStore for RedisStore {
 
     fn refresh<'a>(
         &'a self,
-        presented: TokenHash,
+        presented: RefreshKey,
         next: TokenHash,
         now: Timestamp,
         grace: Duration,
@@ -329,13 +298,14 @@ impl SessionStore for RedisStore {
         Box::pin(self.refresh_async(presented, next, now, grace))
     }
 
-    fn delete_by_token(&self, token: TokenHash) -> StoreFuture<'_, bool> {
+    fn delete_by_token(&self, token: RefreshKey) -> StoreFuture<'_, bool> {
         Box::pin(async move {
+            let Some(tag) = token.tag else { return Ok(false) };
             let mut conn = self.conn.clone();
             let n: i64 = self
                 .delete_by_token
-                .key(self.index_key(token))
-                .arg(self.index_prefix())
+                .key(self.session_key(tag))
+                .arg(token.hash.to_hex())
                 .invoke_async(&mut conn)
                 .await?;
             Ok(n == 1)
@@ -345,13 +315,8 @@ impl SessionStore for RedisStore {
     fn delete<'a>(&'a self, sponsor_id: &'a str, subscriber_id: &'a str) -> StoreFuture<'a, bool> {
         Box::pin(async move {
             let mut conn = self.conn.clone();
-            let key = format!("{}{}", self.prefix, super::session_key(sponsor_id, subscriber_id));
-            let n: i64 = self
-                .delete_by_key
-                .key(key)
-                .arg(self.index_prefix())
-                .invoke_async(&mut conn)
-                .await?;
+            let key = self.session_key(SessionTag::of(sponsor_id, subscriber_id));
+            let n: i64 = self.delete_by_key.key(key).invoke_async(&mut conn).await?;
             Ok(n == 1)
         })
     }

@@ -23,8 +23,8 @@ use rusqlite::{Connection, OptionalExtension as _, Transaction, TransactionBehav
 
 use super::claims_from_json;
 use super::{
-    EXPIRED_NOTICE, OneTimeTokenStore, REFRESH_HISTORY, Refresh, SessionData, SessionStore,
-    StoreError, StoreFuture, TokenHash,
+    EXPIRED_NOTICE, OneTimeTokenStore, REFRESH_HISTORY, Refresh, RefreshKey, SessionData,
+    SessionStore, StoreError, StoreFuture, TokenHash,
 };
 use crate::db::Db;
 use crate::tokens::clock::millis;
@@ -419,15 +419,18 @@ impl SessionStore for SqliteStore {
 
     fn refresh<'a>(
         &'a self,
-        presented: TokenHash,
+        presented: RefreshKey,
         next: TokenHash,
         now: Timestamp,
         grace: Duration,
     ) -> StoreFuture<'a, Refresh> {
+        // The index goes by the hash alone; the tag is for Redis Cluster's routing.
+        let presented = presented.hash;
         self.run(move |conn| refresh_in(conn, presented, next, now.millis(), millis(grace)))
     }
 
-    fn delete_by_token(&self, token: TokenHash) -> StoreFuture<'_, bool> {
+    fn delete_by_token(&self, token: RefreshKey) -> StoreFuture<'_, bool> {
+        let token = token.hash;
         self.run(move |conn| {
             let found: Option<(String, String)> = conn
                 .prepare_cached("SELECT sid, session_key FROM token_refresh WHERE hash = ?1")?
@@ -529,7 +532,7 @@ mod tests {
         assert_eq!(count(&db, "token_refresh"), 1);
         let late = store
             .refresh(
-                TokenHash::of("t"),
+                RefreshKey::of("t"),
                 TokenHash::of("n"),
                 t0.plus_millis(2 * hour),
                 Duration::ZERO,
