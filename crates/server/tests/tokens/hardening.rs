@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use reqwest::header::COOKIE;
-use server::tokens::store::REFRESH_HISTORY;
+use server::tokens::store::{REFRESH_HISTORY, SessionData, TokenHash};
 
 use super::every_store;
 use super::harness::{
@@ -20,6 +20,7 @@ every_store!(
     one_time_tokens_of_another_shape_are_refused_before_any_store_is_asked,
     two_refresh_cookies_are_ambiguous_and_nothing_is_rotated,
     a_session_keeps_only_its_last_refresh_token_hashes_and_still_detects_recent_reuse,
+    a_refresh_token_without_a_session_tag_refreshes_on_the_embedded_store_only,
 );
 
 async fn one_time_tokens_of_another_shape_are_refused_before_any_store_is_asked(backend: Backend) {
@@ -182,6 +183,37 @@ async fn stored_history(auth: &Auth) -> usize {
                 .await
                 .unwrap();
             hashes.unwrap_or_default().split_whitespace().count()
+        }
+    }
+}
+
+/// Refresh tokens made before they carried their session's tag (`<tag>.<random>`) name no
+/// Redis key: on Redis they are unknown; the embedded store finds them by hash as before, so
+/// an upgrade logs no one out there, and the session goes on with untagged tokens.
+async fn a_refresh_token_without_a_session_tag_refreshes_on_the_embedded_store_only(
+    backend: Backend,
+) {
+    let auth = Auth::start(backend).await;
+    let now = auth.clock.now();
+    let session = SessionData {
+        user_id: "u".to_owned(),
+        sponsor_id: SPONSOR.to_owned(),
+        subscriber_id: SUBSCRIBER.to_owned(),
+        permissions: vec![DASHBOARD.to_owned()],
+        valid_until: now.plus_millis(3_600_000),
+    };
+    let legacy = "x".repeat(86);
+    auth.tokens().sessions().create(&session, TokenHash::of(&legacy), now).await.unwrap();
+    let response = auth.refresh(&legacy).await;
+    match &auth.backend {
+        Backend::Embedded => {
+            assert_eq!(response.status(), StatusCode::OK);
+            let next = refresh_cookie(&response).unwrap();
+            assert!(!next.contains('.'), "{next}: the session's tokens stay untagged");
+            assert_eq!(auth.refresh(&next).await.status(), StatusCode::OK);
+        }
+        Backend::Redis(_) | Backend::Cluster(_) => {
+            expect_error(response, StatusCode::UNAUTHORIZED, "invalid_token").await;
         }
     }
 }

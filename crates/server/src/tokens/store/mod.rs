@@ -3,10 +3,12 @@
 //!
 //! ## The session model (both stores)
 //!
-//! A session lives under `RT:{sponsorId}:{subscriberId}` (seed 002's key; a new login for the
-//! same pair replaces the session) until its `validUntil`, and records:
-//! - a random session id (`sid`), so that records of a replaced session never act on its
-//!   successor;
+//! A session lives under `RT:{sponsorId}:{subscriberId}` (seed 002's key; on Redis, under the
+//! key its [`SessionTag`], a hash of that, names; a new login for the same pair replaces the
+//! session) until its `validUntil`, and records:
+//! - on the embedded store, a random session id (`sid`), so that index entries of a replaced
+//!   session never act on its successor (on Redis the token hashes live in the session itself
+//!   and go with it);
 //! - the SHA-256 of the *current* refresh token, and of the *previous* one with the instant it
 //!   was replaced (for the grace window).
 //!
