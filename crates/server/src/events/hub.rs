@@ -97,7 +97,10 @@ impl Hub {
     /// Publishes one event to every front: to every active stream now, and to every stream
     /// that resumes with a `Last-Event-ID` before it, until it expires. The event is stored
     /// once and encoded once, so its `meta` names no front and carries no stamp (both differ
-    /// per front), and it cannot be sealed (`encrypted` is refused).
+    /// per front), and it cannot be sealed (`encrypted` is refused). On Redis, ids are per
+    /// front: the event is copied into each front's stream as it reaches the front, under the
+    /// front's next id, so the returned id is its place among the events for every front, not
+    /// the `id:` a tab sees.
     pub async fn publish_to_all(
         &self,
         name: &str,

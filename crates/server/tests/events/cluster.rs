@@ -10,7 +10,7 @@ use protocol::{ErrorCode, SessionUuid, paths};
 use serde_json::json;
 
 use super::{long_lived, next};
-use crate::tokens::harness::RedisServer;
+use crate::tokens::harness::{RedisCluster, RedisServer};
 use crate::util::{Process, TestServer, within};
 
 async fn on_redis(redis: &RedisServer) -> TestServer {
@@ -56,6 +56,30 @@ async fn three_instances_on_one_redis_act_as_one_backend() {
     let after = a.hub().publish_to_front(uuid, "after", json!(null), long_lived()).await.unwrap();
     let got = next(&mut tab).await;
     assert_eq!(got.id, Some(after.id), "the stream on C outlived the outage");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_instances_on_a_three_node_redis_cluster_act_as_one_backend() {
+    let cluster = RedisCluster::start().await;
+    let on_cluster = || {
+        let target = cluster.target();
+        TestServer::start_with(move |config| *config = config.clone().with_redis_target(target))
+    };
+    let a = on_cluster().await;
+    let mut args = Vec::new();
+    for url in &cluster.urls {
+        args.extend(["--redis-cluster-url", url.as_str()]);
+    }
+    let mut b = Process::start(&args).await;
+    let c = on_cluster().await;
+    let (uuid, mut tab) = any_instance_serves_any_request(&a, &mut b, &c).await;
+    // The front's keys live on one master; an event for every front, on another slot, is
+    // copied into them and reaches the tab.
+    let all = a.hub().publish_to_all("for-everyone", json!(null), long_lived()).await.unwrap();
+    let got = next(&mut tab).await;
+    assert_eq!(got.event.meta.uuid, all.uuid, "the event for every front");
+    let after = a.hub().publish_to_front(uuid, "after", json!(null), long_lived()).await.unwrap();
+    assert_eq!(next(&mut tab).await.id, Some(after.id), "then the front's own, in order");
 }
 
 /// A real nginx in front, configured by the repository's `deploy/nginx.conf` (its addresses and

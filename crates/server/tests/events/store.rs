@@ -1,6 +1,8 @@
-//! The event store's contract, run against both engines: the embedded SQLite engine and the
-//! Redis engine on a `redis-server` of the test's own. Every behaviour the service relies on
-//! is asserted here through the `EventStore` trait, so a third engine would run the same suite.
+//! The event store's contract, run against every engine: the embedded SQLite engine, the Redis
+//! engine on a `redis-server` of the test's own, and the Redis engine on a real three-node Redis
+//! Cluster (where a script or pipeline that crosses hash slots fails). Every behaviour the
+//! service relies on is asserted here through the `EventStore` trait, so a third engine would
+//! run the same suite.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -13,11 +15,11 @@ use server::events::store::{
     Registration, ReplayRequest, Served, SessionPresence, Since, SqliteEngine, StoredEvent,
 };
 
-use crate::tokens::harness::RedisServer;
+use crate::tokens::harness::{RedisCluster, RedisServer};
 use crate::util::within;
 
-/// Runs each named contract test against both engines.
-macro_rules! both_engines {
+/// Runs each named contract test against every engine.
+macro_rules! every_engine {
     ($($name:ident),* $(,)?) => {
         $(
             mod $name {
@@ -32,12 +34,18 @@ macro_rules! both_engines {
                     let engine = super::Engine::redis().await;
                     super::$name(&engine).await;
                 }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn redis_cluster() {
+                    let engine = super::Engine::redis_cluster().await;
+                    super::$name(&engine).await;
+                }
             }
         )*
     };
 }
 
-both_engines!(
+every_engine!(
     the_back_identity_is_made_once_and_kept,
     registration_keeps_one_bid_per_uuid_and_refuses_another_key,
     ids_increase_and_every_instance_feed_gets_each_event_in_order,
@@ -103,7 +111,8 @@ struct Engine {
     store: Arc<dyn EventStore>,
     feed: TestFeed,
     node: NodeId,
-    _redis: Option<RedisServer>,
+    /// What the engine runs on, stopped when the test ends.
+    _redis: Option<Box<dyn std::any::Any + Send + Sync>>,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -117,12 +126,18 @@ impl Engine {
     async fn redis() -> Self {
         let redis = RedisServer::start().await;
         let store = RedisEngine::connect(&redis.target()).await.unwrap();
-        Self::start(Arc::new(store), Some(redis), None).await
+        Self::start(Arc::new(store), Some(Box::new(redis)), None).await
+    }
+
+    async fn redis_cluster() -> Self {
+        let cluster = RedisCluster::start().await;
+        let store = RedisEngine::connect(&cluster.target()).await.unwrap();
+        Self::start(Arc::new(store), Some(Box::new(cluster)), None).await
     }
 
     async fn start(
         store: Arc<dyn EventStore>,
-        redis: Option<RedisServer>,
+        redis: Option<Box<dyn std::any::Any + Send + Sync>>,
         dir: Option<tempfile::TempDir>,
     ) -> Self {
         let feed = TestFeed::default();
@@ -596,7 +611,7 @@ async fn a_publish_key_is_claimed_once_then_stands_for_its_event_until_it_expire
 async fn a_replay_from_before_the_trimmed_events_says_they_were_lost() {
     let redis = RedisServer::start().await;
     let store = RedisEngine::connect_with_cap(&redis.target(), 3).await.unwrap();
-    let engine = Engine::start(Arc::new(store), Some(redis), None).await;
+    let engine = Engine::start(Arc::new(store), Some(Box::new(redis)), None).await;
     let (_, row) = engine.front().await;
     let mut ids = Vec::new();
     for n in 0..5 {
@@ -733,7 +748,7 @@ async fn a_lost_pubsub_message_is_caught_up_from_the_fronts_stream() {
     let redis = RedisServer::start().await;
     let url = redis.url.clone();
     let store = RedisEngine::connect(&redis.target()).await.unwrap();
-    let engine = Engine::start(Arc::new(store), Some(redis), None).await;
+    let engine = Engine::start(Arc::new(store), Some(Box::new(redis)), None).await;
     let front = engine.front().await;
     let bid = front.1.bid;
     engine.stream(front, SessionUuid::new_v4(), false).await;
