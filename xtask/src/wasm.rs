@@ -77,7 +77,8 @@ pub(crate) fn build() -> Result<PathBuf, String> {
     let out = s.out_dir();
     // Two builds write into one directory: nothing of an earlier build may linger in it.
     if out.exists() {
-        std::fs::remove_dir_all(&out).map_err(|e| format!("cannot clear {}: {e}", out.display()))?;
+        std::fs::remove_dir_all(&out)
+            .map_err(|e| format!("cannot clear {}: {e}", out.display()))?;
     }
     let out_str = out.to_string_lossy().into_owned();
     let profile = format!("--{}", s.profile);
@@ -99,8 +100,7 @@ pub(crate) fn build() -> Result<PathBuf, String> {
             args.push("--no-typescript");
         }
         args.extend(["--", "--no-default-features", "--features", &module.feature]);
-        run(cmd("wasm-pack", &args)
-            .env("WASM_PACK_CACHE", root().join("target/wasm-pack-cache")))?;
+        run(cmd("wasm-pack", &args).env("WASM_PACK_CACHE", root().join("target/wasm-pack-cache")))?;
         if s.profile == "release" {
             strip_name_section(&out.join(format!("{}_bg.wasm", module.out_name)))?;
         }
