@@ -49,7 +49,8 @@ impl Jwt {
         };
         let user = match (claim("sub"), claim("ecoid")) {
             (None, None) => None,
-            (sub, ecoid) => Some(serde_json::json!([sub, ecoid]).to_string()),
+            // `["sub","ecoid"]`, written without building a `Value` first.
+            (sub, ecoid) => serde_json::to_string(&(sub, ecoid)).ok(),
         };
         let has_ecoid = match claim("ecoid") {
             None => false,
