@@ -356,6 +356,18 @@ mod tests {
         "files": ["p.js", "p.d.ts", "p_bg.wasm", "sw.js"]}"#;
     const P_JS: &str = "const u = new URL('p_bg.wasm', import.meta.url);\nexport default 1;\n";
 
+    /// The repository's own settings: the worker script loads the worker module and nothing
+    /// else, never the page client's (which is the point of building two modules).
+    #[test]
+    fn the_worker_script_imports_only_its_own_module() {
+        let settings = Settings::load().unwrap();
+        let worker = settings.modules.iter().find(|m| m.script.is_some()).unwrap();
+        let script = std::fs::read_to_string(root().join(worker.script.as_ref().unwrap())).unwrap();
+        let own = format!("./{}.js", worker.out_name);
+        assert_eq!(relative_imports(&script), [own.as_str()]);
+        assert_eq!(worker.downloads(), ["sw.js", "websession_sw.js", "websession_sw_bg.wasm"]);
+    }
+
     #[test]
     fn a_whole_package_passes() {
         let dir = package(
