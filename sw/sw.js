@@ -1,10 +1,12 @@
-// websession service worker, shipped in the npm package as `sw.js` next to `websession.js`.
+// websession service worker, shipped in the npm package as `sw.js` next to `websession_sw.js`,
+// the package's worker module (the page client is another module, `websession.js`, which the
+// worker never loads).
 // A site serves it as /sw.js and registers it as a module worker:
 //
 //   navigator.serviceWorker.register('/sw.js?venueUrl=…', { type: 'module' })
 //
-// either as a copy at the site's root next to the two files it loads (`websession.js`,
-// `websession_bg.wasm`), or through a one-line `/sw.js` that imports it where the package is
+// either as a copy at the site's root next to the two files it loads (`websession_sw.js`,
+// `websession_sw_bg.wasm`), or through a one-line `/sw.js` that imports it where the package is
 // served (`import './websession/sw.js';`): a static import runs before the worker's first
 // script evaluation ends, so the listeners below still count as added at once. See the package
 // README.
@@ -21,9 +23,9 @@
 // untouched: no `respondWith`, no cache.
 //
 // The import is static and relative (module service workers may not use `import()`): it
-// resolves to the package's own `websession.js`, which fetches `websession_bg.wasm` next to
-// itself.
-import init, * as wasm from './websession.js';
+// resolves to the package's own `websession_sw.js`, which fetches `websession_sw_bg.wasm` next
+// to itself.
+import init, * as wasm from './websession_sw.js';
 
 const startedAt = performance.now();
 const SESSION_PATH = '/uc/session/vtx';

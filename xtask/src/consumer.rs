@@ -50,7 +50,7 @@ pub(crate) fn build(pkg: &Path) -> Result<PathBuf, String> {
     run(cmd("npm", &["run", "--silent", "check"]).current_dir(&dir))?;
     run(cmd("npm", &["run", "--silent", "build"]).current_dir(&dir))?;
     let dist = dir.join("dist");
-    for file in ["index.html", "sw.js", "websession.js", "websession_bg.wasm"] {
+    for file in ["index.html", "sw.js", "websession_sw.js", "websession_sw_bg.wasm"] {
         if !dist.join(file).is_file() {
             return Err(format!("the consumer build has no {file} in {}", dist.display()));
         }

@@ -34,7 +34,8 @@ cargo xtask <command>
             60) and print executions per target; new inputs join fuzz/corpus/<target>/
   install   only install what is missing (wasm32 target, wasm-bindgen-cli, wasm-pack, node and npm,
             apt packages)
-  wasm      only build the browser package (wasm-pack, settings from wasm-pack.toml)
+  wasm      only build the browser package (its page and worker modules, wasm-pack, settings from
+            wasm-pack.toml) and print what each context downloads (gzip -9)
 ";
 
 fn main() -> ExitCode {

@@ -14,9 +14,31 @@ pub(crate) struct Settings {
     #[serde(rename = "crate")]
     crate_dir: String,
     out_dir: String,
-    out_name: String,
     target: String,
     profile: String,
+    /// The wasm modules of the package, each its own wasm-pack build.
+    #[serde(rename = "module")]
+    modules: Vec<Module>,
+}
+
+/// One wasm module of the package: the crate built with one cargo feature.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+struct Module {
+    /// The crate's feature that selects this module's code (`page`, `worker`).
+    feature: String,
+    /// The base name of the generated `.js`, `_bg.wasm` and `.d.ts` files.
+    out_name: String,
+    /// Whether wasm-pack writes TypeScript declarations.
+    #[serde(default = "yes")]
+    typescript: bool,
+    /// A script of the repository copied into the package under its file name, which loads this
+    /// module (the worker's `sw.js`).
+    script: Option<String>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl Settings {
@@ -33,15 +55,35 @@ impl Settings {
     }
 }
 
-/// Runs `wasm-pack build` and returns the package directory.
+impl Module {
+    /// The files of the package that a context using this module downloads: its script (if it
+    /// has one), its JavaScript and its wasm.
+    fn downloads(&self) -> Vec<String> {
+        let script = self.script.as_deref().map(|s| file_name(s).to_owned());
+        let own = [format!("{}.js", self.out_name), format!("{}_bg.wasm", self.out_name)];
+        script.into_iter().chain(own).collect()
+    }
+}
+
+/// The last component of a `/`-separated path.
+fn file_name(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
+}
+
+/// Builds every module with wasm-pack into a fresh package directory, completes the package
+/// and prints what each context downloads; returns the package directory.
 pub(crate) fn build() -> Result<PathBuf, String> {
     let s = Settings::load()?;
     let out = s.out_dir();
+    // Two builds write into one directory: nothing of an earlier build may linger in it.
+    if out.exists() {
+        std::fs::remove_dir_all(&out)
+            .map_err(|e| format!("cannot clear {}: {e}", out.display()))?;
+    }
     let out_str = out.to_string_lossy().into_owned();
     let profile = format!("--{}", s.profile);
-    run(cmd(
-        "wasm-pack",
-        &[
+    for module in &s.modules {
+        let mut args = vec![
             "--log-level",
             "warn",
             "build",
@@ -52,25 +94,88 @@ pub(crate) fn build() -> Result<PathBuf, String> {
             "--out-dir",
             &out_str,
             "--out-name",
-            &s.out_name,
-        ],
-    )
-    .env("WASM_PACK_CACHE", root().join("target/wasm-pack-cache")))?;
-    if s.profile == "release" {
-        strip_name_section(&out.join(format!("{}_bg.wasm", s.out_name)))?;
+            &module.out_name,
+        ];
+        if !module.typescript {
+            args.push("--no-typescript");
+        }
+        args.extend(["--", "--no-default-features", "--features", &module.feature]);
+        run(cmd("wasm-pack", &args).env("WASM_PACK_CACHE", root().join("target/wasm-pack-cache")))?;
+        if s.profile == "release" {
+            strip_name_section(&out.join(format!("{}_bg.wasm", module.out_name)))?;
+        }
+        if let Some(script) = &module.script {
+            copy_script(script, &out)?;
+        }
     }
-    copy_worker(&out)?;
     write_package_json(&root().join(&s.crate_dir), &out)?;
     check_package(&out)?;
+    report_sizes(&s, &out)?;
     Ok(out)
 }
 
-/// Puts the service worker script (`sw/sw.js`) into the package, next to the module it imports.
-fn copy_worker(out: &Path) -> Result<(), String> {
-    let (from, to) = (root().join("sw/sw.js"), out.join("sw.js"));
+/// Puts a script of the repository (the service worker's `sw/sw.js`) into the package, next
+/// to the module it imports.
+fn copy_script(script: &str, out: &Path) -> Result<(), String> {
+    let (from, to) = (root().join(script), out.join(file_name(script)));
     std::fs::copy(&from, &to)
         .map(drop)
         .map_err(|e| format!("cannot copy {} to {}: {e}", from.display(), to.display()))
+}
+
+/// Prints, for each module, what its context downloads (raw and gzip -9, each file compressed
+/// on its own as a server sends it), and the same for every `.wasm` and `.js` of the package.
+fn report_sizes(s: &Settings, out: &Path) -> Result<(), String> {
+    let sizes = |files: &[String]| -> Result<(u64, u64), String> {
+        let mut total = (0, 0);
+        for file in files {
+            let (raw, gzipped) = file_sizes(&out.join(file))?;
+            total = (total.0 + raw, total.1 + gzipped);
+        }
+        Ok(total)
+    };
+    let line = |what: &str, files: &[String]| -> Result<(), String> {
+        let (raw, gzipped) = sizes(files)?;
+        println!(
+            "wasm: {what:<7} {gzipped:>7} B gzip -9 ({:.1} KiB), {raw:>7} B raw: {}",
+            gzipped as f64 / 1024.0,
+            files.join(" + ")
+        );
+        Ok(())
+    };
+    for module in &s.modules {
+        line(&module.feature, &module.downloads())?;
+    }
+    let json = read_package_json(out)?;
+    let files = files_list(&json).ok_or("package.json has no `files` list")?;
+    let code = files.into_iter().filter(|f| f.ends_with(".js") || f.ends_with(".wasm"));
+    line("package", &code.map(str::to_owned).collect::<Vec<_>>())
+}
+
+/// A file's size and the size of its `gzip -9` output.
+fn file_sizes(path: &Path) -> Result<(u64, u64), String> {
+    let raw = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?.len();
+    let gzip = std::process::Command::new("gzip")
+        .args(["-9", "--stdout"])
+        .arg(path)
+        .output()
+        .map_err(|e| format!("cannot run gzip: {e}"))?;
+    if !gzip.status.success() {
+        return Err(format!("gzip -9 {}: {}", path.display(), gzip.status));
+    }
+    Ok((raw, gzip.stdout.len() as u64))
+}
+
+/// The `files` list of a `package.json`.
+fn files_list(json: &serde_json::Value) -> Option<Vec<&str>> {
+    json["files"].as_array().map(|a| a.iter().filter_map(serde_json::Value::as_str).collect())
+}
+
+fn read_package_json(out: &Path) -> Result<serde_json::Value, String> {
+    let path = out.join("package.json");
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// Checks that the package is whole, as `npm pack` will see it: every name in `files`, every
@@ -78,16 +183,10 @@ fn copy_worker(out: &Path) -> Result<(), String> {
 /// JavaScript is among `files`, so no user gets a broken import (npm packs only what `files`
 /// lists *and* exists). The consumer test (`cargo xtask consumer`) then proves the tarball.
 fn check_package(out: &Path) -> Result<(), String> {
-    let path = out.join("package.json");
-    let text = std::fs::read_to_string(&path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let json: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    let json = read_package_json(out)?;
     let err = |what: String| format!("the package in {} is incomplete: {what}", out.display());
-    let files: Vec<&str> = json["files"]
-        .as_array()
-        .map(|a| a.iter().filter_map(serde_json::Value::as_str).collect())
-        .ok_or_else(|| err("package.json has no `files` list".to_owned()))?;
+    let files =
+        files_list(&json).ok_or_else(|| err("package.json has no `files` list".to_owned()))?;
     for file in &files {
         if !out.join(file).is_file() {
             return Err(err(format!("`files` lists {file}, which the build did not write")));
@@ -256,6 +355,18 @@ mod tests {
         "exports": {".": {"types": "./p.d.ts", "default": "./p.js"}, "./sw.js": "./sw.js"},
         "files": ["p.js", "p.d.ts", "p_bg.wasm", "sw.js"]}"#;
     const P_JS: &str = "const u = new URL('p_bg.wasm', import.meta.url);\nexport default 1;\n";
+
+    /// The repository's own settings: the worker script loads the worker module and nothing
+    /// else, never the page client's (which is the point of building two modules).
+    #[test]
+    fn the_worker_script_imports_only_its_own_module() {
+        let settings = Settings::load().unwrap();
+        let worker = settings.modules.iter().find(|m| m.script.is_some()).unwrap();
+        let script = std::fs::read_to_string(root().join(worker.script.as_ref().unwrap())).unwrap();
+        let own = format!("./{}.js", worker.out_name);
+        assert_eq!(relative_imports(&script), [own.as_str()]);
+        assert_eq!(worker.downloads(), ["sw.js", "websession_sw.js", "websession_sw_bg.wasm"]);
+    }
 
     #[test]
     fn a_whole_package_passes() {

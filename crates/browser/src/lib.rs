@@ -3,19 +3,23 @@
 
 pub mod identity;
 pub mod net;
+#[cfg(feature = "page")]
 pub mod page;
+#[cfg(feature = "worker")]
 pub mod sw;
 
+#[cfg(feature = "page")]
 use wasm_bindgen::prelude::*;
 
 /// The package version, as the service worker reports it in `sw-activated`.
-#[wasm_bindgen]
+#[cfg_attr(feature = "page", wasm_bindgen::prelude::wasm_bindgen)]
 pub fn version() -> String {
     env!("CARGO_PKG_VERSION").to_owned()
 }
 
 /// Seals `text` for a fresh key pair and opens it again; `true` when the crypto of this build
 /// works in this browser. The demo page shows the answer.
+#[cfg(feature = "page")]
 #[wasm_bindgen(js_name = selfCheck)]
 pub fn self_check(text: &str) -> bool {
     let a = protocol::KeyPair::generate();

@@ -233,6 +233,9 @@ impl ErrorBody {
 
     /// The code, if it is one this build knows.
     pub fn code(&self) -> Option<ErrorCode> {
-        serde_json::from_value(serde_json::Value::String(self.error.clone())).ok()
+        // Read by the derived `Deserialize` from the bare string: no JSON `Value` (whose
+        // deserialiser the wasm modules would otherwise carry for this alone).
+        let text = serde::de::value::StrDeserializer::<serde::de::value::Error>::new(&self.error);
+        ErrorCode::deserialize(text).ok()
     }
 }

@@ -128,7 +128,10 @@ impl Peer {
     /// Opens a sealed value and parses its JSON as `T`.
     pub fn open<T: DeserializeOwned>(&self, sealed: &Sealed) -> Result<T, OpenError> {
         let plain = self.open_bytes(sealed)?;
-        serde_json::from_slice(&plain).map_err(|e| OpenError::Plaintext(e.to_string()))
+        // From text, not bytes: every other JSON this crate and the browser package read is
+        // text, and one reader type keeps one copy of each type's deserialiser in the wasm.
+        let text = std::str::from_utf8(&plain).map_err(|e| OpenError::Plaintext(e.to_string()))?;
+        serde_json::from_str(text).map_err(|e| OpenError::Plaintext(e.to_string()))
     }
 
     /// Seals event data the way the original front does: `seal(JSON.stringify(data))`, so the

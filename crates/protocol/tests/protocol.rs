@@ -637,7 +637,87 @@ mod timestamps {
         assert!(now > y2020, "{now}");
     }
 
+    /// `time`'s RFC 3339 reading of `text` in milliseconds, within the years Timestamp holds:
+    /// the reference for the hand-written parser.
+    fn time_millis(text: &str) -> Option<i64> {
+        use time::format_description::well_known::Rfc3339;
+        let dt = time::OffsetDateTime::parse(text, &Rfc3339).ok()?;
+        let millis = i64::try_from(dt.unix_timestamp_nanos().div_euclid(1_000_000)).ok()?;
+        (-62_135_596_800_000..=253_402_300_799_999).contains(&millis).then_some(millis)
+    }
+
+    fn parsed_millis(text: &str) -> Option<i64> {
+        text.parse::<Timestamp>().ok().map(Timestamp::millis)
+    }
+
+    #[test]
+    fn leap_seconds_and_edges_parse_as_time_parses_them() {
+        let cases = [
+            "2016-12-31T23:59:60Z",
+            "2016-12-31T23:59:60.5z",
+            "2017-01-01T00:59:60+01:00",
+            "2016-12-30T23:59:60Z",
+            "2016-06-30T23:59:60-00:00",
+            "2016-06-30T22:59:60-01:00",
+            "2024-02-29T00:00:00Z",
+            "2023-02-29T00:00:00Z",
+            "2000-02-29T12:00:00Z",
+            "1900-02-29T12:00:00Z",
+            "0000-12-31T23:00:00-02:00",
+            "0001-01-01T00:00:00+00:01",
+            "9999-12-31T23:59:59.999-00:01",
+            "2022-12-23 05:13:47Z",
+            "2022-12-23T05:13:47.Z",
+            "2022-12-23T05:13:47.1234567890123Z",
+            "2022-12-23T05:13:47+24:00",
+            "2022-12-23T05:13:47+23:60",
+            "2022-12-23T05:13:47+0200",
+            "2022-12-23T05:13:47Z ",
+            "2022-12-23\u{e9}05:13:47Z",
+            "+2022-12-23T05:13:47Z",
+        ];
+        for text in cases {
+            assert_eq!(parsed_millis(text), time_millis(text), "{text}");
+        }
+        assert!(parsed_millis("2016-12-31T23:59:60Z").is_some(), "a leap second parses");
+    }
+
     proptest! {
+        #[test]
+        fn display_matches_time(millis in -62_135_596_800_000i64..=253_402_300_799_999) {
+            let format = time::macros::format_description!(
+                "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+            );
+            let nanos = i128::from(millis) * 1_000_000;
+            let dt = time::OffsetDateTime::from_unix_timestamp_nanos(nanos).expect("in range");
+            prop_assert_eq!(
+                Timestamp::from_millis(millis).to_string(),
+                dt.format(&format).expect("formats")
+            );
+        }
+
+        /// Fields around and beyond their bounds, every separator and offset form.
+        #[test]
+        fn parsing_matches_time(
+            (year, month, day) in (0u32..=9999, 0u32..=13, 0u32..=32),
+            (hour, minute, second) in (0u32..=24, 0u32..=60, 0u32..=61),
+            separator in "[Tt _]",
+            fraction in "(\\.[0-9]{0,12})?",
+            offset in "[Zz]|[+-][0-2][0-9]:[0-6][0-9]",
+        ) {
+            let text = format!(
+                "{year:04}-{month:02}-{day:02}{separator}{hour:02}:{minute:02}:{second:02}\
+                 {fraction}{offset}"
+            );
+            prop_assert_eq!(parsed_millis(&text), time_millis(&text), "{}", text);
+        }
+
+        /// Anything at all, mostly refused by both.
+        #[test]
+        fn parsing_arbitrary_text_matches_time(text in "[0-9T:.Zz+ -]{0,32}|\\PC{0,32}") {
+            prop_assert_eq!(parsed_millis(&text), time_millis(&text), "{}", text);
+        }
+
         #[test]
         fn display_parses_back(millis in -62_135_596_800_000i64..=253_402_300_799_999) {
             let t = Timestamp::from_millis(millis);

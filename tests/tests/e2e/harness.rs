@@ -43,7 +43,15 @@ pub(crate) fn site_dir() -> anyhow::Result<PathBuf> {
              `WEBSESSION_SITE_DIR=target/site cargo test -p e2e`"
         );
     };
-    for file in ["sw.js", "pkg/websession.js", "pkg/websession_bg.wasm", "index.html", "app.js"] {
+    for file in [
+        "sw.js",
+        "pkg/websession.js",
+        "pkg/websession_bg.wasm",
+        "pkg/websession_sw.js",
+        "pkg/websession_sw_bg.wasm",
+        "index.html",
+        "app.js",
+    ] {
         if !dir.join(file).is_file() {
             bail!(
                 "WEBSESSION_SITE_DIR={} has no {file}: assemble the site with `cargo xtask ci`",
@@ -65,7 +73,9 @@ pub(crate) fn consumer_dir() -> anyhow::Result<PathBuf> {
              (which build it and set the variable)"
         );
     };
-    for file in ["index.html", "sw.js", "websession.js", "websession_bg.wasm"] {
+    // The app's own module and wasm are bundled by Vite under assets/; the worker and the two
+    // files it loads are copied to the root as the package README says.
+    for file in ["index.html", "sw.js", "websession_sw.js", "websession_sw_bg.wasm"] {
         if !dir.join(file).is_file() {
             bail!(
                 "WEBSESSION_CONSUMER_DIR={} has no {file}: build it with `cargo xtask consumer`",

@@ -137,7 +137,8 @@ fn decode_claims(jwt: &str) -> Option<AccessClaims> {
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(payload.trim_end_matches('='))
         .ok()?;
-    serde_json::from_slice(&bytes).ok()
+    // From text, as all JSON of the package is read (one copy of the parser in the wasm).
+    serde_json::from_str(std::str::from_utf8(&bytes).ok()?).ok()
 }
 
 impl Login {

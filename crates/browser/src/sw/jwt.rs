@@ -4,7 +4,7 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use serde::Deserialize;
+use serde_json::Value;
 
 /// A token and what the worker read from it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,16 +21,6 @@ pub struct Jwt {
     pub user: Option<String>,
 }
 
-#[derive(Deserialize)]
-struct Claims {
-    #[serde(default)]
-    exp: Option<f64>,
-    #[serde(default)]
-    ecoid: Option<serde_json::Value>,
-    #[serde(default)]
-    sub: Option<serde_json::Value>,
-}
-
 impl Jwt {
     /// Decodes `token`'s payload; the text says why a token is not a JWT.
     pub fn decode(token: &str) -> Result<Self, String> {
@@ -45,21 +35,30 @@ impl Jwt {
         let bytes = URL_SAFE_NO_PAD
             .decode(payload.trim_end_matches('='))
             .map_err(|e| format!("JWT payload is not base64url: {e}"))?;
-        // Through a map: serde would read a struct from a JSON array too.
-        let claims = serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&bytes)
-            .and_then(|map| serde_json::from_value::<Claims>(serde_json::Value::Object(map)))
-            .map_err(|e| format!("JWT payload is not JSON claims: {e}"))?;
-        let user = match (&claims.sub, &claims.ecoid) {
-            (None | Some(serde_json::Value::Null), None | Some(serde_json::Value::Null)) => None,
-            (sub, ecoid) => Some(serde_json::json!([sub, ecoid]).to_string()),
+        let not_claims = |e: &dyn std::fmt::Display| format!("JWT payload is not JSON claims: {e}");
+        // A map read from text, its claims taken out by hand: a struct would also be read from a
+        // JSON array, and every other JSON of the worker is read from text into its own types
+        // (one copy of the parser in the wasm, no second deserialiser for `Value`).
+        let text = std::str::from_utf8(&bytes).map_err(|e| not_claims(&e))?;
+        let claims: serde_json::Map<String, Value> =
+            serde_json::from_str(text).map_err(|e| not_claims(&e))?;
+        let claim = |name: &str| claims.get(name).filter(|v| !v.is_null());
+        let exp = match claim("exp") {
+            None => None,
+            Some(exp) => Some(exp.as_f64().ok_or_else(|| not_claims(&"`exp` is not a number"))?),
         };
-        let has_ecoid = match claims.ecoid {
-            None | Some(serde_json::Value::Null) => false,
-            Some(serde_json::Value::String(s)) => !s.trim().is_empty(),
+        let user = match (claim("sub"), claim("ecoid")) {
+            (None, None) => None,
+            // `["sub","ecoid"]`, written without building a `Value` first.
+            (sub, ecoid) => serde_json::to_string(&(sub, ecoid)).ok(),
+        };
+        let has_ecoid = match claim("ecoid") {
+            None => false,
+            Some(Value::String(s)) => !s.trim().is_empty(),
             Some(_) => true,
         };
         #[allow(clippy::cast_possible_truncation)] // `exp` seconds in f64 are far inside i64 range
-        let expires_at_ms = claims.exp.filter(|e| e.is_finite()).map(|exp| (exp * 1000.0) as i64);
+        let expires_at_ms = exp.filter(|e| e.is_finite()).map(|exp| (exp * 1000.0) as i64);
         Ok(Self { token: token.to_owned(), expires_at_ms, has_ecoid, user })
     }
 

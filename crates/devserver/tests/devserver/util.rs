@@ -44,7 +44,7 @@ pub(crate) fn site() -> PathBuf {
     let dir = std::env::var_os("WEBSESSION_SITE_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/site"));
-    for file in ["sw.js", "pkg/websession.js", "pkg/websession_bg.wasm"] {
+    for file in ["sw.js", "pkg/sw.js", "pkg/websession_sw.js", "pkg/websession_sw_bg.wasm"] {
         assert!(
             dir.join(file).is_file(),
             "{} has no {file}: build the site first (`cargo xtask ci` does; `cargo xtask demo` \
