@@ -250,7 +250,7 @@ fn error_body(codes: &[ErrorCode]) -> Schema {
 /// Declares a type whose `IntoResponses` are the listed error answers, for a
 /// `#[utoipa::path(responses(…))]`; `with BODY_ERRORS` adds those of a JSON request body:
 ///
-/// ```ignore
+/// ```text
 /// errors! {
 ///     /// The errors of `POST /api/events/publish`.
 ///     PublishErrors with BODY_ERRORS {
