@@ -41,6 +41,7 @@ pub mod metrics;
 pub mod tokens;
 
 mod app;
+mod detach;
 mod http;
 mod openapi;
 
