@@ -8,7 +8,11 @@
 //! within it, and, because hyper waits for the next request's header the same way, a
 //! keep-alive connection that stays idle that long. A response that is being written (a
 //! reverse stream that lasts hours) is not waiting for a header, so it is not cut.
+//!
+//! A reverse stream does not stay with hyper at all: its response is marked detachable, and
+//! the loop takes the socket back before hyper writes a byte of it (see `detach.rs`).
 
+use std::convert::Infallible;
 use std::error::Error as StdError;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -19,15 +23,16 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::header;
+use axum::http::{Method, Version, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use http_body::{Frame, SizeHint};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tower::ServiceExt as _;
 
+use crate::detach::{self, Detachable, Detached};
 use crate::error::{MAX_BODY_BYTES, RequestError};
 
 /// How long a client may take to send a request's header (and how long a keep-alive connection
@@ -115,35 +120,77 @@ struct Accepted {
 
 impl Accepted {
     /// Serves the connection until the peer closes it or, once `stop` is closed, until its
-    /// current exchange is done; drops `closed` then.
+    /// current exchange is done; drops `closed` then. A [`detachable`](crate::detach) response
+    /// (a reverse stream) takes the socket from hyper and goes on in a task of its own.
     async fn run(self, stop: watch::Sender<()>, closed: watch::Receiver<()>) {
         let Self { stream, remote, router, header_read_timeout } = self;
+        // At most one response detaches: hyper's connection ends with it.
+        let (detach_tx, mut detach_rx) = mpsc::channel::<Detached>(1);
         let service = hyper::service::service_fn(move |mut request: hyper::Request<_>| {
             // What `into_make_service_with_connect_info` would give handlers.
             request.extensions_mut().insert(ConnectInfo(remote));
-            router.clone().oneshot(request)
+            // Chunked framing needs HTTP/1.1; a HEAD response has no body to write.
+            let may_detach =
+                request.method() == Method::GET && request.version() == Version::HTTP_11;
+            respond(router.clone(), request, may_detach.then(|| detach_tx.clone()))
         });
         let mut builder = hyper::server::conn::http1::Builder::new();
         builder.timer(TokioTimer::new()).header_read_timeout(header_read_timeout);
-        let mut connection =
-            std::pin::pin!(builder.serve_connection(TokioIo::new(stream), service));
+        let mut connection = builder.serve_connection(TokioIo::new(stream), service);
         let mut stopping = false;
-        loop {
+        let detached = loop {
             tokio::select! {
-                result = connection.as_mut() => {
+                result = &mut connection => {
                     if let Err(err) = result {
                         // Timeouts and peers that vanish mid-request end here: their business.
                         tracing::debug!(%remote, error = %err, "connection ended with an error");
                     }
-                    break;
+                    break None;
                 }
+                Some(detached) = detach_rx.recv() => break Some(detached),
                 () = stop.closed(), if !stopping => {
                     stopping = true;
-                    connection.as_mut().graceful_shutdown();
+                    Pin::new(&mut connection).graceful_shutdown();
                 }
             }
+        };
+        if let Some(detached) = detached {
+            // hyper has read the request and written nothing of its response: the socket is
+            // the stream's now. Its own task is much smaller than this one, which ends here
+            // and frees hyper's buffers with it.
+            let stream = connection.into_parts().io.into_inner();
+            let (head, body) = detached.encode();
+            tokio::spawn(async move {
+                detach::write_detached(stream, head, body).await;
+                drop(closed);
+            });
         }
-        drop(closed);
+    }
+}
+
+/// The router's response to `request`; a [`Detachable`] one is handed to the connection's
+/// loop through `detach` instead of being returned to hyper, if the request allows it.
+async fn respond(
+    router: Router,
+    request: hyper::Request<hyper::body::Incoming>,
+    detach: Option<mpsc::Sender<Detached>>,
+) -> Result<Response, Infallible> {
+    let Ok(response) = router.oneshot(request).await;
+    let (Some(detach), Some(detachable)) = (detach, response.extensions().get::<Detachable>())
+    else {
+        return Ok(response);
+    };
+    let Some(body) = detachable.take() else { return Ok(response) };
+    let (head, attached) = response.into_parts();
+    drop(attached);
+    // The connection's loop takes the socket and drops hyper's connection, and this future
+    // with it, before hyper writes a byte of this response.
+    match detach.try_send(Detached { head, body }) {
+        Ok(()) => std::future::pending().await,
+        Err(err) => {
+            let Detached { head, body } = err.into_inner();
+            Ok(Response::from_parts(head, body))
+        }
     }
 }
 

@@ -42,6 +42,7 @@ pub mod redis_link;
 pub mod tokens;
 
 mod app;
+mod detach;
 mod http;
 mod openapi;
 

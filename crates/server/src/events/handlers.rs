@@ -228,7 +228,8 @@ pub(super) async fn open(
             HeaderValue::from_static("front"),
         );
     }
-    Ok(response)
+    // Served on its socket without hyper's buffers once its head is ready (see detach.rs).
+    Ok(crate::detach::detachable(response))
 }
 
 errors! {

@@ -4,9 +4,10 @@
 //! The body is a hand-written `http_body::Body` rather than a task per stream: an idle stream
 //! is just this struct, its channel and its registry entry, which keeps memory per stream low.
 //! Once activated it reads the kept events it missed a page at a time (bounded in count and
-//! bytes), the next page only when hyper asks for more, so a slow reader holds one page at most.
-//! Live events queued meanwhile follow; those the replay carried already are skipped by id.
-//! Dropping the body (the client went away, or hyper is done) removes the stream from the
+//! bytes), the next page only when its writer (`detach.rs`, or hyper) asks for more, so a slow
+//! reader holds one page at most. Live events queued meanwhile follow; those the replay carried
+//! already are skipped by id.
+//! Dropping the body (the client went away, or its writer is done) removes the stream from the
 //! registry and tells the store, which starts its session's idle time if it was current.
 
 use std::convert::Infallible;
@@ -303,8 +304,8 @@ impl http_body::Body for SseBody {
         loop {
             match this.phase {
                 Phase::Done => {
-                    // Out of the registry now, not when hyper gets round to dropping the body:
-                    // a timed-out stream must not be activated in between.
+                    // Out of the registry now, not when its writer gets round to dropping the
+                    // body: a timed-out stream must not be activated in between.
                     this.guard.release();
                     return Poll::Ready(None);
                 }

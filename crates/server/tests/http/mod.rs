@@ -3,5 +3,6 @@
 //! length). Over real TCP on `127.0.0.1:0`, with raw sockets where a well-behaved client
 //! cannot misbehave enough.
 
+mod detach;
 mod limits;
 mod methods;
