@@ -10,6 +10,9 @@
 //! to the venue stand-in, and measures in the page with `performance.now()`:
 //!
 //! - warm: `fetch('/uc/session/vtx')` answered from the worker's memory (body read);
+//! - the page client's `sessionTokens()`: cold, `sessionTokens({ fresh: true })`, through the
+//!   worker (its memory, after the dashboard confirms the venue session), and warm, from the
+//!   page's copy of the worker's last answer (no request at all);
 //! - cold: the same after `{type: "session-clear"}`, so the worker runs the whole chain
 //!   (dashboard, authorize, VTX);
 //! - worker start to ready: the worker is stopped through the DevTools protocol
@@ -59,6 +62,25 @@ const FETCHES: &str = r#"
         inWorker.push(answer ? Number(answer[1]) : 0);
     }
     return [times, inWorker];
+"#;
+
+/// Milliseconds of `rounds` calls of the page client's `sessionTokens({ fresh })` (the page's
+/// module, initialised once).
+const SESSION_TOKENS: &str = r#"
+    const [rounds, fresh] = arguments;
+    const m = await import('/pkg/websession.js');
+    await m.default();
+    // The worker's first answer may post `session-changed`, dropping the first copy: settle.
+    await m.sessionTokens({ fresh: true });
+    await new Promise((r) => setTimeout(r, 100));
+    await m.sessionTokens({ fresh: true });
+    const times = [];
+    for (let i = 0; i < rounds; i++) {
+        const start = performance.now();
+        await m.sessionTokens({ fresh });
+        times.push(performance.now() - start);
+    }
+    return times;
 "#;
 
 /// The `sw-ready` of the next answer, and how long that first answer took in the page.
@@ -122,6 +144,17 @@ async fn main() -> anyhow::Result<()> {
         &browser.run(FETCHES, &[json!(rounds), json!(false), json!("/blank.html")]).await?,
     )?;
 
+    let dashboards = dev.standin().counter(venue_standin::DASHBOARD_PATH);
+    let tokens_cold = numbers(&browser.run(SESSION_TOKENS, &[json!(rounds), json!(true)]).await?)?;
+    let tokens_warm = numbers(&browser.run(SESSION_TOKENS, &[json!(rounds), json!(false)]).await?)?;
+    // Two settling calls per run, and one per cold round; none for a warm one.
+    let asked = dev.standin().counter(venue_standin::DASHBOARD_PATH) - dashboards;
+    if asked != rounds as u64 + 4 {
+        bail!(
+            "{rounds} cold and {rounds} warm sessionTokens() calls asked the worker {asked} times"
+        );
+    }
+
     let cold_rounds = (rounds / 5).max(5);
     let before = dev.standin().counter(venue_standin::DASHBOARD_PATH);
     let (all, all_in_worker) =
@@ -158,6 +191,8 @@ async fn main() -> anyhow::Result<()> {
     row("warm /uc/session/vtx (ms)", &warm, "<= 2");
     row("  of which in the worker (sw-answer)", &warm_in_worker, "-");
     row("  compare: /blank.html passed to the network", &passed, "-");
+    row("sessionTokens() cold, fresh: true (ms)", &tokens_cold, "-");
+    row("sessionTokens() warm, the page's copy (ms)", &tokens_warm, "-");
     row("cold chain /uc/session/vtx (ms)", &cold, "<= 50");
     row("  of which in the worker (sw-answer)", &cold_in_worker, "-");
     row("worker start to ready (ms, sw-ready)", &ready, "<= 50");
@@ -169,7 +204,14 @@ async fn main() -> anyhow::Result<()> {
         kib(wasm_gz),
         kib(js_gz)
     );
-    println!("rounds: warm {}, cold {}, restarts {}", warm.len(), cold.len(), ready.len());
+    println!(
+        "rounds: warm {}, cold {}, restarts {}, sessionTokens() {} cold + {} warm",
+        warm.len(),
+        cold.len(),
+        ready.len(),
+        tokens_cold.len(),
+        tokens_warm.len()
+    );
     Ok(())
 }
 
