@@ -66,7 +66,8 @@ struct Kept {
     tokens: Option<SessionTokens>,
     /// Bumped by every drop: an answer asked for under an older epoch is not kept.
     epoch: u64,
-    /// The listener for `session-changed`, added with the first answer kept; for the page's life.
+    /// The listener for `session-changed`, added before the first request to the worker (a
+    /// message that finds no listener is lost); for the page's life.
     listening: Option<WorkerMessages>,
 }
 
@@ -92,26 +93,30 @@ fn warm(margin_ms: f64) -> Option<SessionTokens> {
     })
 }
 
-/// Keeps `tokens` unless the copy was dropped since `epoch`; starts listening for
-/// `session-changed` the first time.
+/// Whether the page hears the worker's `session-changed`; starts listening the first time.
+/// Without the worker's word a copy cannot be trusted, so nothing is kept then.
+fn listening() -> bool {
+    if COPY.with_borrow(|copy| copy.listening.is_some()) {
+        return true;
+    }
+    let Ok(listener) = WorkerMessages::listen(|message| {
+        if message == SwMessage::SessionChanged {
+            drop_copy();
+        }
+    }) else {
+        return false;
+    };
+    COPY.with_borrow_mut(|copy| copy.listening = Some(listener));
+    true
+}
+
+/// Keeps `tokens` unless the copy was dropped since `epoch`.
 fn keep(epoch: u64, tokens: &SessionTokens) {
-    let listen = COPY.with_borrow_mut(|copy| {
+    COPY.with_borrow_mut(|copy| {
         if copy.epoch == epoch {
             copy.tokens = Some(tokens.clone());
         }
-        copy.listening.is_none()
     });
-    if listen {
-        match WorkerMessages::listen(|message| {
-            if message == SwMessage::SessionChanged {
-                drop_copy();
-            }
-        }) {
-            Ok(listener) => COPY.with_borrow_mut(|copy| copy.listening = Some(listener)),
-            // Without the worker's word the copy cannot be trusted.
-            Err(_) => drop_copy(),
-        }
-    }
 }
 
 fn container() -> Option<ServiceWorkerContainer> {
@@ -142,10 +147,12 @@ pub async fn session_tokens(options: TokenOptions) -> Result<SessionTokens, Page
     {
         return Ok(tokens);
     }
+    let hears = listening();
     let epoch = COPY.with_borrow(|copy| copy.epoch);
     let answer = ask_worker().await;
     match &answer {
-        Ok(tokens) => keep(epoch, tokens),
+        Ok(tokens) if hears => keep(epoch, tokens),
+        Ok(_) => {}
         Err(_) => drop_copy(),
     }
     answer
