@@ -10,6 +10,9 @@
 //! to the venue stand-in, and measures in the page with `performance.now()`:
 //!
 //! - warm: `fetch('/uc/session/vtx')` answered from the worker's memory (body read);
+//! - the page client's `sessionTokens()`: cold, `sessionTokens({ fresh: true })`, through the
+//!   worker (its memory, after the dashboard confirms the venue session), and warm, from the
+//!   page's copy of the worker's last answer (no request at all);
 //! - cold: the same after `{type: "session-clear"}`, so the worker runs the whole chain
 //!   (dashboard, authorize, VTX);
 //! - worker start to ready: the worker is stopped through the DevTools protocol
@@ -59,6 +62,27 @@ const FETCHES: &str = r#"
         inWorker.push(answer ? Number(answer[1]) : 0);
     }
     return [times, inWorker];
+"#;
+
+/// Milliseconds of each of `rounds` calls of the page client's `sessionTokens({ fresh })` (the
+/// page's module, initialised once), and of all of them: Chromium coarsens `performance.now()`
+/// to 0.1 ms, more than a warm call takes, so the mean over the run says more.
+const SESSION_TOKENS: &str = r#"
+    const [rounds, fresh] = arguments;
+    const m = await import('/pkg/websession.js');
+    await m.default();
+    // The worker's first answer may post `session-changed`, dropping the first copy: settle.
+    await m.sessionTokens({ fresh: true });
+    await new Promise((r) => setTimeout(r, 100));
+    await m.sessionTokens({ fresh: true });
+    const times = [];
+    const first = performance.now();
+    for (let i = 0; i < rounds; i++) {
+        const start = performance.now();
+        await m.sessionTokens({ fresh });
+        times.push(performance.now() - start);
+    }
+    return [times, performance.now() - first];
 "#;
 
 /// The `sw-ready` of the next answer, and how long that first answer took in the page.
@@ -122,6 +146,20 @@ async fn main() -> anyhow::Result<()> {
         &browser.run(FETCHES, &[json!(rounds), json!(false), json!("/blank.html")]).await?,
     )?;
 
+    let dashboards = dev.standin().counter(venue_standin::DASHBOARD_PATH);
+    let cold_run = browser.run(SESSION_TOKENS, &[json!(rounds), json!(true)]).await?;
+    let warm_run = browser.run(SESSION_TOKENS, &[json!(rounds), json!(false)]).await?;
+    let (tokens_cold, tokens_warm) = (numbers(&cold_run[0])?, numbers(&warm_run[0])?);
+    let mean = |run: &Value| run[1].as_f64().unwrap_or(f64::NAN) / rounds as f64;
+    let (tokens_cold_mean, tokens_warm_mean) = (mean(&cold_run), mean(&warm_run));
+    // Two settling calls per run, and one per cold round; none for a warm one.
+    let asked = dev.standin().counter(venue_standin::DASHBOARD_PATH) - dashboards;
+    if asked != rounds as u64 + 4 {
+        bail!(
+            "{rounds} cold and {rounds} warm sessionTokens() calls asked the worker {asked} times"
+        );
+    }
+
     let cold_rounds = (rounds / 5).max(5);
     let before = dev.standin().counter(venue_standin::DASHBOARD_PATH);
     let (all, all_in_worker) =
@@ -158,6 +196,12 @@ async fn main() -> anyhow::Result<()> {
     row("warm /uc/session/vtx (ms)", &warm, "<= 2");
     row("  of which in the worker (sw-answer)", &warm_in_worker, "-");
     row("  compare: /blank.html passed to the network", &passed, "-");
+    row("sessionTokens() cold, fresh: true (ms)", &tokens_cold, "-");
+    row("sessionTokens() warm, the page's copy (ms)", &tokens_warm, "-");
+    println!(
+        "  means over the runs: cold {tokens_cold_mean:.3} ms, warm {tokens_warm_mean:.4} ms \
+         (performance.now() counts in 0.1 ms steps)"
+    );
     row("cold chain /uc/session/vtx (ms)", &cold, "<= 50");
     row("  of which in the worker (sw-answer)", &cold_in_worker, "-");
     row("worker start to ready (ms, sw-ready)", &ready, "<= 50");
@@ -169,7 +213,14 @@ async fn main() -> anyhow::Result<()> {
         kib(wasm_gz),
         kib(js_gz)
     );
-    println!("rounds: warm {}, cold {}, restarts {}", warm.len(), cold.len(), ready.len());
+    println!(
+        "rounds: warm {}, cold {}, restarts {}, sessionTokens() {} cold + {} warm",
+        warm.len(),
+        cold.len(),
+        ready.len(),
+        tokens_cold.len(),
+        tokens_warm.len()
+    );
     Ok(())
 }
 

@@ -58,6 +58,10 @@ pub enum SwMessage {
     },
     /// Worker → tabs: token acquisition failed.
     SessionError(SessionError),
+    /// Worker → tabs: the worker dropped its tokens (a venue sign-out, a `session-clear`, a
+    /// refused venue JWT) or took a venue JWT it cannot tell is the same user's (another user's,
+    /// or the first one since it started): a tab drops the copy of the tokens it keeps.
+    SessionChanged,
     /// Page → worker: drop the cached tokens (logout).
     SessionClear,
     /// Page → worker: a waiting worker should take over now.

@@ -1484,6 +1484,7 @@ mod tokens {
             json!({"type": "session-error", "error": "venue_session_expired", "message": "log in again", "stage": "xsrf"}),
         );
         assert_json(&SwMessage::SessionClear, json!({"type": "session-clear"}));
+        assert_json(&SwMessage::SessionChanged, json!({"type": "session-changed"}));
         assert_json(&SwMessage::SkipWaiting, json!({"type": "skip-waiting"}));
 
         assert_rejects::<SwMessage>(json!({"type": "reload"}), "unknown variant `reload`");

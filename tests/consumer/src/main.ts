@@ -23,6 +23,7 @@ import type {
   SendOptions,
   SessionError,
   SessionTokens,
+  SessionTokensOptions,
   StreamRole,
   StreamState,
   Unsubscribe,
@@ -73,7 +74,10 @@ async function registerWorker(): Promise<void> {
 async function fetchTokens(): Promise<void> {
   show('tokens', 'asking the worker');
   try {
-    const tokens: SessionTokens = await sessionTokens();
+    // The first call asks the worker; later ones answer from the page's copy until the tokens
+    // are within `marginMs` of their expiry (`fresh: true` asks the worker anyway).
+    const options: SessionTokensOptions = { fresh: false, marginMs: 60_000 };
+    const tokens: SessionTokens = await sessionTokens(options);
     const { eidJwt, venueJwt, eidExpiresAt, venueExpiresAt } = tokens;
     const sub = JSON.parse(atob(eidJwt.split('.')[1].replace(/-/g, '+').replace(/_/g, '/')))
       .sub as string;

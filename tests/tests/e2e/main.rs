@@ -7,7 +7,8 @@
 //! only for what a user cannot do: publishing server events, minting login links, injecting
 //! faults, restarting the backend.
 //!
-//! - `tokens`: seed 000, the service worker's token chain and its errors;
+//! - `tokens`: seed 000, the service worker's token chain and its errors, and warm
+//!   `sessionTokens()` calls answered by the page's copy until the worker says its tokens changed;
 //! - `streams`: seeds 001/003, tabs sharing one front, offline, restarts, a wiped store, eight
 //!   tabs;
 //! - `login`: seed 002, the one-time-token login on the embedded store and on Redis;

@@ -16,7 +16,7 @@ use super::auth::{Auth, AuthOptions};
 use super::error::{ERROR_NAME, PageError};
 use super::front::{Front, FrontOptions, RequestOptions, SendOptions};
 use super::js;
-use super::tokens::{self, WorkerMessages};
+use super::tokens::{self, TokenOptions, WorkerMessages};
 
 /// Written by hand for the doc comments; `ts_tidy.rs` checks it against the Rust types.
 #[wasm_bindgen(typescript_custom_section)]
@@ -112,6 +112,14 @@ export interface SessionTokens {
   venueExpiresAt: string;
 }
 
+/** Options of `sessionTokens`. */
+export interface SessionTokensOptions {
+  /** Ask the service worker even when this page's copy of its last answer is good; the answer replaces the copy. Default `false`. */
+  fresh?: boolean;
+  /** The page's copy answers while both tokens expire more than this many ms from now. Default 60000 (the worker's default `marginSecs`). */
+  marginMs?: number;
+}
+
 /** The service worker's error for `GET /uc/session/vtx`, also posted to the tabs. */
 export interface SessionError {
   error: string;
@@ -124,6 +132,7 @@ export type WorkerMessage =
   | { type: "sw-activated"; version: string }
   | ({ type: "session-error" } & SessionError)
   | { type: "session-clear" }
+  | { type: "session-changed" }
   | { type: "skip-waiting" };
 
 /** The claims of the access token (decoded, not verified: the server verifies). */
@@ -607,11 +616,31 @@ fn new_request(input: &JsValue, init: &JsValue) -> Result<Request, PageError> {
         .map_err(|e| PageError::InvalidArgument(js::describe(&e)))
 }
 
-/// Asks the service worker for the session tokens (`GET /uc/session/vtx`). Rejects with the
-/// worker's error (`code`, `stage`), or `no_service_worker` when no worker controls the page.
+/// The session tokens: this page's copy of the service worker's last answer while both tokens
+/// are good for more than `marginMs`, else asked from the worker (`GET /uc/session/vtx`; always
+/// with `fresh: true`). The copy is dropped when the worker says its tokens changed
+/// (`session-changed`) and on `auth.logout()`. Rejects with the worker's error (`code`,
+/// `stage`), or `no_service_worker` when no worker controls the page.
 #[wasm_bindgen(js_name = sessionTokens, unchecked_return_type = "Promise<SessionTokens>")]
-pub fn session_tokens() -> Promise {
-    promise(async move { tokens::session_tokens().await.map(|t| js::to_js(&t)) })
+pub fn session_tokens(
+    #[wasm_bindgen(unchecked_optional_param_type = "SessionTokensOptions")] options: JsValue,
+) -> Promise {
+    promise(async move {
+        let options = token_options(&options)?;
+        tokens::session_tokens(options).await.map(|t| js::to_js(&t))
+    })
+}
+
+fn token_options(value: &JsValue) -> Result<TokenOptions, PageError> {
+    let mut o = TokenOptions::default();
+    if !value.is_object() {
+        return Ok(o);
+    }
+    o.fresh = js::get_bool(value, "fresh").unwrap_or(false);
+    if let Some(ms) = number_option(value, "marginMs")? {
+        o.margin_ms = ms;
+    }
+    Ok(o)
 }
 
 /// Calls `listener` with every message of the service worker to this tab.

@@ -260,6 +260,7 @@ fn worker_messages_are_declared_with_the_types_serde_writes() {
             stage: ChainStage::Xsrf,
         }),
         SwMessage::SessionClear,
+        SwMessage::SessionChanged,
         SwMessage::SkipWaiting,
     ];
     for m in &messages {
@@ -267,6 +268,7 @@ fn worker_messages_are_declared_with_the_types_serde_writes() {
             SwMessage::SwActivated { .. }
             | SwMessage::SessionError(_)
             | SwMessage::SessionClear
+            | SwMessage::SessionChanged
             | SwMessage::SkipWaiting => {}
         }
     }
@@ -294,6 +296,10 @@ fn the_options_declared_are_the_options_read() {
     let auth = interface("AuthOptions");
     assert!(auth.iter().all(|f| f.optional), "every option of AuthOptions is optional");
     assert_eq!(names(&auth), keys_read("fn auth_options(", "value"));
+
+    let tokens = interface("SessionTokensOptions");
+    assert!(tokens.iter().all(|f| f.optional), "every option of SessionTokensOptions is optional");
+    assert_eq!(names(&tokens), keys_read("fn token_options(", "value"));
 
     let send = interface("SendOptions");
     assert_eq!(names(&send), keys_read("pub fn send(", "&options"));

@@ -10,7 +10,7 @@
 //! | `swInstall()` | `install` | front identity in IndexedDB, registration if the backend answers; `skipWaiting` with `update=immediate` |
 //! | `swActivate()` | `activate` | `clients.claim()`, posts `{type: "sw-activated", version}` to the tabs |
 //! | `swSession(request)` | `fetch` of `GET /uc/session/vtx` | resolves to the `Response` (never rejects) |
-//! | `swMessage(data)` | `message` | `session-clear` drops the tokens, `skip-waiting` promotes a waiting worker |
+//! | `swMessage(data)` | `message` | `session-clear` drops the tokens (and posts `session-changed` to the tabs), `skip-waiting` promotes a waiting worker |
 //! | `swNavigate()` | `fetch` of a navigation (not answered) | with `update=navigation`, promotes a waiting worker |
 //!
 //! The logic below the exports is plain Rust: [`settings`] and [`xsrf`] and [`jwt`] are pure,

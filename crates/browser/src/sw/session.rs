@@ -18,6 +18,13 @@
 //! So one venue user's tokens never reach another, at the price of one dashboard request per
 //! warm answer (a few milliseconds on the venue's own origin); a cookie marker would be cheaper
 //! but the venue's cookie is `HttpOnly` and the worker sees no `Cookie` header.
+//!
+//! Pages keep a copy of the last answer (`page/tokens.rs`), so the session also reports every
+//! change of its tokens ([`Session::on_change`], posted to the tabs as `session-changed`): when
+//! it drops them, and when it takes a venue JWT that is not a renewal of its cached same-user
+//! one (another user's, or the first since the worker started: a restarted worker cannot tell
+//! whose copies the pages hold). A same-user renewal is no change: the copies are still that
+//! user's, and each expires on its own.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -56,6 +63,7 @@ impl<H> std::fmt::Debug for Session<H> {
 
 type Outcome = Result<SessionTokens, Failure>;
 type FailureHook = Box<dyn Fn(&Failure)>;
+type ChangeHook = Box<dyn Fn()>;
 type Flight = Shared<LocalBoxFuture<'static, Outcome>>;
 
 struct Inner<H> {
@@ -66,6 +74,9 @@ struct Inner<H> {
     /// Called once per failed run of the chain (not once per waiting request): the worker posts
     /// `session-error` to the tabs from here.
     on_failure: RefCell<Option<FailureHook>>,
+    /// Called whenever the tokens are dropped or become another user's: the worker posts
+    /// `session-changed` to the tabs from here, so that they drop their copies.
+    on_change: RefCell<Option<ChangeHook>>,
     /// A `RefCell` that is never borrowed across an `.await`.
     state: RefCell<State>,
 }
@@ -100,6 +111,7 @@ impl<H: Http + 'static> Session<H> {
             config,
             clock: Box::new(clock),
             on_failure: RefCell::new(None),
+            on_change: RefCell::new(None),
             state: RefCell::new(State::default()),
         };
         Self { inner: Rc::new(inner) }
@@ -108,6 +120,12 @@ impl<H: Http + 'static> Session<H> {
     /// Calls `hook` once for every run of the chain that fails.
     pub fn on_failure(&self, hook: impl Fn(&Failure) + 'static) {
         *self.inner.on_failure.borrow_mut() = Some(Box::new(hook));
+    }
+
+    /// Calls `hook` whenever the tokens are dropped (sign-out, [`Session::clear`], a refused
+    /// venue JWT) or replaced by a venue JWT that is not a renewal of the cached same-user one.
+    pub fn on_change(&self, hook: impl Fn() + 'static) {
+        *self.inner.on_change.borrow_mut() = Some(Box::new(hook));
     }
 
     /// The chain's settings.
@@ -145,10 +163,13 @@ impl<H: Http + 'static> Session<H> {
     /// Forgets every token (logout); a run in progress answers its waiters but caches nothing,
     /// and the next request starts a new run.
     pub fn clear(&self) {
-        let mut state = self.inner.state.borrow_mut();
-        state.forget();
-        state.flight = None;
-        state.generation += 1;
+        {
+            let mut state = self.inner.state.borrow_mut();
+            state.forget();
+            state.flight = None;
+            state.generation += 1;
+        }
+        self.inner.changed();
     }
 }
 
@@ -164,6 +185,13 @@ impl State {
 impl<H: Http> Inner<H> {
     fn now(&self) -> i64 {
         (self.clock)()
+    }
+
+    /// Reports a change of the tokens (never with `state` borrowed: the hook may ask again).
+    fn changed(&self) {
+        if let Some(hook) = self.on_change.borrow().as_ref() {
+            hook();
+        }
     }
 
     fn margin_ms(&self) -> i64 {
@@ -195,6 +223,7 @@ impl<H: Http> Inner<H> {
             && failure.code == ErrorCode::VenueSessionExpired
         {
             self.store(generation, State::forget);
+            self.changed();
         }
         outcome
     }
@@ -214,6 +243,8 @@ impl<H: Http> Inner<H> {
                 None => {
                     let fetched = chain::venue_jwt(&self.http, &self.config, &xsrf).await?;
                     let mut venue = fetched.clone();
+                    // Conservative: also a change when a clear made the store skip this run.
+                    let mut changed = true;
                     self.store(generation, |s| {
                         let kept = s.venue.as_ref().filter(|old| {
                             old.user.is_some()
@@ -223,7 +254,20 @@ impl<H: Http> Inner<H> {
                         match kept {
                             // The same user in a new session (or a venue that renders a new
                             // XSRF token each time): the cached pair is still theirs.
-                            Some(old) => venue = old.clone(),
+                            Some(old) => {
+                                venue = old.clone();
+                                changed = false;
+                            }
+                            // A renewal of the same user's expired venue JWT changes nobody's
+                            // tokens; anything else may (see the module's comment).
+                            None if s.venue.as_ref().is_some_and(|old| {
+                                old.user.is_some() && old.user == fetched.user
+                            }) =>
+                            {
+                                changed = false;
+                                s.eid = None;
+                                s.venue = Some(fetched);
+                            }
                             None => {
                                 s.eid = None;
                                 s.venue = Some(fetched);
@@ -231,6 +275,9 @@ impl<H: Http> Inner<H> {
                         }
                         s.xsrf = Some(xsrf.clone());
                     });
+                    if changed {
+                        self.changed();
+                    }
                     venue
                 }
             };
@@ -254,6 +301,7 @@ impl<H: Http> Inner<H> {
                         // The venue JWT may have been revoked or signed by a rotated key: get a
                         // new one and try once more.
                         self.store(generation, State::forget);
+                        self.changed();
                         if retried {
                             return Err(Failure::acquisition_failed(
                                 ChainStage::Vtx,
@@ -680,6 +728,51 @@ mod tests {
         assert_eq!(counts(&fake), [2, 2, 1], "a new venue JWT names the user; no exchange");
         assert_eq!(get(&session).unwrap(), first);
         assert_eq!(counts(&fake), [3, 2, 1], "the new session is confirmed by its XSRF token");
+    }
+
+    /// The tabs keep copies of the answers: every change of whose tokens the worker holds is
+    /// reported (so the worker posts `session-changed`), warm answers and same-user renewals
+    /// are not.
+    #[test]
+    fn a_change_of_the_tokens_is_reported_and_a_renewal_is_not() {
+        let (session, fake) = setup();
+        let changes = Rc::new(Cell::new(0));
+        session.on_change({
+            let changes = changes.clone();
+            move || changes.set(changes.get() + 1)
+        });
+        let first = get(&session).unwrap();
+        assert_eq!(
+            changes.get(),
+            1,
+            "the first pair since the start: whose copies the tabs hold is unknown"
+        );
+        get(&session).unwrap();
+        assert_eq!(changes.get(), 1, "a warm answer changes nothing");
+        fake.clock.set(first.venue_expires_at.millis() - 60_000);
+        let renewed = get(&session).unwrap();
+        assert_ne!(renewed.venue_jwt, first.venue_jwt);
+        assert_eq!(changes.get(), 1, "the same user's venue JWT renewed");
+        *fake.xsrf.borrow_mut() = "x-2";
+        get(&session).unwrap();
+        assert_eq!(changes.get(), 1, "the same user in a new venue session");
+
+        *fake.xsrf.borrow_mut() = "x-bob";
+        fake.user.set("bob");
+        get(&session).unwrap();
+        assert_eq!(changes.get(), 2, "another user signed in");
+        *fake.dashboard.borrow_mut() = Answer::Redirect("https://app.example/Account/Login", "");
+        assert!(get(&session).is_err());
+        assert_eq!(changes.get(), 3, "signed out at the venue");
+        *fake.dashboard.borrow_mut() = Answer::Normal;
+        get(&session).unwrap();
+        session.clear();
+        assert_eq!(changes.get(), 5, "a new pair after the sign-out, then a clear");
+        get(&session).unwrap();
+        fake.vtx_401s.set(1);
+        fake.clock.set(fake.clock.get() + 3_600_000);
+        get(&session).unwrap();
+        assert!(changes.get() >= 7, "a VTX 401 drops the tokens: {}", changes.get());
     }
 
     #[test]

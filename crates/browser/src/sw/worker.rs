@@ -95,6 +95,13 @@ impl Worker {
             let message = SwMessage::SessionError(failure.to_session_error());
             wasm_bindgen_futures::spawn_local(async move { post_to_tabs(&message).await });
         });
+        // The tabs keep copies of the answers (`sessionTokens()`'s warm calls): they drop them
+        // when the worker's tokens are dropped or become another user's.
+        session.on_change(|| {
+            wasm_bindgen_futures::spawn_local(async {
+                post_to_tabs(&SwMessage::SessionChanged).await;
+            });
+        });
         Self { settings, server, session, ready_ms: Cell::new(None) }
     }
 
@@ -182,7 +189,10 @@ pub(crate) async fn message(data: JsValue) {
         Ok(SwMessage::SessionClear) => worker().session().clear(),
         Ok(SwMessage::SkipWaiting) => skip_waiting().await,
         // Messages for the pages, or for someone else on the same channel.
-        Ok(SwMessage::SwActivated { .. } | SwMessage::SessionError(_)) | Err(_) => {}
+        Ok(
+            SwMessage::SwActivated { .. } | SwMessage::SessionError(_) | SwMessage::SessionChanged,
+        )
+        | Err(_) => {}
     }
 }
 
