@@ -26,7 +26,6 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow, bail, ensure};
@@ -37,7 +36,7 @@ use protocol::{KeyPair, Peer, SessionUuid};
 use reqwest::header::ACCEPT;
 use serde_json::json;
 use tokio::process::Command;
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::cluster::{ratio, verdict};
@@ -213,36 +212,25 @@ impl Server {
         count: usize,
         concurrency: usize,
     ) -> anyhow::Result<Vec<SseReader>> {
-        let permits = Arc::new(Semaphore::new(concurrency.max(1)));
-        let mut tasks = JoinSet::new();
-        for _ in 0..count {
-            let permits = permits.clone();
+        streams::at_most(count, concurrency, |_| {
             let front = self.ours.as_ref().map(|(_, front)| front.clone());
             let request = http.get(format!("{}/sub", self.url)).header(ACCEPT, "text/event-stream");
-            tasks.spawn(async move {
-                let _permit = permits.acquire_owned().await?;
-                bounded("opening a stream", async move {
-                    match front {
-                        Some(front) => {
-                            let stream = front.connect(SessionUuid::new_v4(), None).await?;
-                            anyhow::Ok(stream.into_reader())
-                        }
-                        None => {
-                            let response = request.send().await?;
-                            let status = response.status();
-                            ensure!(status.is_success(), "nchan answered a subscription {status}");
-                            Ok(SseReader::new(response))
-                        }
+            bounded("opening a stream", async move {
+                match front {
+                    Some(front) => {
+                        let stream = front.connect(SessionUuid::new_v4(), None).await?;
+                        anyhow::Ok(stream.into_reader())
                     }
-                })
-                .await
-            });
-        }
-        let mut readers = Vec::with_capacity(count);
-        while let Some(done) = tasks.join_next().await {
-            readers.push(done??);
-        }
-        Ok(readers)
+                    None => {
+                        let response = request.send().await?;
+                        let status = response.status();
+                        ensure!(status.is_success(), "nchan answered a subscription {status}");
+                        Ok(SseReader::new(response))
+                    }
+                }
+            })
+        })
+        .await
     }
 
     /// On nchan, waits until the channel counts `count` subscribers (a subscription's answer
@@ -463,7 +451,12 @@ async fn measure_side(
                 nginx: &args.nginx,
                 module: &args.nchan_module,
                 port: args.nchan_port,
-                connections: most + concurrency + 100,
+                // Streams, the pool's keep-alive connections and the listener, with room: a
+                // worker short of connections closes some (its error log says so). Its table
+                // is allocated at start, so the room adds to the baseline, not per stream.
+                // Within the open-files limit nginx inherits, which it may not raise.
+                connections: (2 * most + concurrency + 1000)
+                    .min(streams::open_files_limit().unwrap_or(usize::MAX).saturating_sub(100)),
                 cpu,
                 startup: Duration::from_secs(args.startup_secs),
             };
@@ -740,7 +733,11 @@ fn median(values: impl IntoIterator<Item = Option<f64>>) -> Option<f64> {
     }
     known.sort_by(f64::total_cmp);
     let mid = known.len() / 2;
-    Some(if known.len() % 2 == 0 { (known[mid - 1] + known[mid]) / 2.0 } else { known[mid] })
+    Some(if known.len().is_multiple_of(2) {
+        (known[mid - 1] + known[mid]) / 2.0
+    } else {
+        known[mid]
+    })
 }
 
 /// A figure with `decimals`, or `-` if unknown.
@@ -816,14 +813,14 @@ fn print_mode(args: &PeerArgs, pin: Pin, mode: &Mode) {
     }
     let names = ["RSS per stream", "RSS slope", "fan-out p99", "server CPU for the fan-out"];
     for (name, verdicts) in names.iter().zip(&judged) {
-        println!("target {name} ≤ {PEER_TARGET}× nchan's: {}", verdicts.join("; "));
+        println!("target {name} ≤ {PEER_TARGET:.1}× nchan's: {}", verdicts.join("; "));
     }
     let handshake = median(mode.ours.iter().map(|run| run.handshake_us));
     let x25519 = median(mode.x25519_us.iter().copied().map(Some));
     if args.handshakes > 0 {
         println!(
             "ours: server CPU per full handshake (register + open + activate, {} handshakes) {} \
-             µs; one X25519 (SalsaBox::new) {} µs; target ≤ {HANDSHAKE_TARGET}×: {}",
+             µs; one X25519 (SalsaBox::new) {} µs; target ≤ {HANDSHAKE_TARGET:.1}×: {}",
             args.handshakes,
             show(handshake, 1),
             show(x25519, 1),

@@ -521,20 +521,40 @@ async fn register_fronts(
     count: usize,
     concurrency: usize,
 ) -> anyhow::Result<Vec<Front>> {
-    let permits = Arc::new(Semaphore::new(concurrency.max(1)));
-    let mut tasks = JoinSet::new();
-    for j in 0..count {
-        let (client, permits) = (clients[j % clients.len()].clone(), permits.clone());
-        tasks.spawn(async move {
-            let _permit = permits.acquire_owned().await?;
+    at_most(count, concurrency, |j| {
+        let client = clients[j % clients.len()].clone();
+        async move {
             let mut front = Front::generate(&client);
             bounded("a registration", front.register()).await?;
             anyhow::Ok(front)
+        }
+    })
+    .await
+}
+
+/// Runs `task(i)` for every i below `count`, at most `concurrency` at a time; their outputs in
+/// the order they finished, or the first error.
+pub(crate) async fn at_most<T, F>(
+    count: usize,
+    concurrency: usize,
+    task: impl Fn(usize) -> F,
+) -> anyhow::Result<Vec<T>>
+where
+    T: Send + 'static,
+    F: Future<Output = anyhow::Result<T>> + Send + 'static,
+{
+    let permits = Arc::new(Semaphore::new(concurrency.max(1)));
+    let mut tasks = JoinSet::new();
+    for i in 0..count {
+        let (permits, work) = (permits.clone(), task(i));
+        tasks.spawn(async move {
+            let _permit = permits.acquire_owned().await?;
+            work.await
         });
     }
-    let mut fronts = Vec::with_capacity(count);
-    while let Some(front) = tasks.join_next().await {
-        fronts.push(front??);
+    let mut done = Vec::with_capacity(count);
+    while let Some(output) = tasks.join_next().await {
+        done.push(output??);
     }
-    Ok(fronts)
+    Ok(done)
 }
