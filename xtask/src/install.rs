@@ -11,6 +11,11 @@ const APT_PACKAGES: &[(&str, &str)] = &[
     ("redis-tools", "/usr/bin/redis-cli"),
     // A real load balancer in front of two instances (crates/server/tests/events/cluster.rs).
     ("nginx-light", "/usr/sbin/nginx"),
+    // The pub/sub module `loadgen peer` compares the event server with (crates/loadgen/nchan.conf
+    // loads it by this path; nginx-light's own configuration loads it too, through
+    // /etc/nginx/modules-enabled/50-mod-nchan.conf, which does nothing to a server that does
+    // not use its directives).
+    ("libnginx-mod-nchan", "/usr/lib/nginx/modules/ngx_nchan_module.so"),
 ];
 
 /// Everything `ci` and `demo` need.

@@ -272,9 +272,7 @@ impl Front {
             session,
             front_scope,
             peer: None,
-            response: Some(response),
-            parser: SseParser::new(),
-            queue: VecDeque::new(),
+            reader: SseReader::new(response),
             heartbeats: 0,
             events_lost: 0,
             resumed_from: resumed_from.unwrap_or_default().to_owned(),
@@ -348,6 +346,38 @@ pub struct Received {
     pub event: ReverseEvent,
 }
 
+/// Reads the frames of any Server-Sent Events answer, as they arrive: the one reader of
+/// [`Stream`], and what `loadgen peer` reads another server's event stream with, so both
+/// sides are received by the same code.
+#[derive(Debug)]
+pub struct SseReader {
+    /// `None` once the stream ended.
+    response: Option<reqwest::Response>,
+    parser: SseParser,
+    queue: VecDeque<SseItem>,
+}
+
+impl SseReader {
+    /// A reader of `response`'s body.
+    pub fn new(response: reqwest::Response) -> Self {
+        Self { response: Some(response), parser: SseParser::new(), queue: VecDeque::new() }
+    }
+
+    /// The next frame (event or comment); `None` when the server ended the stream.
+    pub async fn next_item(&mut self) -> Result<Option<SseItem>, ClientError> {
+        loop {
+            if let Some(item) = self.queue.pop_front() {
+                return Ok(Some(item));
+            }
+            let Some(response) = self.response.as_mut() else { return Ok(None) };
+            match response.chunk().await? {
+                Some(chunk) => self.queue.extend(self.parser.feed(&chunk)),
+                None => self.response = None,
+            }
+        }
+    }
+}
+
 /// A reverse stream, and the session it belongs to.
 pub struct Stream {
     client: Client,
@@ -357,10 +387,7 @@ pub struct Stream {
     front_scope: bool,
     /// The shared key of this front and the back; set once the challenge is read.
     peer: Option<Peer>,
-    /// `None` once the stream ended.
-    response: Option<reqwest::Response>,
-    parser: SseParser,
-    queue: VecDeque<SseItem>,
+    reader: SseReader,
     heartbeats: u64,
     events_lost: u64,
     /// The `Last-Event-ID` this stream was opened with: still the one to resume from until an
@@ -394,7 +421,7 @@ impl Stream {
     /// it carries over a reconnection that ends before an event arrives: resuming without it
     /// would ask for what was never delivered instead of what came after it.
     pub fn last_event_id(&self) -> &str {
-        match self.parser.last_event_id() {
+        match self.reader.parser.last_event_id() {
             "" => &self.resumed_from,
             id => id,
         }
@@ -403,7 +430,7 @@ impl Stream {
     /// The last `retry:` hint the server gave (milliseconds), as `EventSource` would wait
     /// before reconnecting.
     pub fn retry(&self) -> Option<u64> {
-        self.parser.retry()
+        self.reader.parser.retry()
     }
 
     /// Heartbeat comments seen so far.
@@ -422,19 +449,17 @@ impl Stream {
 
     /// The next frame (event or comment); `None` when the server ended the stream.
     pub async fn next_item(&mut self) -> Result<Option<SseItem>, ClientError> {
-        loop {
-            if let Some(item) = self.queue.pop_front() {
-                if matches!(item, SseItem::Comment(_)) {
-                    self.heartbeats += 1;
-                }
-                return Ok(Some(item));
-            }
-            let Some(response) = self.response.as_mut() else { return Ok(None) };
-            match response.chunk().await? {
-                Some(chunk) => self.queue.extend(self.parser.feed(&chunk)),
-                None => self.response = None,
-            }
+        let item = self.reader.next_item().await?;
+        if matches!(item, Some(SseItem::Comment(_))) {
+            self.heartbeats += 1;
         }
+        Ok(item)
+    }
+
+    /// The frame reader alone, for a caller that only times frames (`loadgen peer` reads its
+    /// streams and nchan's subscribers through the same [`SseReader`]).
+    pub fn into_reader(self) -> SseReader {
+        self.reader
     }
 
     /// How many `events_lost` notices the stream gave (it could not resume exactly).

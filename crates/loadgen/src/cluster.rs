@@ -14,10 +14,11 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use anyhow::{Context as _, anyhow, bail};
-use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
-use tokio::process::{Child, Command};
+use anyhow::{Context as _, anyhow};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::process::Command;
 
+use crate::rig::{Rig, free_port};
 use crate::serve::READY;
 use crate::streams::{self, LoadArgs, Report, Target};
 
@@ -50,7 +51,7 @@ pub(crate) async fn run(args: ClusterArgs) -> anyhow::Result<()> {
         "cannot run {} --version (install redis-server or give --redis-server)",
         args.redis_server.display()
     );
-    let mut rig = Rig::new()?;
+    let mut rig = Rig::new("cluster")?;
     let outcome = tokio::select! {
         outcome = compare(&args, &mut rig) => outcome,
         () = server::shutdown_signal() => Err(anyhow!("interrupted")),
@@ -65,18 +66,18 @@ pub(crate) async fn run(args: ClusterArgs) -> anyhow::Result<()> {
 async fn compare(args: &ClusterArgs, rig: &mut Rig) -> anyhow::Result<(Report, Report)> {
     let startup = Duration::from_secs(args.startup_secs);
     println!("== single instance, embedded store");
-    let (url, pid) = rig.start_serve("single", None, startup).await?;
+    let (url, pid) = start_serve(rig, "single", None, startup).await?;
     let target = Target { urls: &[url], servers: &[pid], store: None };
     let single = streams::measure(&args.load, target).await?;
     // Alone on the machine while the cluster is measured.
     rig.stop().await;
 
     println!("== cluster: {} instances on one redis-server", args.instances);
-    let (redis_url, redis_pid) = rig.start_redis(&args.redis_server, startup).await?;
+    let (redis_url, redis_pid) = start_redis(rig, &args.redis_server, startup).await?;
     let (mut urls, mut pids) = (Vec::new(), Vec::new());
     for i in 0..args.instances {
         let (url, pid) =
-            rig.start_serve(&format!("instance-{i}"), Some(&redis_url), startup).await?;
+            start_serve(rig, &format!("instance-{i}"), Some(&redis_url), startup).await?;
         urls.push(url);
         pids.push(pid);
     }
@@ -85,121 +86,52 @@ async fn compare(args: &ClusterArgs, rig: &mut Rig) -> anyhow::Result<(Report, R
     Ok((single, cluster))
 }
 
-/// The child processes of a run and its scratch directory: dropping it kills the children
-/// still running and removes the directory.
-#[derive(Debug)]
-struct Rig {
-    children: Vec<Child>,
-    dir: PathBuf,
+/// Starts `loadgen serve` (this binary) on a free port with the data directory `name`, on
+/// Redis if `redis` is given; returns its base URL and process id once it listens.
+async fn start_serve(
+    rig: &mut Rig,
+    name: &str,
+    redis: Option<&str>,
+    startup: Duration,
+) -> anyhow::Result<(String, u32)> {
+    let exe = std::env::current_exe().context("locating the loadgen binary")?;
+    let mut command = Command::new(exe);
+    command.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"]).arg(rig.dir().join(name));
+    if let Some(url) = redis {
+        command.args(["--redis-url", url]);
+    }
+    let what = format!("loadgen serve {name}");
+    let pid = rig.spawn(&what, command, true)?;
+    let line = rig.wait_for_line(&what, startup, |line| Some(line.to_owned())).await?;
+    let url = served_url(&line)
+        .with_context(|| format!("unexpected first line from {what}: {line}"))?
+        .to_owned();
+    println!("started {what}: {url} pid {pid}");
+    Ok((url, pid))
 }
 
-impl Rig {
-    fn new() -> anyhow::Result<Self> {
-        let dir = std::env::temp_dir().join(format!("loadgen-cluster-{}", std::process::id()));
-        // A directory left by an earlier run with the same process id holds nothing of value.
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        Ok(Self { children: Vec::new(), dir })
-    }
-
-    /// Kills every child and waits for it to exit.
-    async fn stop(&mut self) {
-        for mut child in self.children.drain(..) {
-            let _ = child.start_kill();
-            let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
-        }
-    }
-
-    /// Starts `loadgen serve` (this binary) on a free port with the data directory `name`, on
-    /// Redis if `redis` is given; returns its base URL and process id once it listens.
-    async fn start_serve(
-        &mut self,
-        name: &str,
-        redis: Option<&str>,
-        startup: Duration,
-    ) -> anyhow::Result<(String, u32)> {
-        let exe = std::env::current_exe().context("locating the loadgen binary")?;
-        let mut command = Command::new(exe);
-        command.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"]).arg(self.dir.join(name));
-        if let Some(url) = redis {
-            command.args(["--redis-url", url]);
-        }
-        // Its log (stderr) goes to ours, so a failure to start explains itself.
-        command.stdin(Stdio::null()).stdout(Stdio::piped()).kill_on_drop(true);
-        let mut child =
-            command.spawn().with_context(|| format!("starting loadgen serve {name}"))?;
-        let pid = child.id().context("loadgen serve has no process id")?;
-        let stdout = child.stdout.take().context("loadgen serve has no stdout")?;
-        self.children.push(child);
-        let mut lines = BufReader::new(stdout).lines();
-        let line = tokio::time::timeout(startup, lines.next_line())
-            .await
-            .map_err(|_| anyhow!("loadgen serve {name} did not listen within {startup:?}"))?
-            .with_context(|| format!("reading loadgen serve {name}'s output"))?
-            .with_context(|| format!("loadgen serve {name} exited before listening"))?;
-        let url = served_url(&line)
-            .with_context(|| format!("unexpected first line from loadgen serve {name}: {line}"))?
-            .to_owned();
-        // Keep its stdout drained, so that it never blocks on a full pipe; ends when it exits.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        println!("started loadgen serve {name}: {url} pid {pid}");
-        Ok((url, pid))
-    }
-
-    /// Starts `program` as a Redis without persistence on a free loopback port; returns its
-    /// URL and process id once it answers `PING`.
-    async fn start_redis(
-        &mut self,
-        program: &Path,
-        startup: Duration,
-    ) -> anyhow::Result<(String, u32)> {
-        // The port is free when asked; another process could take it before Redis binds it, in
-        // which case Redis exits and the wait below says so.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port().to_string();
-        let dir = self.dir.join("redis");
-        std::fs::create_dir_all(&dir)?;
-        let mut command = Command::new(program);
-        command
-            .args(["--port", &port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(&dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true);
-        let child = command
-            .spawn()
-            .with_context(|| format!("starting {} (install redis-server)", program.display()))?;
-        let pid = child.id().context("redis-server has no process id")?;
-        self.children.push(child);
-        let addr = format!("127.0.0.1:{port}");
-        let deadline = tokio::time::Instant::now() + startup;
-        loop {
-            if ping(&addr).await {
-                break;
-            }
-            if let Some(child) = self.children.last_mut()
-                && let Ok(Some(status)) = child.try_wait()
-            {
-                bail!("{} exited ({status}) before answering on {addr}", program.display());
-            }
-            if tokio::time::Instant::now() >= deadline {
-                bail!("{} did not answer PING on {addr} within {startup:?}", program.display());
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        println!("started {}: {addr} pid {pid}", program.display());
-        Ok((format!("redis://{addr}/0"), pid))
-    }
-}
-
-impl Drop for Rig {
-    fn drop(&mut self) {
-        for child in &mut self.children {
-            let _ = child.start_kill();
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+/// Starts `program` as a Redis without persistence on a free loopback port; returns its URL
+/// and process id once it answers `PING`.
+async fn start_redis(
+    rig: &mut Rig,
+    program: &Path,
+    startup: Duration,
+) -> anyhow::Result<(String, u32)> {
+    let port = free_port()?.to_string();
+    let dir = rig.dir().join("redis");
+    std::fs::create_dir_all(&dir)?;
+    let mut command = Command::new(program);
+    command
+        .args(["--port", &port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .arg("--dir")
+        .arg(&dir)
+        .stderr(Stdio::null());
+    let what = program.display().to_string();
+    let pid = rig.spawn(&format!("{what} (install redis-server)"), command, false)?;
+    let addr = format!("127.0.0.1:{port}");
+    rig.wait_until(&what, startup, || ping(&addr)).await?;
+    println!("started {what}: {addr} pid {pid}");
+    Ok((format!("redis://{addr}/0"), pid))
 }
 
 /// The base URL in `loadgen serve`'s first line ([`crate::serve::ready_line`]).
@@ -220,7 +152,7 @@ async fn ping(addr: &str) -> bool {
 }
 
 /// `cluster / single`, if both are known and single is not zero.
-fn ratio(cluster: Option<f64>, single: Option<f64>) -> Option<f64> {
+pub(crate) fn ratio(cluster: Option<f64>, single: Option<f64>) -> Option<f64> {
     match (cluster, single) {
         (Some(c), Some(s)) if s != 0.0 => Some(c / s),
         _ => None,
@@ -293,7 +225,7 @@ fn print_table(args: &ClusterArgs, single: &Report, cluster: &Report) {
 
 /// Whether the ratio `value` meets a target, said for the table. Figures of a run where
 /// handshakes failed or streams missed the event compare unlike loads, so they are not judged.
-fn verdict(judged: bool, value: Option<f64>, met: fn(f64) -> bool) -> String {
+pub(crate) fn verdict(judged: bool, value: Option<f64>, met: fn(f64) -> bool) -> String {
     match value {
         _ if !judged => "not judged: a run is incomplete".to_owned(),
         Some(v) if met(v) => format!("{v:.2}× met"),
@@ -322,6 +254,7 @@ mod tests {
             opened: 10 - failed,
             failed,
             handshakes_per_sec: 100.0,
+            handshake_cpu: Default::default(),
             server_rss_per_stream: None,
             store_rss_per_stream: None,
             fan_out: Some(FanOut {

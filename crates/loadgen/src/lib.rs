@@ -7,4 +7,4 @@
 
 pub mod client;
 
-pub use client::{Client, ClientError, Front, PendingStream, Received, Stream};
+pub use client::{Client, ClientError, Front, PendingStream, Received, SseReader, Stream};

@@ -17,6 +17,11 @@
 //!   issue 11 (fan-out p99 ≤ 1.3×, handshakes/s ≥ 0.7×). It starts `loadgen serve` (this
 //!   binary), `loadgen serve --redis-url` and a `redis-server` as children on free loopback
 //!   ports, and kills them when it ends.
+//! - `loadgen peer` compares the `server` binary with nginx + nchan (`nchan.conf`, both
+//!   started as children) with the same client: memory per stream and its slope, fan-out
+//!   p50/p99/max and CPU at several sizes, unpinned and pinned, medians of alternating runs, the
+//!   ratios ours / nchan and the targets of issue 15; also the server's CPU per full handshake
+//!   beside one X25519, and SYN retries of a reconnect storm.
 //!
 //! - `loadgen soak` churns against a running server for a fixed time (tabs opening with the
 //!   full handshake and closing, broadcasts flowing) and prints the server's resident memory
@@ -37,8 +42,19 @@
 //! ulimit -n 65536
 //! target/native/loadgen cluster --n 10000
 //! ```
+//!
+//! Against nginx + nchan (needs `nginx` and `libnginx-mod-nchan`, and the `server` binary
+//! beside this one):
+//!
+//! ```text
+//! cargo build --profile native -p server -p loadgen
+//! ulimit -n 20000
+//! target/native/loadgen peer --sizes 2000,5000,10000 --runs 3
+//! ```
 
 mod cluster;
+mod peer;
+mod rig;
 mod serve;
 mod soak;
 mod streams;
@@ -62,6 +78,9 @@ enum Command {
     /// Measure one instance on the embedded store beside a cluster on one Redis (started as
     /// child processes) and print one table.
     Cluster(cluster::ClusterArgs),
+    /// Compare the `server` binary with nginx + nchan (started as child processes) with the
+    /// same client and print one table with the ratios.
+    Peer(peer::PeerArgs),
     /// Churn streams and events against a running server for a fixed time; print its memory
     /// drift.
     Soak(soak::SoakArgs),
@@ -79,6 +98,7 @@ fn main() -> anyhow::Result<()> {
         Command::Serve(args) => runtime.block_on(serve::run(args)),
         Command::Streams(args) => runtime.block_on(streams::run(args)),
         Command::Cluster(args) => runtime.block_on(cluster::run(args)),
+        Command::Peer(args) => runtime.block_on(peer::run(args)),
         Command::Soak(args) => runtime.block_on(soak::run(args)),
     }
 }

@@ -104,6 +104,8 @@ pub(crate) struct Report {
     pub(crate) failed: usize,
     /// Completed handshakes per second of the handshake phase.
     pub(crate) handshakes_per_sec: f64,
+    /// CPU used by the client and the servers over the handshake phase.
+    pub(crate) handshake_cpu: CpuUse,
     /// Growth of the instances' resident memory, summed, per opened idle stream (bytes).
     pub(crate) server_rss_per_stream: Option<f64>,
     /// Growth of the store process's resident memory per opened idle stream (bytes).
@@ -129,10 +131,13 @@ const FAN_OUT_WAIT: Duration = Duration::from_secs(30);
 
 /// The longest one handshake (or registration, or the trigger's request) may take once it has
 /// its turn: a server that stops answering fails the run instead of hanging it.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// `work`, failed as `what` if it takes longer than [`REQUEST_TIMEOUT`].
-async fn bounded<T, E>(what: &str, work: impl Future<Output = Result<T, E>>) -> anyhow::Result<T>
+pub(crate) async fn bounded<T, E>(
+    what: &str,
+    work: impl Future<Output = Result<T, E>>,
+) -> anyhow::Result<T>
 where
     anyhow::Error: From<E>,
 {
@@ -155,12 +160,31 @@ pub(crate) fn rss_bytes(pid: u32) -> anyhow::Result<u64> {
 }
 
 /// Summed resident memory of `pids`, in bytes.
-fn rss_sum(pids: &[u32]) -> anyhow::Result<u64> {
+pub(crate) fn rss_sum(pids: &[u32]) -> anyhow::Result<u64> {
     pids.iter().map(|pid| rss_bytes(*pid)).sum()
 }
 
-/// CPU time (user + system) a process has used, from /proc/PID/stat.
-fn cpu_time(pid: &str) -> Option<Duration> {
+/// CPU time (user + system) a process has used: the sum of its threads' run times in
+/// /proc/PID/task/TID/schedstat (nanoseconds), else utime + stime of /proc/PID/stat (clock
+/// ticks of 10 ms: too coarse for a fan-out to a few thousand streams, which takes a few of
+/// them). Threads that ended are missing from the sum, so only differences over a short span
+/// mean something.
+pub(crate) fn cpu_time(pid: &str) -> Option<Duration> {
+    let threads = |tasks: std::fs::ReadDir| -> Option<Duration> {
+        let mut nanos = 0u64;
+        for task in tasks.flatten() {
+            // A thread that ended since the listing has no file any more: it adds nothing.
+            if let Ok(stat) = std::fs::read_to_string(task.path().join("schedstat")) {
+                nanos += stat.split_whitespace().next()?.parse::<u64>().ok()?;
+            }
+        }
+        Some(Duration::from_nanos(nanos))
+    };
+    if let Some(time) = std::fs::read_dir(format!("/proc/{pid}/task")).ok().and_then(threads)
+        && !time.is_zero()
+    {
+        return Some(time);
+    }
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command name, which is in parentheses and may contain spaces.
     let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
@@ -169,41 +193,68 @@ fn cpu_time(pid: &str) -> Option<Duration> {
     Some(Duration::from_millis(ticks * 10))
 }
 
-/// CPU time of this process, of the servers (summed) and of the store, in that order.
-fn cpu_times(target: Target<'_>) -> [Option<Duration>; 3] {
-    let servers = if target.servers.is_empty() {
-        None
-    } else {
-        target.servers.iter().map(|pid| cpu_time(&pid.to_string())).sum()
-    };
-    [cpu_time("self"), servers, target.store.and_then(|pid| cpu_time(&pid.to_string()))]
+/// Counts the CPU time this process (the client), the servers (summed) and the store use from
+/// [`CpuMeter::start`] to [`CpuMeter::stop`].
+#[derive(Debug, Clone)]
+pub(crate) struct CpuMeter {
+    servers: Vec<u32>,
+    store: Option<u32>,
+    before: [Option<Duration>; 3],
 }
 
-/// CPU used by this process, the servers and the store while `work` runs.
-async fn timed<T>(target: Target<'_>, work: impl Future<Output = T>) -> (T, String) {
-    let before = cpu_times(target);
-    let out = work.await;
-    let after = cpu_times(target);
-    let ms = |i: usize| match (before[i], after[i]) {
-        (Some(a), Some(b)) => format!("{} ms", b.saturating_sub(a).as_millis()),
-        _ => "?".to_owned(),
-    };
-    let mut line = format!("CPU: client {}, server {}", ms(0), ms(1));
-    if target.store.is_some() {
-        line.push_str(&format!(", store {}", ms(2)));
+/// CPU time used over a span; `None` where a process could not be read.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct CpuUse {
+    pub(crate) client: Option<Duration>,
+    pub(crate) server: Option<Duration>,
+    pub(crate) store: Option<Duration>,
+}
+
+impl CpuMeter {
+    pub(crate) fn start(servers: &[u32], store: Option<u32>) -> Self {
+        let mut meter = Self { servers: servers.to_vec(), store, before: [None; 3] };
+        meter.before = meter.sample();
+        meter
     }
-    (out, line)
+
+    fn sample(&self) -> [Option<Duration>; 3] {
+        let servers = if self.servers.is_empty() {
+            None
+        } else {
+            self.servers.iter().map(|pid| cpu_time(&pid.to_string())).sum()
+        };
+        [cpu_time("self"), servers, self.store.and_then(|pid| cpu_time(&pid.to_string()))]
+    }
+
+    pub(crate) fn stop(&self) -> CpuUse {
+        let after = self.sample();
+        let used = |i: usize| Some(after[i]?.saturating_sub(self.before[i]?));
+        CpuUse { client: used(0), server: used(1), store: used(2) }
+    }
+}
+
+impl std::fmt::Display for CpuUse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ms = |d: Option<Duration>| {
+            d.map_or_else(|| "?".to_owned(), |d| format!("{:.1} ms", d.as_secs_f64() * 1000.0))
+        };
+        write!(f, "CPU: client {}, server {}", ms(self.client), ms(self.server))?;
+        if self.store.is_some() {
+            write!(f, ", store {}", ms(self.store))?;
+        }
+        Ok(())
+    }
 }
 
 /// The open-files limit of this process, from /proc/self/limits.
-fn open_files_limit() -> Option<usize> {
+pub(crate) fn open_files_limit() -> Option<usize> {
     let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
     let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
     line.split_whitespace().nth(3)?.parse().ok()
 }
 
 /// The `q`-quantile of sorted samples (nearest rank).
-fn quantile(sorted: &[Duration], q: f64) -> Duration {
+pub(crate) fn quantile(sorted: &[Duration], q: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
     }
@@ -215,10 +266,13 @@ fn quantile(sorted: &[Duration], q: f64) -> Duration {
 /// cores the reader's own work counts in every stream's latency, so it does as little as it
 /// can. (The integration tests decode and check every field; this only times.)
 fn stamp_micros(data: &str) -> Option<i64> {
-    let at = ["\"publishedMicros\":", "\"sentMicros\":"]
-        .iter()
-        .find_map(|key| data.find(key).map(|i| i + key.len()))?;
-    let digits = &data[at..];
+    ["\"publishedMicros\":", "\"sentMicros\":"].iter().find_map(|key| number_after(data, key))
+}
+
+/// The decimal digits right after `key` in `data`, as a number (the stamp and sequence fields
+/// of the load tool's events, found without decoding the event).
+pub(crate) fn number_after(data: &str, key: &str) -> Option<i64> {
+    let digits = &data[data.find(key)? + key.len()..];
     let end = digits.find(|c: char| !c.is_ascii_digit()).unwrap_or(digits.len());
     digits[..end].parse().ok()
 }
@@ -294,6 +348,8 @@ pub(crate) async fn measure(load: &LoadArgs, target: Target<'_>) -> anyhow::Resu
     let permits = Arc::new(Semaphore::new(load.concurrency.max(1)));
     let mut handshakes = JoinSet::new();
     let started = Instant::now();
+    // Before the first handshake task is spawned: it may start at once on another thread.
+    let meter = CpuMeter::start(target.servers, target.store);
     for i in 0..load.n {
         // The whole handshake of stream i goes to one instance, the next to the next.
         let (client, permits) = (instance(i).clone(), permits.clone());
@@ -320,7 +376,7 @@ pub(crate) async fn measure(load: &LoadArgs, target: Target<'_>) -> anyhow::Resu
     }
     // The readers end (and their streams close) when this set drops, as this function returns.
     let mut readers = JoinSet::new();
-    let ((failed, trigger_front), cpu) = timed(target, async {
+    let (failed, trigger_front) = async {
         let mut failed = 0usize;
         let mut trigger_front = None;
         while let Some(done) = handshakes.join_next().await {
@@ -342,8 +398,9 @@ pub(crate) async fn measure(load: &LoadArgs, target: Target<'_>) -> anyhow::Resu
             }
         }
         (failed, trigger_front)
-    })
+    }
     .await;
+    let cpu = meter.stop();
     drop(latency_tx);
     let took = started.elapsed();
     let opened = load.n - failed;
@@ -360,6 +417,7 @@ pub(crate) async fn measure(load: &LoadArgs, target: Target<'_>) -> anyhow::Resu
         opened,
         failed,
         handshakes_per_sec,
+        handshake_cpu: cpu,
         server_rss_per_stream: None,
         store_rss_per_stream: None,
         fan_out: None,
@@ -411,7 +469,8 @@ pub(crate) async fn measure(load: &LoadArgs, target: Target<'_>) -> anyhow::Resu
         _ => per_front.min(opened),
     };
     let sent_at = Instant::now();
-    let (measured, cpu) = timed(target, async {
+    let meter = CpuMeter::start(target.servers, target.store);
+    let measured = async {
         match trigger.0 {
             Trigger::Announce => bounded("the trigger", sender.send(ANNOUNCE, json!({}))).await?,
             _ => {
@@ -429,8 +488,9 @@ pub(crate) async fn measure(load: &LoadArgs, target: Target<'_>) -> anyhow::Resu
             }
         }
         anyhow::Ok((samples, request_took))
-    })
+    }
     .await;
+    let cpu = meter.stop();
     let (mut samples, request_took) = measured?;
     samples.sort_unstable();
     let fan_out = FanOut {
@@ -461,20 +521,40 @@ async fn register_fronts(
     count: usize,
     concurrency: usize,
 ) -> anyhow::Result<Vec<Front>> {
-    let permits = Arc::new(Semaphore::new(concurrency.max(1)));
-    let mut tasks = JoinSet::new();
-    for j in 0..count {
-        let (client, permits) = (clients[j % clients.len()].clone(), permits.clone());
-        tasks.spawn(async move {
-            let _permit = permits.acquire_owned().await?;
+    at_most(count, concurrency, |j| {
+        let client = clients[j % clients.len()].clone();
+        async move {
             let mut front = Front::generate(&client);
             bounded("a registration", front.register()).await?;
             anyhow::Ok(front)
+        }
+    })
+    .await
+}
+
+/// Runs `task(i)` for every i below `count`, at most `concurrency` at a time; their outputs in
+/// the order they finished, or the first error.
+pub(crate) async fn at_most<T, F>(
+    count: usize,
+    concurrency: usize,
+    task: impl Fn(usize) -> F,
+) -> anyhow::Result<Vec<T>>
+where
+    T: Send + 'static,
+    F: Future<Output = anyhow::Result<T>> + Send + 'static,
+{
+    let permits = Arc::new(Semaphore::new(concurrency.max(1)));
+    let mut tasks = JoinSet::new();
+    for i in 0..count {
+        let (permits, work) = (permits.clone(), task(i));
+        tasks.spawn(async move {
+            let _permit = permits.acquire_owned().await?;
+            work.await
         });
     }
-    let mut fronts = Vec::with_capacity(count);
-    while let Some(front) = tasks.join_next().await {
-        fronts.push(front??);
+    let mut done = Vec::with_capacity(count);
+    while let Some(output) = tasks.join_next().await {
+        done.push(output??);
     }
-    Ok(fronts)
+    Ok(done)
 }
