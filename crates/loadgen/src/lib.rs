@@ -6,5 +6,7 @@
 //! server's integration tests and the load tool both use it, so the handshake is written once.
 
 pub mod client;
+pub mod process;
 
 pub use client::{Client, ClientError, Front, PendingStream, Received, SseReader, Stream};
+pub use process::stop_tree;

@@ -40,7 +40,9 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::cluster::{ratio, verdict};
-use crate::rig::{Rig, children, free_port};
+use loadgen::process::children;
+
+use crate::rig::{Rig, free_port};
 use crate::streams::{
     self, CpuMeter, LoadArgs, Target, Trigger, bounded, number_after, quantile, rss_sum,
 };

@@ -11,6 +11,8 @@ use anyhow::{Context as _, anyhow, bail};
 use tokio::io::{AsyncBufReadExt as _, BufReader};
 use tokio::process::{Child, Command};
 
+use loadgen::process::{GRACE, children, signal};
+
 /// The children of a run and its scratch directory: dropping it kills the children still
 /// running and removes the directory.
 #[derive(Debug)]
@@ -137,33 +139,6 @@ impl Drop for Rig {
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
-}
-
-/// How long a child may take to exit after SIGTERM before it is killed.
-const GRACE: Duration = Duration::from_secs(3);
-
-/// Sends `signal` (`-TERM`, `-KILL`) to `pid` with kill(1); a process that is gone is no
-/// error.
-fn signal(signal: &str, pid: u32) {
-    let _ = std::process::Command::new("kill")
-        .args([signal, &pid.to_string()])
-        .stderr(Stdio::null())
-        .status();
-}
-
-/// The process ids whose parent is `pid` (nginx's workers), from /proc/*/stat.
-pub(crate) fn children(pid: u32) -> Vec<u32> {
-    let parent = |child: u32| {
-        let stat = std::fs::read_to_string(format!("/proc/{child}/stat")).ok()?;
-        // After the command name (in parentheses, may hold spaces): state, then the parent.
-        stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse::<u32>().ok()
-    };
-    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
-    entries
-        .flatten()
-        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|child| parent(*child) == Some(pid))
-        .collect()
 }
 
 /// A loopback port free when asked. Another process could take it before the child binds it,

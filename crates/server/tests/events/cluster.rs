@@ -122,8 +122,8 @@ impl Nginx {
 
 impl Drop for Nginx {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        // With its workers: a killed master leaves them serving its port.
+        loadgen::stop_tree(&mut self.child);
     }
 }
 
