@@ -146,7 +146,7 @@ macro_rules! append_lua {
 local function keep(key, ttl)
   if redis.call('PTTL', key) < ttl then redis.call('PEXPIRE', key, ttl) end
 end
-local function append(p, session, expiry, body, now, cap, undelivered, bid)
+local function append(p, session, expiry, body, now, cap, undelivered, bid, shown)
   local seq, ev = p .. 'seq', p .. 'ev'
   -- A stream kept from before the per-front counter goes on from its last id.
   if redis.call('EXISTS', seq) == 0 then
@@ -175,7 +175,7 @@ local function append(p, session, expiry, body, now, cap, undelivered, bid)
       keep(p .. 'sev:' .. session, ttl)
     end
   end
-  local shown = session
+  shown = shown or session
   if shown == '' then shown = '-' end
   redis.call('PUBLISH', 'ws:ev', id .. ' ' .. bid .. ' ' .. shown .. ' ' .. body)
   return id
@@ -289,7 +289,8 @@ return {id, idle}
 const PUBLISH_ALL: &str = concat!(
     append_lua!(),
     r"
-return append(KEYS[1], '', ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), false, '0')
+return append(KEYS[1], '', ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), false, '0',
+  ARGV[1])
 "
 );
 
@@ -326,6 +327,24 @@ for i = 6, #ARGV, 3 do
 end
 redis.call('SET', p .. 'allpos', read)
 return copied
+"
+);
+
+/// KEYS: front prefix. ARGV: all id, expiry, body, cap, now, bid. Copies one event for every
+/// front, as its message carried it, when the front's position is just before it: returns the
+/// front's id for it, -2 if the front has it already, or -1 when the front is further behind
+/// (then the paged `COPY_ALL` catches up).
+const COPY_ONE: &str = concat!(
+    append_lua!(),
+    r"
+local pos = tonumber(redis.call('GET', KEYS[1] .. 'allpos') or '-1')
+local all = tonumber(ARGV[1])
+if pos >= all then return -2 end
+if pos ~= all - 1 or tonumber(ARGV[2]) <= tonumber(ARGV[5]) then return -1 end
+local id = append(KEYS[1], '', ARGV[2], ARGV[3], tonumber(ARGV[5]), tonumber(ARGV[4]), false,
+  ARGV[6])
+redis.call('SET', KEYS[1] .. 'allpos', all)
+return id
 "
 );
 
@@ -438,6 +457,7 @@ struct Scripts {
     publish: Script,
     publish_all: Script,
     copy_all: Script,
+    copy_one: Script,
     forget: Script,
     unidle: Script,
     disconnect: Script,
@@ -455,6 +475,7 @@ impl Scripts {
             publish: Script::new(PUBLISH),
             publish_all: Script::new(PUBLISH_ALL),
             copy_all: Script::new(COPY_ALL),
+            copy_one: Script::new(COPY_ONE),
             forget: Script::new(FORGET),
             unidle: Script::new(UNIDLE),
             disconnect: Script::new(DISCONNECT),
@@ -1595,20 +1616,31 @@ impl Subscriber {
         let (Ok(id), Ok(bid)) = (id.parse::<i64>(), bid.parse::<i64>()) else { return Ok(()) };
         if bid == 0 {
             // For every front: copied into the streams of the fronts held here, whose copies
-            // come back as their own events.
+            // come back as their own events (to other instances) and are handed over here.
+            if id == self.all_seen + 1 {
+                let expiry = session.parse::<i64>().unwrap_or(0);
+                return self.copy_one(id, expiry, body).await;
+            }
             if id > self.all_seen {
                 self.copy_all().await?;
             }
             return Ok(());
         }
         let front = FrontBid(bid);
-        let seen = lock(&self.engine.shared.cursors).get(&front).map(|c| c.seen);
         let event = StoredEvent {
             id,
             front: Some(front),
             session: session.parse().ok(),
             body: Arc::from(body),
         };
+        self.on_front_event(event).await
+    }
+
+    /// One front's event, as its message or a copy made here told it.
+    async fn on_front_event(&mut self, event: StoredEvent) -> Result<(), StoreError> {
+        let Some(front) = event.front else { return Ok(()) };
+        let id = event.id;
+        let seen = lock(&self.engine.shared.cursors).get(&front).map(|c| c.seen);
         match seen {
             // A front not followed here: its streams (if one is opening) replay it.
             None => {
@@ -1654,6 +1686,48 @@ impl Subscriber {
         let Some(before) = tokio::time::Instant::now().checked_sub(TICK * 2) else { return };
         lock(&self.engine.shared.cursors)
             .retain(|front, cursor| held.contains(front) || cursor.touched > before);
+    }
+
+    /// Copies the event for every front `all` (the next after what this instance acted on,
+    /// as its message carried it) into each front followed here, one script per front, and
+    /// hands the copies over at once; a front that is further behind gets the paged copy.
+    async fn copy_one(&mut self, all: i64, expiry: i64, body: &str) -> Result<(), StoreError> {
+        let fronts: Vec<FrontBid> = lock(&self.engine.shared.cursors).keys().copied().collect();
+        let now = Timestamp::now();
+        let engine = &self.engine;
+        let copied: Vec<(FrontBid, i64)> = futures_util::stream::iter(fronts)
+            .map(|front| async move {
+                let mut conn = engine.conn();
+                let id: i64 = engine
+                    .shared
+                    .scripts
+                    .copy_one
+                    .key(prefix(front))
+                    .arg(all)
+                    .arg(expiry)
+                    .arg(body)
+                    .arg(engine.shared.cap)
+                    .arg(ms(now))
+                    .arg(front.0)
+                    .invoke_async(&mut conn)
+                    .await?;
+                if id == -1 {
+                    engine.copy_all(&mut conn, front, now).await?;
+                }
+                Ok::<_, StoreError>((front, id))
+            })
+            .buffer_unordered(FRONTS_AT_ONCE)
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect::<Result<_, _>>()?;
+        self.all_seen = all;
+        let body: Arc<str> = Arc::from(body);
+        for (front, id) in copied.into_iter().filter(|(_, id)| *id > 0) {
+            let event = StoredEvent { id, front: Some(front), session: None, body: body.clone() };
+            self.on_front_event(event).await?;
+        }
+        Ok(())
     }
 
     /// Copies the events for every front not yet copied into the fronts held here.
