@@ -46,8 +46,9 @@
 //! event to the front's stream (capped at [`STREAM_CAP`] entries), extends the stream's life to
 //! the event's expiry and publishes `<id> <bid> <session> <body>` on `ws:ev` (a publish for
 //! every front: `<all id> 0 <expiry> <body>`, which makes each instance copy it into the fronts
-//! it holds streams of, one script per front while the front is not behind). Every instance subscribes to `ws:ev` and to `ws:node:<id>` (activations
-//! and replacements of the streams it holds). A front's ids are consecutive and published in
+//! it holds streams of, one script per front while the front is not behind). Every instance
+//! subscribes to `ws:ev` and to `ws:node:<id>` (activations and replacements of the streams it
+//! holds). A front's ids are consecutive and published in
 //! the script that took them, so an instance sees each front's ids in a row: a gap means a lost
 //! message, and the instance reads what it missed from that front's stream before going on. It
 //! does the same after every (re)subscription and whenever a front's counter is ahead of what
