@@ -243,11 +243,19 @@ async fn install_survives_a_backend_that_is_down() {
 }
 
 /// Makes the next update check find a new version of `/sw.js` (one byte more).
+///
+/// The file's time moves two seconds on as well. The update check revalidates with
+/// `If-Modified-Since`, and `Last-Modified` has whole seconds: a write within the second of the
+/// first fetch was answered 304, so the browser never saw the new version (a CI flake of
+/// `a_skip_waiting_message_promotes_the_waiting_version`).
 fn new_version(page: &Page) {
     let path = page.site.path().join("sw.js");
     let mut script = std::fs::read_to_string(&path).unwrap();
+    let before = std::fs::metadata(&path).unwrap().modified().unwrap();
     script.push_str("\n// a new version\n");
-    std::fs::write(path, script).unwrap();
+    std::fs::write(&path, script).unwrap();
+    let file = std::fs::File::options().write(true).open(&path).unwrap();
+    file.set_modified(before + std::time::Duration::from_secs(2)).unwrap();
 }
 
 /// `registration.update()`, then waits until the new version is active (`"active"`) or, when
