@@ -33,13 +33,38 @@ pub(crate) fn all() -> Result<(), String> {
     }
     wasm_clippy.extend(["--locked", "--", "-D", "warnings"]);
     run(&mut cmd("cargo", &wasm_clippy))?;
+    // Each wasm module is the crate built with one feature alone; code that only the other
+    // module uses is dead there, which the default-features lint above cannot see.
+    let settings = wasm::Settings::load()?;
+    let (crate_dir, features) = settings.module_features();
+    let manifest = format!("{crate_dir}/Cargo.toml");
+    for feature in features {
+        run(&mut cmd(
+            "cargo",
+            &[
+                "clippy",
+                "--target",
+                "wasm32-unknown-unknown",
+                "--manifest-path",
+                &manifest,
+                "--lib",
+                "--no-default-features",
+                "--features",
+                feature,
+                "--locked",
+                "--",
+                "-D",
+                "warnings",
+            ],
+        ))?;
+    }
     wasm_has_no_openapi()?;
     // Built once (wasm-pack), then used by the host tests that drive Chromium through `/sw.js`
     // (crates/devserver/tests) and served by the test bed of the wasm suites.
     let site = demo::assemble_site()?;
     // The packed package in a fresh npm project: tsc --strict and a Vite build here, the built
     // app in Chromium in the end-to-end suite (its `consumer` scenario).
-    let consumer = consumer::build(&wasm::Settings::load()?.out_dir())?;
+    let consumer = consumer::build(&settings.out_dir())?;
     run(cmd("cargo", &["test", "--workspace", "--locked"])
         .env("WEBSESSION_SITE_DIR", &site)
         .env("WEBSESSION_CONSUMER_DIR", &consumer))?;

@@ -19,9 +19,10 @@ use std::process::ExitCode;
 const HELP: &str = "\
 cargo xtask <command>
 
-  ci        install what is missing, then fmt, clippy (host + wasm32), the consumer build, host tests
-            (the e2e suite and the fuzz corpus replay among them), 5 s per fuzz target where nightly
-            and cargo-fuzz are installed, wasm tests in headless Chromium
+  ci        install what is missing, then fmt, clippy (host, wasm32, and each wasm module's feature
+            alone), the consumer build, host tests (the e2e suite and the fuzz corpus replay among
+            them), 5 s per fuzz target where nightly and cargo-fuzz are installed, wasm tests in
+            headless Chromium
   consumer  build the browser package, install its packed tarball in a fresh npm project outside
             the workspace, type-check (tsc --strict) and build (Vite) the app in tests/consumer/,
             and load it in headless Chromium against the development server (e2e consumer::)

@@ -53,6 +53,11 @@ impl Settings {
     pub(crate) fn out_dir(&self) -> PathBuf {
         root().join(&self.out_dir)
     }
+
+    /// The crate directory (relative to the root) and the cargo feature of each module.
+    pub(crate) fn module_features(&self) -> (&str, Vec<&str>) {
+        (&self.crate_dir, self.modules.iter().map(|m| m.feature.as_str()).collect())
+    }
 }
 
 impl Module {
