@@ -58,6 +58,39 @@ impl Vectors {
     }
 }
 
+/// The sealed-box vectors depend on it: in the wasm, `protocol::json` writes a string as the
+/// same text as serde_json on the host (escapes of quotes, backslashes, control characters).
+#[wasm_bindgen_test]
+fn json_writes_strings_as_serde_json_does() {
+    let text = "a\"b\\c\n\t\u{1}\u{1f}\u{7f}é✓\u{2028}\u{1F600}";
+    let written = protocol::json::to_string(text).expect("a string is written");
+    assert_eq!(written, "\"a\\\"b\\\\c\\n\\t\\u0001\\u001f\u{7f}é✓\u{2028}\u{1F600}\"");
+    assert_eq!(protocol::json::from_str::<String>(&written).expect("parses"), text);
+}
+
+/// `protocol::json` in the wasm (`JSON.parse`/`JSON.stringify` with serde-wasm-bindgen): any
+/// JSON round-trips through `Value`, `None` is written as `null` (as serde_json does, where
+/// `JSON.stringify` would drop an `undefined` field), text that is not JSON is an error.
+#[wasm_bindgen_test]
+fn json_round_trips_values_and_refuses_what_is_not_json() {
+    use protocol::json;
+    let text = r#"{"a":[1,"x",null,true,-7,2.5],"b":{"c":{"d":[]}},"big":9007199254740991}"#;
+    let value: Value = json::from_str(text).expect("parses");
+    assert_eq!(value["a"][4], json!(-7));
+    assert_eq!(value["big"], json!(9_007_199_254_740_991_u64));
+    let again: Value = json::from_slice(&json::to_vec(&value).expect("writes")).expect("parses");
+    assert_eq!(again, value);
+    #[derive(serde::Serialize)]
+    struct Absent {
+        none: Option<u8>,
+    }
+    assert_eq!(json::to_string(&Absent { none: None }).expect("writes"), r#"{"none":null}"#);
+    assert!(json::from_str::<Value>("{").is_err());
+    assert!(json::from_str::<Value>("[1] x").is_err());
+    assert!(json::from_slice::<Value>(b"\"\xff\"").is_err());
+    assert!(json::from_str::<u8>("300").is_err());
+}
+
 #[wasm_bindgen_test]
 fn seal_with_nonce_gives_tweetnacl_bytes() {
     let v = vectors();
