@@ -91,6 +91,56 @@ fn json_round_trips_values_and_refuses_what_is_not_json() {
     assert!(json::from_str::<u8>("300").is_err());
 }
 
+/// The wasm's reader of `JSON.parse` values reads what serde_json reads and refuses what it
+/// refuses, for the shapes the wire types use.
+#[wasm_bindgen_test]
+fn json_reads_the_shapes_serde_json_reads() {
+    use protocol::json::from_str;
+    #[derive(Deserialize, Debug, PartialEq)]
+    #[serde(rename_all = "camelCase", deny_unknown_fields)]
+    struct S {
+        n: u64,
+        f: f64,
+        text: String,
+        maybe: Option<i32>,
+        list: Vec<u8>,
+        pair: (String, bool),
+        kind: Kind,
+        #[serde(default)]
+        data: Value,
+    }
+    #[derive(Deserialize, Debug, PartialEq)]
+    #[serde(rename_all = "camelCase")]
+    enum Kind {
+        Plain,
+        Wrapped(u8),
+    }
+    let text = r#"{"n":1700000000000,"f":2,"text":"é","maybe":null,"list":[1,2],
+        "pair":["a",true],"kind":"plain","data":{"x":[1.5,-2]}}"#;
+    let s: S = from_str(text).expect("reads");
+    assert_eq!((s.n, s.f, s.maybe, s.kind), (1_700_000_000_000, 2.0, None, Kind::Plain));
+    assert_eq!((s.text.as_str(), s.list, s.pair), ("é", vec![1, 2], ("a".to_owned(), true)));
+    assert_eq!(s.data, json!({"x": [1.5, -2]}));
+    assert_eq!(from_str::<Kind>(r#"{"wrapped":7}"#).expect("reads"), Kind::Wrapped(7));
+    assert_eq!(from_str::<Option<u8>>("3").expect("reads"), Some(3));
+
+    // Refused, as serde_json refuses them.
+    let refused = |text: &str| assert!(from_str::<S>(text).is_err(), "{text}");
+    refused(r#"{"n":1.5,"f":2,"text":"","maybe":null,"list":[],"pair":["a",true],"kind":"plain"}"#);
+    refused(r#"{"n":-1,"f":2,"text":"","maybe":null,"list":[],"pair":["a",true],"kind":"plain"}"#);
+    refused(r#"{"n":1,"f":2,"text":"","maybe":null,"list":[],"pair":["a",true,1],"kind":"plain"}"#);
+    refused(r#"{"n":1,"f":2,"text":"","maybe":null,"list":[],"pair":["a",true],"kind":"other"}"#);
+    refused(r#"{"n":1,"f":2,"text":1,"maybe":null,"list":[],"pair":["a",true],"kind":"plain"}"#);
+    refused(
+        r#"{"n":1,"f":2,"text":"","maybe":null,"list":[],"pair":["a",true],"kind":"plain","x":1}"#,
+    );
+    refused(r#"{"f":2,"text":"","maybe":null,"list":[],"pair":["a",true],"kind":"plain"}"#);
+    // A struct is read from an object only, not from an array of its fields.
+    refused(r#"[1,2,"",null,[],["a",true],"plain",null]"#);
+    assert!(from_str::<u8>("256").is_err());
+    assert!(from_str::<String>("null").is_err());
+}
+
 #[wasm_bindgen_test]
 fn seal_with_nonce_gives_tweetnacl_bytes() {
     let v = vectors();
