@@ -203,7 +203,8 @@ mod from_js {
             Ok(out)
         }
 
-        /// Only from an object: a struct is not also read from an array, as serde_json does.
+        /// Only from an object: unlike serde_json, a struct is not also read from an array of its
+        /// fields (the wire never sends one).
         fn deserialize_map<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
             if self.0.is_object() && !Array::is_array(&self.0) {
                 visitor.visit_map(Map::new(&self.0))

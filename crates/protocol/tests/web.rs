@@ -92,7 +92,8 @@ fn json_round_trips_values_and_refuses_what_is_not_json() {
 }
 
 /// The wasm's reader of `JSON.parse` values reads what serde_json reads and refuses what it
-/// refuses, for the shapes the wire types use.
+/// refuses, for the shapes the wire types use; but a struct from an array of its fields, which
+/// serde_json accepts and the wire never sends, is refused.
 #[wasm_bindgen_test]
 fn json_reads_the_shapes_serde_json_reads() {
     use protocol::json::from_str;
