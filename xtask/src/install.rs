@@ -1,6 +1,9 @@
 //! Installs what the build needs, idempotently: each step first checks and skips what is there.
 
-use crate::sh::{cmd, output, root, run, which};
+use std::path::PathBuf;
+
+use crate::sh::{cache_dir, cmd, output, root, run, which};
+use crate::wasm::Settings;
 
 /// Debian packages the tests and the demo use, with a file that shows each is installed.
 const APT_PACKAGES: &[(&str, &str)] = &[
@@ -25,6 +28,7 @@ pub(crate) fn ensure_all() -> Result<(), String> {
     ensure_wasm_pack()?;
     ensure_apt()?;
     ensure_node()?;
+    ensure_wasm_opt(&Settings::load()?)?;
     Ok(())
 }
 
@@ -115,6 +119,34 @@ fn ensure_node() -> Result<(), String> {
     let npm = output(&mut cmd("npm", &["--version"])).unwrap_or_default();
     println!("ok: node {}, npm {}", node.trim(), npm.trim());
     Ok(())
+}
+
+/// binaryen's `wasm-opt` at the version `wasm-pack.toml` pins, from npm (the `binaryen`
+/// package, run with node) into `binaryen-<version>` in xtask's cache directory unless it is
+/// there; returns the script to run with `node`.
+pub(crate) fn ensure_wasm_opt(settings: &Settings) -> Result<PathBuf, String> {
+    let version = settings.wasm_opt_version();
+    let dir = cache_dir().join(format!("binaryen-{version}"));
+    let program = dir.join("node_modules/binaryen/bin/wasm-opt");
+    let have = |program: &PathBuf| {
+        output(&mut cmd("node", &[&program.to_string_lossy(), "--version"])).unwrap_or_default()
+    };
+    // `wasm-opt version 132 (version_132)` for 132.0.0.
+    let major = version.split('.').next().unwrap_or(version);
+    if have(&program).contains(&format!("version_{major}")) {
+        println!("ok: wasm-opt {version} (npm binaryen)");
+        return Ok(program);
+    }
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let prefix = dir.to_string_lossy().into_owned();
+    let package = format!("binaryen@{version}");
+    let args = ["install", "--prefix", &prefix, "--no-save", "--no-audit", "--no-fund", &package];
+    run(&mut cmd("npm", &args))?;
+    if have(&program).contains(&format!("version_{major}")) {
+        Ok(program)
+    } else {
+        Err(format!("{} does not run as wasm-opt {version}", program.display()))
+    }
 }
 
 fn names(pkgs: &[(&str, &str)]) -> String {

@@ -34,7 +34,7 @@ cargo xtask <command>
   fuzz      run every fuzz target of fuzz/ (cargo-fuzz on nightly) for N seconds (--secs N, default
             60) and print executions per target; new inputs join fuzz/corpus/<target>/
   install   only install what is missing (wasm32 target, wasm-bindgen-cli, wasm-pack, node and npm,
-            apt packages)
+            apt packages, wasm-opt from npm's binaryen into ~/.cache/websession)
   wasm      only build the browser package (its page and worker modules, wasm-pack, settings from
             wasm-pack.toml) and print what each context downloads (gzip -9)
 ";

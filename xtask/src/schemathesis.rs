@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use crate::install::apt_install;
 use crate::service::{Service, fresh_dir};
-use crate::sh::{cmd, output, root, run, which};
+use crate::sh::{cache_dir, cmd, output, root, run, which};
 
 /// The pinned schemathesis; its check names are those of this version.
 const VERSION: &str = "4.32.5";
@@ -43,14 +43,10 @@ MCowBQYDK2VwAyEAo12CZ9D0yt3V6boEDnIUiQ1rJwsm85Sz5Y14T9WsOvA=
 -----END PUBLIC KEY-----
 ";
 
-/// The venv: `$XDG_CACHE_HOME/websession/schemathesis-<version>` (else under `~/.cache`), so
-/// it outlives `cargo clean` and a new version gets a venv of its own.
+/// The venv: `schemathesis-<version>` in xtask's cache directory, so it outlives `cargo clean`
+/// and a new version gets a venv of its own.
 fn venv() -> PathBuf {
-    let cache = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .unwrap_or_else(|| PathBuf::from("/root/.cache"));
-    cache.join("websession").join(format!("schemathesis-{VERSION}"))
+    cache_dir().join(format!("schemathesis-{VERSION}"))
 }
 
 /// Installs schemathesis `VERSION` into its venv unless it is there; Debian's `python3` and

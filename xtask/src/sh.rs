@@ -19,6 +19,16 @@ pub(crate) fn cargo_bin() -> PathBuf {
         .join("bin")
 }
 
+/// Where xtask keeps the tools it installs outside the system (`$XDG_CACHE_HOME/websession`,
+/// else `~/.cache/websession`), so that they outlive `cargo clean`.
+pub(crate) fn cache_dir() -> PathBuf {
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(|| PathBuf::from("/root/.cache"));
+    cache.join("websession")
+}
+
 /// `PATH` with `$CARGO_HOME/bin` in front.
 pub(crate) fn path_env() -> std::ffi::OsString {
     let mut paths = vec![cargo_bin()];

@@ -16,6 +16,10 @@ pub(crate) struct Settings {
     out_dir: String,
     target: String,
     profile: String,
+    /// The npm `binaryen` version whose wasm-opt optimises release builds.
+    wasm_opt_version: String,
+    /// wasm-opt's options (the input and output are added).
+    wasm_opt: Vec<String>,
     /// The wasm modules of the package, each its own wasm-pack build.
     #[serde(rename = "module")]
     modules: Vec<Module>,
@@ -58,6 +62,11 @@ impl Settings {
     pub(crate) fn module_features(&self) -> (&str, Vec<&str>) {
         (&self.crate_dir, self.modules.iter().map(|m| m.feature.as_str()).collect())
     }
+
+    /// The npm version of binaryen whose wasm-opt optimises the modules.
+    pub(crate) fn wasm_opt_version(&self) -> &str {
+        &self.wasm_opt_version
+    }
 }
 
 impl Module {
@@ -87,6 +96,8 @@ pub(crate) fn build() -> Result<PathBuf, String> {
     }
     let out_str = out.to_string_lossy().into_owned();
     let profile = format!("--{}", s.profile);
+    let release = s.profile == "release";
+    let wasm_opt = if release { Some(crate::install::ensure_wasm_opt(&s)?) } else { None };
     for module in &s.modules {
         let mut args = vec![
             "--log-level",
@@ -106,8 +117,12 @@ pub(crate) fn build() -> Result<PathBuf, String> {
         }
         args.extend(["--", "--no-default-features", "--features", &module.feature]);
         run(cmd("wasm-pack", &args).env("WASM_PACK_CACHE", root().join("target/wasm-pack-cache")))?;
-        if s.profile == "release" {
-            strip_name_section(&out.join(format!("{}_bg.wasm", module.out_name)))?;
+        let wasm = out.join(format!("{}_bg.wasm", module.out_name));
+        if let Some(program) = &wasm_opt {
+            optimise(program, &s.wasm_opt, &wasm)?;
+        }
+        if release {
+            strip_name_section(&wasm)?;
         }
         if let Some(script) = &module.script {
             copy_script(script, &out)?;
@@ -117,6 +132,15 @@ pub(crate) fn build() -> Result<PathBuf, String> {
     check_package(&out)?;
     report_sizes(&s, &out)?;
     Ok(out)
+}
+
+/// Runs wasm-opt (`program`, a node script) with `options` on a module, in place.
+fn optimise(program: &Path, options: &[String], wasm: &Path) -> Result<(), String> {
+    let (program, wasm) = (program.to_string_lossy(), wasm.to_string_lossy());
+    let mut args = vec![program.as_ref()];
+    args.extend(options.iter().map(String::as_str));
+    args.extend([wasm.as_ref(), "-o", wasm.as_ref()]);
+    run(&mut cmd("node", &args))
 }
 
 /// Puts a script of the repository (the service worker's `sw/sw.js`) into the package, next
@@ -295,9 +319,8 @@ fn json_string(json: &str, key: &str) -> Option<String> {
 }
 
 /// Drops the `name` custom section (function names for stack traces, a third of the gzipped
-/// package) from a release build. wasm-opt would do it, but it is off (see the crate's
-/// `[package.metadata.wasm-pack]`), and `strip = true` in Cargo also drops the
-/// `target_features` section that wasm-bindgen reads.
+/// package) from a release build, whatever wasm-opt's options keep: `strip = true` in Cargo
+/// would also drop the `target_features` section that wasm-bindgen reads.
 fn strip_name_section(path: &std::path::Path) -> Result<(), String> {
     let err = |e: String| format!("stripping names from {}: {e}", path.display());
     let wasm = std::fs::read(path).map_err(|e| err(e.to_string()))?;

@@ -131,8 +131,8 @@ pub async fn register(base_url: &str, identity: &mut Identity) -> Result<FrontBi
     );
     let request =
         RegisterRequest { public_key: identity.front_keys.public, front_uuid: identity.front_uuid };
-    let body =
-        serde_json::to_string(&request).map_err(|e| RegisterError::InvalidAnswer(e.to_string()))?;
+    let body = protocol::json::to_string(&request)
+        .map_err(|e| RegisterError::InvalidAnswer(e.to_string()))?;
     let response = net::send(&HttpRequest {
         method: "POST",
         url: &url,
@@ -143,7 +143,7 @@ pub async fn register(base_url: &str, identity: &mut Identity) -> Result<FrontBi
     })
     .await?;
     if !response.is_success() {
-        let body = serde_json::from_str::<ErrorBody>(&response.body).ok();
+        let body = protocol::json::from_str::<ErrorBody>(&response.body).ok();
         return Err(match body {
             Some(body) if body.code() == Some(ErrorCode::FrontKeyConflict) => {
                 RegisterError::KeyConflict(body)
@@ -151,7 +151,7 @@ pub async fn register(base_url: &str, identity: &mut Identity) -> Result<FrontBi
             body => RegisterError::Rejected { status: response.status, body },
         });
     }
-    let bid: FrontBid = serde_json::from_str(response.body.trim())
+    let bid: FrontBid = protocol::json::from_str(response.body.trim())
         .map_err(|_| RegisterError::InvalidAnswer(response.body.chars().take(100).collect()))?;
     identity.front_bid = Some(bid);
     save(identity).await?;
@@ -168,7 +168,7 @@ fn parse(value: &JsValue) -> Result<Identity, IdentityError> {
             .ok_or_else(|| IdentityError::Corrupt("not a JSON value".to_owned()))?,
     };
     let identity: Identity =
-        serde_json::from_str(&text).map_err(|e| IdentityError::Corrupt(e.to_string()))?;
+        protocol::json::from_str(&text).map_err(|e| IdentityError::Corrupt(e.to_string()))?;
     if !identity.front_keys.is_consistent() {
         return Err(IdentityError::Corrupt(
             "the public key does not belong to the secret key".to_owned(),
@@ -234,8 +234,8 @@ impl Db {
 
     /// Writes `identity`; `Ok(false)` when [`Write::Add`] found a record already there.
     async fn write(&self, identity: &Identity, mode: Write) -> Result<bool, IdentityError> {
-        let json =
-            serde_json::to_string(identity).map_err(|e| IdentityError::Storage(e.to_string()))?;
+        let json = protocol::json::to_string(identity)
+            .map_err(|e| IdentityError::Storage(e.to_string()))?;
         let value = js_sys::JSON::parse(&json).map_err(storage)?;
         let tx: IdbTransaction = self
             .0

@@ -4,8 +4,8 @@
 
 use std::collections::BTreeMap;
 
+use crate::json::Value;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 use crate::ids::{FrontUuid, SessionUuid};
 use crate::time::Timestamp;

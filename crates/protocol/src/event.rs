@@ -107,7 +107,7 @@ impl DirectMeta {
 pub struct Envelope<M> {
     /// The payload: any JSON, or a sealed string when `meta.encrypted`.
     #[serde(default)]
-    pub data: serde_json::Value,
+    pub data: crate::json::Value,
     /// The metadata.
     pub meta: M,
 }

@@ -12,6 +12,7 @@ pub mod event;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod ids;
+pub mod json;
 pub mod keys;
 pub mod messages;
 #[cfg(feature = "openapi")]

@@ -15,6 +15,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::{OpenError, ParseError};
 use crate::ids::EventUuid;
+use crate::json;
 use crate::keys::{PublicKey, SecretKey, decode_b64, encode_b64};
 use crate::time::Timestamp;
 
@@ -105,7 +106,7 @@ impl Peer {
     /// for test vectors.
     pub fn seal_with_nonce<T: Serialize + ?Sized>(&self, value: &T, nonce: [u8; 24]) -> Sealed {
         // Serialising plain data (strings, maps with string keys) cannot fail.
-        let plain = serde_json::to_vec(value).unwrap_or_default();
+        let plain = json::to_vec(value).unwrap_or_default();
         self.seal_bytes(&plain, nonce)
     }
 
@@ -128,22 +129,20 @@ impl Peer {
     /// Opens a sealed value and parses its JSON as `T`.
     pub fn open<T: DeserializeOwned>(&self, sealed: &Sealed) -> Result<T, OpenError> {
         let plain = self.open_bytes(sealed)?;
-        // From text, not bytes: every other JSON this crate and the browser package read is
-        // text, and one reader type keeps one copy of each type's deserialiser in the wasm.
-        let text = std::str::from_utf8(&plain).map_err(|e| OpenError::Plaintext(e.to_string()))?;
-        serde_json::from_str(text).map_err(|e| OpenError::Plaintext(e.to_string()))
+        json::from_slice(&plain).map_err(|e| OpenError::Plaintext(e.to_string()))
     }
 
     /// Seals event data the way the original front does: `seal(JSON.stringify(data))`, so the
     /// plaintext is the JSON encoding of the data's JSON text.
-    pub fn seal_data(&self, data: &serde_json::Value) -> Sealed {
-        self.seal(&data.to_string())
+    pub fn seal_data(&self, data: &json::Value) -> Sealed {
+        // Writing a `Value` cannot fail.
+        self.seal(&json::to_string(data).unwrap_or_default())
     }
 
     /// Opens event data sealed by [`Peer::seal_data`].
-    pub fn open_data(&self, sealed: &Sealed) -> Result<serde_json::Value, OpenError> {
+    pub fn open_data(&self, sealed: &Sealed) -> Result<json::Value, OpenError> {
         let text: String = self.open(sealed)?;
-        serde_json::from_str(&text).map_err(|e| OpenError::Plaintext(e.to_string()))
+        json::from_str(&text).map_err(|e| OpenError::Plaintext(e.to_string()))
     }
 
     /// The stamp of an event: `seal(meta.uuid + published-as-epoch-millis)`.

@@ -58,6 +58,90 @@ impl Vectors {
     }
 }
 
+/// The sealed-box vectors depend on it: in the wasm, `protocol::json` writes a string as the
+/// same text as serde_json on the host (escapes of quotes, backslashes, control characters).
+#[wasm_bindgen_test]
+fn json_writes_strings_as_serde_json_does() {
+    let text = "a\"b\\c\n\t\u{1}\u{1f}\u{7f}é✓\u{2028}\u{1F600}";
+    let written = protocol::json::to_string(text).expect("a string is written");
+    assert_eq!(written, "\"a\\\"b\\\\c\\n\\t\\u0001\\u001f\u{7f}é✓\u{2028}\u{1F600}\"");
+    assert_eq!(protocol::json::from_str::<String>(&written).expect("parses"), text);
+}
+
+/// `protocol::json` in the wasm (`JSON.parse`/`JSON.stringify` with serde-wasm-bindgen): any
+/// JSON round-trips through `Value`, `None` is written as `null` (as serde_json does, where
+/// `JSON.stringify` would drop an `undefined` field), text that is not JSON is an error.
+#[wasm_bindgen_test]
+fn json_round_trips_values_and_refuses_what_is_not_json() {
+    use protocol::json;
+    let text = r#"{"a":[1,"x",null,true,-7,2.5],"b":{"c":{"d":[]}},"big":9007199254740991}"#;
+    let value: Value = json::from_str(text).expect("parses");
+    assert_eq!(value["a"][4], json!(-7));
+    assert_eq!(value["big"], json!(9_007_199_254_740_991_u64));
+    let again: Value = json::from_slice(&json::to_vec(&value).expect("writes")).expect("parses");
+    assert_eq!(again, value);
+    #[derive(serde::Serialize)]
+    struct Absent {
+        none: Option<u8>,
+    }
+    assert_eq!(json::to_string(&Absent { none: None }).expect("writes"), r#"{"none":null}"#);
+    assert!(json::from_str::<Value>("{").is_err());
+    assert!(json::from_str::<Value>("[1] x").is_err());
+    assert!(json::from_slice::<Value>(b"\"\xff\"").is_err());
+    assert!(json::from_str::<u8>("300").is_err());
+}
+
+/// The wasm's reader of `JSON.parse` values reads what serde_json reads and refuses what it
+/// refuses, for the shapes the wire types use; but a struct from an array of its fields, which
+/// serde_json accepts and the wire never sends, is refused.
+#[wasm_bindgen_test]
+fn json_reads_the_shapes_serde_json_reads() {
+    use protocol::json::from_str;
+    #[derive(Deserialize, Debug, PartialEq)]
+    #[serde(rename_all = "camelCase", deny_unknown_fields)]
+    struct S {
+        n: u64,
+        f: f64,
+        text: String,
+        maybe: Option<i32>,
+        list: Vec<u8>,
+        pair: (String, bool),
+        kind: Kind,
+        #[serde(default)]
+        data: Value,
+    }
+    #[derive(Deserialize, Debug, PartialEq)]
+    #[serde(rename_all = "camelCase")]
+    enum Kind {
+        Plain,
+        Wrapped(u8),
+    }
+    let text = r#"{"n":1700000000000,"f":2,"text":"é","maybe":null,"list":[1,2],
+        "pair":["a",true],"kind":"plain","data":{"x":[1.5,-2]}}"#;
+    let s: S = from_str(text).expect("reads");
+    assert_eq!((s.n, s.f, s.maybe, s.kind), (1_700_000_000_000, 2.0, None, Kind::Plain));
+    assert_eq!((s.text.as_str(), s.list, s.pair), ("é", vec![1, 2], ("a".to_owned(), true)));
+    assert_eq!(s.data, json!({"x": [1.5, -2]}));
+    assert_eq!(from_str::<Kind>(r#"{"wrapped":7}"#).expect("reads"), Kind::Wrapped(7));
+    assert_eq!(from_str::<Option<u8>>("3").expect("reads"), Some(3));
+
+    // Refused, as serde_json refuses them.
+    let refused = |text: &str| assert!(from_str::<S>(text).is_err(), "{text}");
+    refused(r#"{"n":1.5,"f":2,"text":"","maybe":null,"list":[],"pair":["a",true],"kind":"plain"}"#);
+    refused(r#"{"n":-1,"f":2,"text":"","maybe":null,"list":[],"pair":["a",true],"kind":"plain"}"#);
+    refused(r#"{"n":1,"f":2,"text":"","maybe":null,"list":[],"pair":["a",true,1],"kind":"plain"}"#);
+    refused(r#"{"n":1,"f":2,"text":"","maybe":null,"list":[],"pair":["a",true],"kind":"other"}"#);
+    refused(r#"{"n":1,"f":2,"text":1,"maybe":null,"list":[],"pair":["a",true],"kind":"plain"}"#);
+    refused(
+        r#"{"n":1,"f":2,"text":"","maybe":null,"list":[],"pair":["a",true],"kind":"plain","x":1}"#,
+    );
+    refused(r#"{"f":2,"text":"","maybe":null,"list":[],"pair":["a",true],"kind":"plain"}"#);
+    // A struct is read from an object only, not from an array of its fields.
+    refused(r#"[1,2,"",null,[],["a",true],"plain",null]"#);
+    assert!(from_str::<u8>("256").is_err());
+    assert!(from_str::<String>("null").is_err());
+}
+
 #[wasm_bindgen_test]
 fn seal_with_nonce_gives_tweetnacl_bytes() {
     let v = vectors();

@@ -138,7 +138,7 @@ fn decode_claims(jwt: &str) -> Option<AccessClaims> {
         .decode(payload.trim_end_matches('='))
         .ok()?;
     // From text, as all JSON of the package is read (one copy of the parser in the wasm).
-    serde_json::from_str(std::str::from_utf8(&bytes).ok()?).ok()
+    protocol::json::from_str(std::str::from_utf8(&bytes).ok()?).ok()
 }
 
 impl Login {
@@ -622,7 +622,7 @@ impl Inner {
     }
 
     fn on_relay(self: &Rc<Self>, text: &str) {
-        let Ok(message) = serde_json::from_str::<AuthRelay>(text) else { return };
+        let Ok(message) = protocol::json::from_str::<AuthRelay>(text) else { return };
         match message {
             AuthRelay::Query => {
                 let login = self.login.borrow().clone();

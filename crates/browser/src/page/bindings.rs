@@ -252,7 +252,7 @@ fn front_options(value: &JsValue) -> Result<FrontOptions, PageError> {
 #[derive(Serialize)]
 struct EventMessage<'a> {
     name: &'a str,
-    data: &'a serde_json::Value,
+    data: &'a protocol::json::Value,
     meta: &'a EventMeta,
 }
 

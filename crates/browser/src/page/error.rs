@@ -132,7 +132,7 @@ impl PageError {
 
     /// An error answer: the body's code and message when it is the error body.
     pub(crate) fn from_answer(status: u16, body: &str) -> Self {
-        match serde_json::from_str::<ErrorBody>(body) {
+        match protocol::json::from_str::<ErrorBody>(body) {
             Ok(b) => Self::Http { status, code: b.error, message: b.message },
             Err(_) => Self::Http {
                 status,

@@ -105,7 +105,7 @@ impl<'a> Call<'a> {
         if !response.ok() {
             return Err(PageError::from_answer(status, &body));
         }
-        serde_json::from_str(&body)
+        protocol::json::from_str(&body)
             .map_err(|e| PageError::BadResponse { what, detail: e.to_string() })
     }
 }
@@ -127,5 +127,5 @@ pub(crate) async fn text(response: &Response) -> Result<String, PageError> {
 
 /// A value as JSON text (plain data: cannot fail).
 pub(crate) fn to_json<T: Serialize + ?Sized>(value: &T) -> String {
-    serde_json::to_string(value).unwrap_or_default()
+    protocol::json::to_string(value).unwrap_or_default()
 }

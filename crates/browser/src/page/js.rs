@@ -84,26 +84,26 @@ pub(crate) fn warn(text: &str) {
 }
 
 /// A JavaScript value as JSON: `undefined` and functions become `null`.
-pub(crate) fn to_json_value(value: &JsValue) -> Result<serde_json::Value, String> {
+pub(crate) fn to_json_value(value: &JsValue) -> Result<protocol::json::Value, String> {
     if value.is_undefined() {
-        return Ok(serde_json::Value::Null);
+        return Ok(protocol::json::Value::Null);
     }
     let text = js_sys::JSON::stringify(value).map_err(|e| describe(&e))?;
     match text.as_string() {
-        Some(text) => serde_json::from_str(&text).map_err(|e| e.to_string()),
-        None => Ok(serde_json::Value::Null),
+        Some(text) => protocol::json::from_str(&text).map_err(|e| e.to_string()),
+        None => Ok(protocol::json::Value::Null),
     }
 }
 
 /// A JavaScript value parsed as `T` through its JSON text.
 pub(crate) fn from_js<T: DeserializeOwned>(value: &JsValue) -> Result<T, String> {
     let text = js_sys::JSON::stringify(value).map_err(|e| describe(&e))?;
-    serde_json::from_str(&text.as_string().unwrap_or_default()).map_err(|e| e.to_string())
+    protocol::json::from_str(&text.as_string().unwrap_or_default()).map_err(|e| e.to_string())
 }
 
 /// A Rust value as a plain JavaScript value (objects, arrays, strings...), through JSON.
 pub(crate) fn to_js<T: Serialize + ?Sized>(value: &T) -> JsValue {
-    serde_json::to_string(value)
+    protocol::json::to_string(value)
         .ok()
         .and_then(|text| js_sys::JSON::parse(&text).ok())
         .unwrap_or(JsValue::NULL)

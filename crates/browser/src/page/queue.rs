@@ -36,7 +36,7 @@ const BY_FRONT: &str = "byFront";
 pub(crate) struct Outgoing {
     pub(crate) front_uuid: FrontUuid,
     pub(crate) name: String,
-    pub(crate) data: serde_json::Value,
+    pub(crate) data: protocol::json::Value,
     pub(crate) uuid: EventUuid,
     pub(crate) published: Timestamp,
     pub(crate) expired: Timestamp,

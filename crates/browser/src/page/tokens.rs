@@ -168,12 +168,12 @@ async fn ask_worker() -> Result<SessionTokens, PageError> {
     let status = response.status();
     let body = http::text(&response).await?;
     if response.ok() {
-        return serde_json::from_str(&body).map_err(|e| PageError::BadResponse {
+        return protocol::json::from_str(&body).map_err(|e| PageError::BadResponse {
             what: "/uc/session/vtx",
             detail: e.to_string(),
         });
     }
-    match serde_json::from_str::<SessionError>(&body) {
+    match protocol::json::from_str::<SessionError>(&body) {
         Ok(error) => Err(PageError::Session(error)),
         Err(_) => Err(PageError::from_answer(status, &body)),
     }

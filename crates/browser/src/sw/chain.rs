@@ -183,11 +183,11 @@ pub(crate) async fn venue_jwt(
     }
     let body = response.body.trim();
     let token = if body.starts_with('{') {
-        serde_json::from_str::<AuthorizeResponse>(body)
+        protocol::json::from_str::<AuthorizeResponse>(body)
             .map(|answer| answer.token)
             .map_err(|e| Failure::acquisition_failed(stage, format!("authorize JSON: {e}")))?
     } else if body.starts_with('"') {
-        serde_json::from_str::<String>(body)
+        protocol::json::from_str::<String>(body)
             .map_err(|e| Failure::acquisition_failed(stage, format!("authorize JSON: {e}")))?
     } else {
         body.to_owned()
@@ -222,7 +222,8 @@ pub(crate) async fn exchange(
         return Err(ExchangeError::Unauthorized(excerpt(&response.body)));
     }
     if !response.is_success() {
-        let code = serde_json::from_str::<ErrorBody>(&response.body).ok().and_then(|b| b.code());
+        let code =
+            protocol::json::from_str::<ErrorBody>(&response.body).ok().and_then(|b| b.code());
         if response.status == 403 && code == Some(ErrorCode::NotProvisioned) {
             return Err(ExchangeError::Failed(Failure::not_provisioned(
                 stage,
@@ -236,7 +237,7 @@ pub(crate) async fn exchange(
         )));
     }
     let answer: TokenExchangeResponse =
-        serde_json::from_str(&response.body).map_err(|e| failed(format!("VTX JSON: {e}")))?;
+        protocol::json::from_str(&response.body).map_err(|e| failed(format!("VTX JSON: {e}")))?;
     let mut eid = Jwt::decode(&answer.access_token).map_err(|e| failed(format!("EID JWT: {e}")))?;
     // `expires_in` stands in for an EID JWT without `exp`.
     if eid.expires_at_ms.is_none() && answer.expires_in > 0 {

@@ -4,7 +4,7 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use serde_json::Value;
+use protocol::json::Value;
 
 /// A token and what the worker read from it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,8 +40,8 @@ impl Jwt {
         // JSON array, and every other JSON of the worker is read from text into its own types
         // (one copy of the parser in the wasm, no second deserialiser for `Value`).
         let text = std::str::from_utf8(&bytes).map_err(|e| not_claims(&e))?;
-        let claims: serde_json::Map<String, Value> =
-            serde_json::from_str(text).map_err(|e| not_claims(&e))?;
+        let claims: protocol::json::Map<String, Value> =
+            protocol::json::from_str(text).map_err(|e| not_claims(&e))?;
         let claim = |name: &str| claims.get(name).filter(|v| !v.is_null());
         let exp = match claim("exp") {
             None => None,
@@ -50,7 +50,7 @@ impl Jwt {
         let user = match (claim("sub"), claim("ecoid")) {
             (None, None) => None,
             // `["sub","ecoid"]`, written without building a `Value` first.
-            (sub, ecoid) => serde_json::to_string(&(sub, ecoid)).ok(),
+            (sub, ecoid) => protocol::json::to_string(&(sub, ecoid)).ok(),
         };
         let has_ecoid = match claim("ecoid") {
             None => false,

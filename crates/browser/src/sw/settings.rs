@@ -10,6 +10,8 @@
 use std::fmt;
 use std::time::Duration;
 
+use protocol::json::{self, Value};
+
 /// The default dashboard path, where the XSRF token is scraped.
 pub const DEFAULT_DASHBOARD_PATH: &str = "/Dashboard";
 /// The default path of the venue JWT endpoint.
@@ -189,15 +191,16 @@ impl Settings {
     /// Applies the settings of a JSON object (the `config` file); returns the problems found.
     /// Values may be strings, numbers or booleans; `xsrfSources` may also be an array.
     pub fn apply_json(&mut self, json: &str) -> Vec<String> {
-        let fields = match serde_json::from_str::<serde_json::Value>(json) {
-            Ok(serde_json::Value::Object(fields)) => fields,
+        let fields = match json::from_str::<Value>(json) {
+            Ok(Value::Object(fields)) => fields,
             Ok(_) => return vec!["the settings file is not a JSON object".to_owned()],
             Err(err) => return vec![format!("the settings file is not JSON: {err}")],
         };
-        let text = |value: &serde_json::Value| match value {
-            serde_json::Value::String(s) => Some(s.clone()),
-            serde_json::Value::Number(_) | serde_json::Value::Bool(_) => Some(value.to_string()),
-            serde_json::Value::Array(items) => items
+        // `json::to_string`, not `Value`'s `Display`, which is serde_json's printer.
+        let text = |value: &Value| match value {
+            Value::String(s) => Some(s.clone()),
+            Value::Number(_) | Value::Bool(_) => json::to_string(value).ok(),
+            Value::Array(items) => items
                 .iter()
                 .map(|item| item.as_str())
                 .collect::<Option<Vec<_>>>()
@@ -208,7 +211,10 @@ impl Settings {
             .iter()
             .filter_map(|(key, value)| match text(value) {
                 Some(value) => self.apply(key, &value).err(),
-                None => Some(format!("{key}: unsupported JSON value {value}")),
+                None => Some(format!(
+                    "{key}: unsupported JSON value {}",
+                    json::to_string(value).unwrap_or_default()
+                )),
             })
             .collect()
     }

@@ -185,7 +185,7 @@ pub(crate) async fn activate() {
 /// A `message` from a page.
 pub(crate) async fn message(data: JsValue) {
     let text = js_sys::JSON::stringify(&data).ok().and_then(|s| s.as_string()).unwrap_or_default();
-    match serde_json::from_str::<SwMessage>(&text) {
+    match protocol::json::from_str::<SwMessage>(&text) {
         Ok(SwMessage::SessionClear) => worker().session().clear(),
         Ok(SwMessage::SkipWaiting) => skip_waiting().await,
         // Messages for the pages, or for someone else on the same channel.
@@ -215,8 +215,8 @@ pub(crate) async fn session_response() -> Result<web_sys::Response, JsValue> {
     let worker = worker();
     let begin = performance_now();
     let (status, body) = match worker.session().tokens().await {
-        Ok(tokens) => (200, serde_json::to_string(&tokens)),
-        Err(failure) => (failure.status(), serde_json::to_string(&failure.to_session_error())),
+        Ok(tokens) => (200, protocol::json::to_string(&tokens)),
+        Err(failure) => (failure.status(), protocol::json::to_string(&failure.to_session_error())),
     };
     let body = body.map_err(|e| JsValue::from_str(&e.to_string()))?;
     let headers = Headers::new()?;
@@ -270,6 +270,6 @@ pub(crate) async fn post_to_tabs(message: &SwMessage) {
 
 /// A wire message as the plain object a page receives.
 fn to_js(message: &SwMessage) -> Result<JsValue, JsValue> {
-    let json = serde_json::to_string(message).map_err(|e| JsValue::from_str(&e.to_string()))?;
+    let json = protocol::json::to_string(message).map_err(|e| JsValue::from_str(&e.to_string()))?;
     js_sys::JSON::parse(&json)
 }

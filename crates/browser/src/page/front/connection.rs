@@ -192,7 +192,7 @@ impl Inner {
                 first.event
             )));
         }
-        let challenge: AuthenticateChallenge = serde_json::from_str(&first.data)
+        let challenge: AuthenticateChallenge = protocol::json::from_str(&first.data)
             .map_err(|e| PageError::Protocol(format!("authenticate: {e}")))?;
         let back = Back { back_uuid: challenge.back_uuid, back_key: challenge.back_key };
         self.set_back(back);
@@ -220,7 +220,7 @@ impl Inner {
     pub(super) fn on_frame(self: &Rc<Self>, frame: SseEvent) {
         if frame.event.as_deref() == Some(EVENTS_LOST_EVENT) {
             // The backend could not resume exactly (its store was reset): say so, not a gap.
-            let message = serde_json::from_str::<ErrorBody>(&frame.data)
+            let message = protocol::json::from_str::<ErrorBody>(&frame.data)
                 .map_or_else(|_| frame.data.clone(), |body| body.message);
             self.report(&PageError::EventsLost(message));
             return;
@@ -229,7 +229,7 @@ impl Inner {
         if frame.event.as_deref().is_some_and(|name| name != "message") {
             return;
         }
-        let event: ReverseEvent = match serde_json::from_str(&frame.data) {
+        let event: ReverseEvent = match protocol::json::from_str(&frame.data) {
             Ok(event) => event,
             Err(e) => {
                 self.report(&PageError::Protocol(format!("an event is not {{data, meta}}: {e}")));
@@ -255,7 +255,7 @@ impl Inner {
         }
         if !plain && event.meta.encrypted == Some(true) {
             let opened = match (&event.data, self.peer()) {
-                (serde_json::Value::String(text), Some(peer)) => text
+                (protocol::json::Value::String(text), Some(peer)) => text
                     .parse::<Sealed>()
                     .map_err(|e| e.to_string())
                     .and_then(|sealed| peer.open_data(&sealed).map_err(|e| e.to_string())),

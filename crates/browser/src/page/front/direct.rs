@@ -19,7 +19,7 @@ impl Inner {
     pub(super) fn outgoing(
         &self,
         name: &str,
-        data: serde_json::Value,
+        data: protocol::json::Value,
         expires_in_ms: Option<f64>,
         encrypted: bool,
     ) -> Result<Outgoing, PageError> {
@@ -96,7 +96,7 @@ impl Inner {
     pub(super) async fn post_direct(&self, event: &Outgoing) -> Result<(), PageError> {
         let peer = self.peer().ok_or_else(|| PageError::Network("not connected yet".into()))?;
         let data = if event.encrypted {
-            serde_json::Value::String(peer.seal_data(&event.data).to_base64())
+            protocol::json::Value::String(peer.seal_data(&event.data).to_base64())
         } else {
             event.data.clone()
         };

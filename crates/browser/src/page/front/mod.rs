@@ -368,7 +368,7 @@ impl Front {
     pub async fn send(
         &self,
         name: &str,
-        data: serde_json::Value,
+        data: protocol::json::Value,
         options: SendOptions,
     ) -> Result<Delivery, PageError> {
         let event = self.inner.outgoing(name, data, options.expires_in_ms, options.encrypted)?;
@@ -380,7 +380,7 @@ impl Front {
     pub async fn request(
         &self,
         name: &str,
-        data: serde_json::Value,
+        data: protocol::json::Value,
         options: RequestOptions,
     ) -> Result<ReverseEvent, PageError> {
         let event = self.inner.outgoing(name, data, options.expires_in_ms, options.encrypted)?;

@@ -113,7 +113,7 @@ impl Inner {
     }
 
     pub(super) fn on_relay(self: &Rc<Self>, text: &str) {
-        let Ok(message) = serde_json::from_str::<Relay>(text) else {
+        let Ok(message) = protocol::json::from_str::<Relay>(text) else {
             return;
         };
         match (self.role.get(), message) {
