@@ -5,12 +5,10 @@ use std::rc::Rc;
 
 use protocol::ErrorBody;
 use protocol::event::ReverseEvent;
-use protocol::messages::{
-    AUTHENTICATE_EVENT, ActivateRequest, AuthenticateChallenge, EVENTS_LOST_EVENT,
-};
+use protocol::messages::{AuthenticateChallenge, EVENTS_LOST_EVENT};
 use protocol::paths;
 use protocol::sse::{SseEvent, SseItem};
-use protocol::{ErrorCode, Sealed, StreamUuid};
+use protocol::{ErrorCode, OpenError};
 use web_sys::AbortController;
 
 use super::relay::{Back, Relay};
@@ -186,22 +184,14 @@ impl Inner {
                 }
             }
         };
-        if first.event.as_deref() != Some(AUTHENTICATE_EVENT) {
-            return Err(PageError::Protocol(format!(
-                "the first event is {:?}, not `authenticate`",
-                first.event
-            )));
-        }
-        let challenge: AuthenticateChallenge = serde_json::from_str(&first.data)
-            .map_err(|e| PageError::Protocol(format!("authenticate: {e}")))?;
-        let back = Back { back_uuid: challenge.back_uuid, back_key: challenge.back_key };
-        self.set_back(back);
+        let challenge = AuthenticateChallenge::from_frame(&first)
+            .map_err(|e| PageError::Protocol(e.to_string()))?;
+        self.set_back(Back { back_uuid: challenge.back_uuid, back_key: challenge.back_key });
         let peer = self.peer().ok_or(PageError::Closed)?;
-        let stream_uuid: StreamUuid = peer.open(&challenge.stream_uuid_enc).map_err(|e| {
-            PageError::Protocol(format!("the challenge does not open with this front's key: {e}"))
-        })?;
-        let body =
-            http::to_json(&ActivateRequest { front_uuid: self.front_uuid.get(), stream_uuid });
+        let answer = challenge
+            .answer(self.front_uuid.get(), &peer)
+            .map_err(|e| PageError::Protocol(e.to_string()))?;
+        let body = http::to_json(&answer);
         let url = http::join(&self.options.base, paths::STREAM_ACTIVATE);
         let accepted: bool = Call::post(&url, Some(&body)).json("activation").await?;
         if !accepted {
@@ -254,12 +244,9 @@ impl Inner {
             return;
         }
         if !plain && event.meta.encrypted == Some(true) {
-            let opened = match (&event.data, self.peer()) {
-                (serde_json::Value::String(text), Some(peer)) => text
-                    .parse::<Sealed>()
-                    .map_err(|e| e.to_string())
-                    .and_then(|sealed| peer.open_data(&sealed).map_err(|e| e.to_string())),
-                _ => Err("encrypted data is not a sealed string".to_owned()),
+            let opened = match self.peer() {
+                Some(peer) => peer.open_event_data(&event.data),
+                None => Err(OpenError::NotSealed),
             };
             match opened {
                 Ok(data) => event.data = data,

@@ -4,9 +4,9 @@
 use std::rc::Rc;
 
 use futures_channel::oneshot;
-use protocol::event::{DEFAULT_TTL_MILLIS, DirectEvent, DirectMeta};
+use protocol::event::DEFAULT_TTL_MILLIS;
 use protocol::paths;
-use protocol::{ErrorCode, EventUuid, Timestamp};
+use protocol::{DirectDraft, ErrorCode, EventUuid, FrontUuid, SessionUuid, Timestamp};
 use wasm_bindgen_futures::spawn_local;
 
 use super::{Delivery, Inner, StreamState, lock_name, online};
@@ -95,23 +95,7 @@ impl Inner {
 
     pub(super) async fn post_direct(&self, event: &Outgoing) -> Result<(), PageError> {
         let peer = self.peer().ok_or_else(|| PageError::Network("not connected yet".into()))?;
-        let data = if event.encrypted {
-            serde_json::Value::String(peer.seal_data(&event.data).to_base64())
-        } else {
-            event.data.clone()
-        };
-        let meta = DirectMeta {
-            name: event.name.clone(),
-            uuid: event.uuid,
-            published: event.published,
-            expired: Some(event.expired),
-            front_uuid: self.front_uuid.get(),
-            session_uuid: self.session,
-            stamp: peer.stamp(&event.uuid, event.published),
-            encrypted: event.encrypted.then_some(true),
-            request_uuid: event.request_uuid,
-        };
-        let body = http::to_json(&DirectEvent { data, meta });
+        let body = http::to_json(&draft(event, self.front_uuid.get(), self.session).build(&peer));
         let url = format!(
             "{}/{}",
             http::join(&self.options.base, paths::DIRECT),
@@ -208,5 +192,21 @@ impl Inner {
         } else {
             self.flush_again.set(true);
         }
+    }
+}
+
+/// The draft of a queued event sent now by `front` from the tab `session`: the stamp and the
+/// sealing are added with the back key of this moment.
+fn draft(event: &Outgoing, front: FrontUuid, session: SessionUuid) -> DirectDraft {
+    DirectDraft {
+        name: event.name.clone(),
+        uuid: event.uuid,
+        published: event.published,
+        expired: Some(event.expired),
+        front_uuid: front,
+        session_uuid: session,
+        request_uuid: event.request_uuid,
+        data: event.data.clone(),
+        encrypted: event.encrypted,
     }
 }
