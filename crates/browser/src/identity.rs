@@ -19,7 +19,8 @@ use web_sys::{
     EventTarget, IdbDatabase, IdbFactory, IdbRequest, IdbTransaction, IdbTransactionMode,
 };
 
-use crate::net::{self, Credentials, HttpRequest, NetError, describe};
+use crate::net::{self, HttpRequest, NetError};
+use crate::web::describe;
 
 /// The IndexedDB database of the package.
 pub const DB_NAME: &str = "websession";
@@ -131,19 +132,14 @@ pub async fn register(base_url: &str, identity: &mut Identity) -> Result<FrontBi
     );
     let request =
         RegisterRequest { public_key: identity.front_keys.public, front_uuid: identity.front_uuid };
-    let body =
-        serde_json::to_string(&request).map_err(|e| RegisterError::InvalidAnswer(e.to_string()))?;
+    let body = net::to_json(&request);
     let response = net::send(&HttpRequest {
-        method: "POST",
-        url: &url,
-        headers: &[("Content-Type", "application/json")],
-        body: Some(&body),
-        credentials: Credentials::SameOrigin,
-        timeout: REGISTER_TIMEOUT,
+        timeout: Some(REGISTER_TIMEOUT),
+        ..HttpRequest::post(&url, Some(&body))
     })
     .await?;
     if !response.is_success() {
-        let body = serde_json::from_str::<ErrorBody>(&response.body).ok();
+        let body = response.error_body();
         return Err(match body {
             Some(body) if body.code() == Some(ErrorCode::FrontKeyConflict) => {
                 RegisterError::KeyConflict(body)
@@ -151,7 +147,7 @@ pub async fn register(base_url: &str, identity: &mut Identity) -> Result<FrontBi
             body => RegisterError::Rejected { status: response.status, body },
         });
     }
-    let bid: FrontBid = serde_json::from_str(response.body.trim())
+    let bid: FrontBid = net::from_json(response.body.trim())
         .map_err(|_| RegisterError::InvalidAnswer(response.body.chars().take(100).collect()))?;
     identity.front_bid = Some(bid);
     save(identity).await?;

@@ -7,6 +7,7 @@ pub mod net;
 pub mod page;
 #[cfg(feature = "worker")]
 pub mod sw;
+pub mod web;
 
 #[cfg(feature = "page")]
 use wasm_bindgen::prelude::*;

@@ -58,7 +58,7 @@ thread_local! {
 }
 
 fn storage_error(what: &str, e: &JsValue) -> PageError {
-    PageError::Storage(format!("{what}: {}", js::describe(e)))
+    PageError::Storage(format!("{what}: {}", crate::web::describe(e)))
 }
 
 /// Waits for an IndexedDB request and returns its result.
@@ -111,7 +111,9 @@ async fn open() -> Result<IdbDatabase, PageError> {
                     &index,
                 );
             }
-            Err(e) => js::warn(&format!("cannot create the queue store: {}", js::describe(&e))),
+            Err(e) => {
+                js::warn(&format!("cannot create the queue store: {}", crate::web::describe(&e)))
+            }
         }
     });
     request.set_onupgradeneeded(Some(upgrade.as_ref().unchecked_ref()));

@@ -15,7 +15,7 @@ use super::relay::{Back, Relay};
 use super::{EventFn, Inner, Role, StreamState, online};
 use crate::identity;
 use crate::page::error::PageError;
-use crate::page::http::{self, Call};
+use crate::page::http;
 use crate::page::stream::Stream;
 use crate::page::{js, session};
 
@@ -193,7 +193,7 @@ impl Inner {
             .map_err(|e| PageError::Protocol(e.to_string()))?;
         let body = http::to_json(&answer);
         let url = http::join(&self.options.base, paths::STREAM_ACTIVATE);
-        let accepted: bool = Call::post(&url, Some(&body)).json("activation").await?;
+        let accepted: bool = http::json(&http::post(&url, Some(&body)), "activation").await?;
         if !accepted {
             return Err(PageError::BadResponse { what: "activation", detail: "false".into() });
         }

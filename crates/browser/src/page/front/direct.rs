@@ -11,7 +11,7 @@ use wasm_bindgen_futures::spawn_local;
 
 use super::{Delivery, Inner, StreamState, lock_name, online};
 use crate::page::error::PageError;
-use crate::page::http::{self, Call};
+use crate::page::http;
 use crate::page::queue::{self, Outgoing};
 use crate::page::{js, locks};
 
@@ -101,7 +101,7 @@ impl Inner {
             http::join(&self.options.base, paths::DIRECT),
             String::from(js_sys::encode_uri_component(&event.name))
         );
-        let accepted: bool = Call::post(&url, Some(&body)).json("direct event").await?;
+        let accepted: bool = http::json(&http::post(&url, Some(&body)), "direct event").await?;
         if accepted {
             Ok(())
         } else {

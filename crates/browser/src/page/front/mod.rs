@@ -33,6 +33,7 @@ use super::js;
 use super::locks::{self, Channel, HeldLock};
 use super::session::{self, Seen};
 use crate::identity;
+use crate::web;
 
 mod connection;
 mod direct;
@@ -393,7 +394,7 @@ impl Front {
         });
         self.inner.send_outgoing(event).await?;
         let timeout = options.timeout_ms.unwrap_or(self.inner.options.request_timeout_ms);
-        match select(rx, Box::pin(js::sleep(timeout))).await {
+        match select(rx, Box::pin(web::sleep(timeout))).await {
             Either::Left((Ok(reply), _)) => Ok(reply),
             Either::Left((Err(_), _)) => Err(PageError::Closed),
             Either::Right(_) => Err(PageError::Timeout(timeout as u32)),
@@ -479,7 +480,7 @@ impl Inner {
         self.wakers.borrow_mut().push(tx);
         match ms {
             Some(ms) => {
-                let _ = select(rx, Box::pin(js::sleep(ms))).await;
+                let _ = select(rx, Box::pin(web::sleep(ms))).await;
             }
             None => {
                 let _ = rx.await;
