@@ -24,9 +24,9 @@ use super::js;
 use super::locks::{self, Channel};
 use super::tokens;
 use crate::net::{self, Credentials, HttpRequest};
+use crate::records::{self, AuthRelay, Login, Record};
 use crate::web::{self, Timeout};
 
-const CHANNEL: &str = "websession-auth";
 const REFRESH_LOCK: &str = "websession-refresh";
 /// How long a starting tab waits for another tab to share its access token.
 const ASK_TABS_MS: f64 = 150.0;
@@ -119,20 +119,6 @@ pub struct LoginInfo {
     pub claims: Option<AccessClaims>,
 }
 
-#[derive(Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Login {
-    access_token: String,
-    lifetime_ms: f64,
-    info: LoginInfo,
-}
-
-impl std::fmt::Debug for Login {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Login").field("info", &self.info).finish_non_exhaustive()
-    }
-}
-
 /// The claims of a JWT, decoded without verification.
 fn decode_claims(jwt: &str) -> Option<AccessClaims> {
     let payload = jwt.split('.').nth(1)?;
@@ -167,20 +153,6 @@ impl Login {
         };
         Self { access_token, lifetime_ms, info }
     }
-}
-
-/// Messages between the tabs on [`CHANNEL`] (externally tagged, like the front's relay).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-enum AuthRelay {
-    /// A starting tab asks for the current access token.
-    Query,
-    /// The current login (after a login or a refresh).
-    Token { login: Box<Login> },
-    /// A tab logged out.
-    Logout,
-    /// The session ended.
-    Expired { reason: String },
 }
 
 /// How a refresh ended.
@@ -265,7 +237,7 @@ impl Auth {
             endings: Cell::new(0),
         });
         let weak = Rc::downgrade(&inner);
-        if let Ok(channel) = Channel::open(CHANNEL, move |text| {
+        if let Ok(channel) = Channel::open(&AuthRelay::SCHEMA.channel(), move |text| {
             if let Some(inner) = weak.upgrade() {
                 inner.on_relay(&text);
             }
@@ -466,7 +438,7 @@ impl Inner {
 
     fn post(&self, message: &AuthRelay) {
         if let Some(channel) = self.channel.borrow().as_ref() {
-            channel.post(&http::to_json(message));
+            channel.post(&records::encode(message));
         }
     }
 
@@ -629,7 +601,7 @@ impl Inner {
     }
 
     fn on_relay(self: &Rc<Self>, text: &str) {
-        let Ok(message) = serde_json::from_str::<AuthRelay>(text) else { return };
+        let Ok(message) = records::decode::<AuthRelay>(text) else { return };
         match message {
             AuthRelay::Query => {
                 let login = self.login.borrow().clone();

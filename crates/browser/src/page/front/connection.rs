@@ -11,8 +11,9 @@ use protocol::sse::{SseEvent, SseItem};
 use protocol::{ErrorCode, OpenError};
 use web_sys::AbortController;
 
+use super::machine::Input;
 use super::relay::{Back, Relay};
-use super::{EventFn, Inner, Role, StreamState, online};
+use super::{EventFn, Inner, Role, online};
 use crate::identity;
 use crate::page::error::PageError;
 use crate::page::http;
@@ -27,18 +28,18 @@ impl Inner {
         let mut conflicts: u32 = 0;
         while !self.is_closed() {
             if !online() {
-                self.set_state(self.waiting_state());
+                self.apply(Input::Waiting);
                 self.wait(None).await;
                 continue;
             }
-            self.set_state(self.waiting_state());
-            let activations = self.activations.get();
+            self.apply(Input::Waiting);
+            let activations = self.machine.get().activations();
             let result = self.connect_once().await;
             self.stream_abort.borrow_mut().take();
             if self.is_closed() {
                 break;
             }
-            if self.activations.get() != activations {
+            if self.machine.get().activations() != activations {
                 attempt = 0;
                 registrations = 0;
                 conflicts = 0;
@@ -73,7 +74,7 @@ impl Inner {
                 }
                 Err(e) => self.report(&e),
             }
-            self.set_state(self.waiting_state());
+            self.apply(Input::Waiting);
             let delay = self.backoff(attempt);
             attempt = attempt.saturating_add(1);
             self.wait(Some(delay)).await;
@@ -103,7 +104,7 @@ impl Inner {
         *self.identity.borrow_mut() = fresh;
         self.front_uuid.set(new);
         *self.last_event_id.borrow_mut() = None;
-        if self.role.get() == Role::Leader {
+        if self.role() == Role::Leader {
             self.post_state();
         }
         Ok(PageError::Http {
@@ -127,7 +128,7 @@ impl Inner {
         identity.front_bid = Some(bid);
         identity::save(&identity).await.map_err(|e| PageError::Identity(e.to_string()))?;
         *self.identity.borrow_mut() = identity;
-        if self.role.get() == Role::Leader {
+        if self.role() == Role::Leader {
             self.post_state();
         }
         Ok(())
@@ -140,7 +141,7 @@ impl Inner {
         let abort =
             AbortController::new().map_err(|_| PageError::Unsupported("AbortController"))?;
         *self.stream_abort.borrow_mut() = Some(abort.clone());
-        let leader = self.role.get() == Role::Leader;
+        let leader = self.role() == Role::Leader;
         let url = format!(
             "{}/{}/{}{}{}",
             http::join(&self.options.base, paths::STREAM_OPEN),
@@ -156,15 +157,9 @@ impl Inner {
         };
         let last_event_id = self.last_event_id.borrow().clone();
         let mut stream = Stream::open(&url, last_event_id.as_deref(), silence, abort).await?;
-        if leader {
-            self.relaying.set(stream.front_scope);
-            if !stream.front_scope && !self.no_front_scope.replace(true) {
-                self.post(&Relay::Solo);
-            }
-        }
-        self.set_state(StreamState::Authenticating);
+        self.apply(Input::Opened { front_scope: stream.front_scope });
         self.handshake(&mut stream).await?;
-        self.set_state(StreamState::Active);
+        self.apply(Input::Activated);
         loop {
             match stream.next().await? {
                 Some(SseItem::Event(event)) => self.on_frame(event),
@@ -259,7 +254,7 @@ impl Inner {
                 }
             }
         }
-        if self.role.get() == Role::Leader && self.relaying.get() {
+        if self.machine.get().relays() {
             self.post(&Relay::Event { id, event: event.clone() });
         }
         let waiting = event.meta.request_uuid.and_then(|r| self.pending.borrow_mut().remove(&r));

@@ -70,7 +70,7 @@ impl Inner {
             self.flush_waiters.borrow_mut().push(tx);
             let _ = rx.await;
         }
-        let direct = self.state.get() == StreamState::Active
+        let direct = self.machine.get().state() == StreamState::Active
             && online()
             && !self.queue_waiting.get()
             && self.peer().is_some();
@@ -87,7 +87,7 @@ impl Inner {
         }
         queue::push(&event).await?;
         self.queue_waiting.set(true);
-        if self.state.get() == StreamState::Active {
+        if self.machine.get().state() == StreamState::Active {
             self.schedule_flush();
         }
         Ok(Delivery::Queued)
@@ -162,7 +162,7 @@ impl Inner {
             }
         };
         for entry in &entries {
-            if self.state.get() != StreamState::Active {
+            if self.machine.get().state() != StreamState::Active {
                 return;
             }
             if entry.event.expired <= Timestamp::now() {
