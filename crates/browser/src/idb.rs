@@ -20,7 +20,8 @@ pub(crate) struct Database {
     pub(crate) name: &'static str,
     /// Its version; raising it runs `upgrade` in the next open.
     pub(crate) version: u32,
-    /// Creates what is missing (`versionchange` transaction); an error aborts the open.
+    /// Creates what is missing (`versionchange` transaction); on an error the store stays
+    /// missing and the first operation on it fails with `NotFoundError`.
     pub(crate) upgrade: fn(&IdbDatabase) -> Result<(), JsValue>,
 }
 
@@ -66,18 +67,10 @@ impl Db {
                 .and_then(|t| t.dyn_into::<IdbRequest>().ok())
                 .and_then(|r| r.result().ok())
                 .and_then(|db| db.dyn_into::<IdbDatabase>().ok());
-            if let Some(db) = db
-                && let Err(e) = upgrade_fn(&db)
-            {
-                // Aborting the upgrade fails the open (its error names the abort).
-                let _ = e;
-                if let Some(tx) = event
-                    .target()
-                    .and_then(|t| t.dyn_into::<IdbRequest>().ok())
-                    .and_then(|r| r.transaction())
-                {
-                    let _ = tx.abort();
-                }
+            if let Some(db) = db {
+                // A failed creation leaves the store missing: the open succeeds and the first
+                // operation on the store fails with `NotFoundError`, which says what is wrong.
+                let _ = upgrade_fn(&db);
             }
         });
         request.set_onupgradeneeded(Some(upgrade.as_ref().unchecked_ref()));
@@ -137,25 +130,40 @@ impl Db {
         Ok(js_sys::Array::from(&values).iter().collect())
     }
 
-    /// Writes `value` under `key` (`None` for a store with in-line or generated keys) and waits
-    /// until the transaction is durable; `Ok(false)` when [`Write::Add`] found a record there.
+    /// Writes `value` under `key` and waits until the transaction is durable; `Ok(false)` when
+    /// [`Write::Add`] found a record there.
     pub(crate) async fn write(
         &self,
         store: &str,
         value: &JsValue,
-        key: Option<&JsValue>,
+        key: &JsValue,
         mode: Write,
     ) -> Result<bool, IdbError> {
         let (tx, object_store) = self.store(store, IdbTransactionMode::Readwrite)?;
-        let request = match (mode, key) {
-            (Write::Add, Some(key)) => object_store.add_with_key(value, key),
-            (Write::Add, None) => object_store.add(value),
-            (Write::Put, Some(key)) => object_store.put_with_key(value, key),
-            (Write::Put, None) => object_store.put(value),
+        let request = match mode {
+            Write::Add => object_store.add_with_key(value, key),
+            Write::Put => object_store.put_with_key(value, key),
         }
         .map_err(failed)?;
+        self.written(&tx, &request, mode).await
+    }
+
+    /// Adds `value` to a store with in-line, generated keys and waits until it is durable.
+    #[cfg(feature = "page")] // the offline queue's
+    pub(crate) async fn add(&self, store: &str, value: &JsValue) -> Result<(), IdbError> {
+        let (tx, object_store) = self.store(store, IdbTransactionMode::Readwrite)?;
+        let request = object_store.add(value).map_err(failed)?;
+        self.written(&tx, &request, Write::Put).await.map(drop)
+    }
+
+    async fn written(
+        &self,
+        tx: &IdbTransaction,
+        request: &IdbRequest,
+        mode: Write,
+    ) -> Result<bool, IdbError> {
         // Waiting for the transaction, not the request: the write is durable only at `complete`.
-        if next_event(&tx, "complete", &["abort"]).await.is_ok() {
+        if next_event(tx, "complete", &["abort"]).await.is_ok() {
             return Ok(true);
         }
         let error = request.error().ok().flatten();

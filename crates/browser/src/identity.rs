@@ -201,7 +201,7 @@ impl Conn {
 
     /// Writes `identity`; `Ok(false)` when [`Write::Add`] found a record already there.
     async fn write(&self, identity: &Identity, mode: Write) -> Result<bool, IdentityError> {
-        Ok(self.0.write(STORE, &records::to_js(identity), Some(&key()), mode).await?)
+        Ok(self.0.write(STORE, &records::to_js(identity), &key(), mode).await?)
     }
 }
 

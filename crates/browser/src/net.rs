@@ -12,9 +12,11 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
+#[cfg(feature = "page")]
+use web_sys::RequestCache;
 use web_sys::{
-    AbortController, AbortSignal, Headers, RequestCache, RequestCredentials, RequestInit,
-    RequestRedirect, Response,
+    AbortController, AbortSignal, Headers, RequestCredentials, RequestInit, RequestRedirect,
+    Response,
 };
 
 use crate::web::{JsError, Timeout};
@@ -36,7 +38,8 @@ pub enum Credentials {
     Include,
 }
 
-/// One HTTP request.
+/// One HTTP request. The fields only the page client sets (bearer, `Last-Event-ID`, no-store,
+/// an abort signal) exist only in its module, so the worker's wasm carries none of their code.
 #[derive(Debug, Clone, Copy)]
 pub struct HttpRequest<'a> {
     /// `GET`, `POST`, …
@@ -51,17 +54,21 @@ pub struct HttpRequest<'a> {
     /// A JSON body, sent with `Content-Type: application/json`; wins over `body`.
     pub json: Option<&'a str>,
     /// `Authorization: Bearer …`.
+    #[cfg(feature = "page")]
     pub bearer: Option<&'a str>,
     /// `Last-Event-ID` (a reverse stream's resume point).
+    #[cfg(feature = "page")]
     pub last_event_id: Option<&'a str>,
     /// Cookies or not.
     pub credentials: Credentials,
     /// `cache: "no-store"`: the answer is neither taken from nor put in the HTTP cache.
+    #[cfg(feature = "page")]
     pub no_store: bool,
     /// For the whole exchange, headers and body ([`send`] only); the request is aborted when
     /// it runs out.
     pub timeout: Option<Duration>,
     /// Aborts the request, and the body of a streamed answer ([`open`]).
+    #[cfg(feature = "page")]
     pub signal: Option<&'a AbortSignal>,
 }
 
@@ -79,11 +86,15 @@ impl<'a> HttpRequest<'a> {
             headers: &[],
             body: None,
             json: None,
+            #[cfg(feature = "page")]
             bearer: None,
+            #[cfg(feature = "page")]
             last_event_id: None,
             credentials: Credentials::SameOrigin,
+            #[cfg(feature = "page")]
             no_store: false,
             timeout: None,
+            #[cfg(feature = "page")]
             signal: None,
         }
     }
@@ -98,6 +109,7 @@ impl<'a> HttpRequest<'a> {
         let init = RequestInit::new();
         init.set_method(self.method);
         init.set_redirect(RequestRedirect::Follow);
+        #[cfg(feature = "page")]
         if self.no_store {
             init.set_cache(RequestCache::NoStore);
         }
@@ -105,7 +117,9 @@ impl<'a> HttpRequest<'a> {
             Credentials::SameOrigin => RequestCredentials::SameOrigin,
             Credentials::Include => RequestCredentials::Include,
         });
-        init.set_signal(signal.or(self.signal));
+        #[cfg(feature = "page")]
+        let signal = signal.or(self.signal);
+        init.set_signal(signal);
         let headers = Headers::new().map_err(invalid)?;
         for (name, value) in self.headers {
             headers.append(name, value).map_err(invalid)?;
@@ -116,9 +130,11 @@ impl<'a> HttpRequest<'a> {
         } else if let Some(body) = self.body {
             init.set_body(&JsValue::from_str(body));
         }
+        #[cfg(feature = "page")]
         if let Some(token) = self.bearer {
             headers.set("Authorization", &format!("Bearer {token}")).map_err(invalid)?;
         }
+        #[cfg(feature = "page")]
         if let Some(id) = self.last_event_id {
             headers.set("Last-Event-ID", id).map_err(invalid)?;
         }
@@ -181,55 +197,65 @@ impl From<JsError> for NetError {
 /// Sends `request` and reads the whole body, or fails with [`NetError`]; with a timeout, the
 /// request is aborted when it runs out.
 pub async fn send(request: &HttpRequest<'_>) -> Result<HttpResponse, NetError> {
-    let Some(timeout) = request.timeout else {
-        let response = fetch(&request.build(None)?).await?;
-        return read(&response).await;
+    // One path with and without a timeout: the controller and the timer exist only with one.
+    let controller = match request.timeout {
+        Some(_) => Some(AbortController::new().map_err(JsError::from)?),
+        None => None,
     };
-    let controller = AbortController::new().map_err(JsError::from)?;
-    let req = request.build(Some(&controller.signal()))?;
+    let req = request.build(controller.as_ref().map(|c| c.signal()).as_ref())?;
     // The timer aborts the request; the flag tells the abort apart from other failures. The
     // timer is cleared when `_timer` drops, whichever way the exchange ends.
     let timed_out = Rc::new(Cell::new(false));
-    let _timer = {
-        let (timed_out, controller) = (timed_out.clone(), controller.clone());
-        Timeout::new(timeout.as_millis() as f64, move || {
-            timed_out.set(true);
-            controller.abort();
-        })
+    let _timer = match (request.timeout, controller) {
+        (Some(timeout), Some(controller)) => {
+            let timed_out = timed_out.clone();
+            Some(Timeout::new(timeout.as_secs_f64() * 1000.0, move || {
+                timed_out.set(true);
+                controller.abort();
+            }))
+        }
+        _ => None,
     };
-    let result = match fetch(&req).await {
-        Ok(response) => read(&response).await,
-        Err(e) => Err(e),
-    };
-    result.map_err(|err| if timed_out.get() { NetError::Timeout(timeout) } else { err })
+    let result = exchange(&req).await;
+    result.map_err(|err| match request.timeout {
+        Some(timeout) if timed_out.get() => NetError::Timeout(timeout),
+        _ => err,
+    })
+}
+
+/// The request and its whole body, in one future (one state machine in the wasm, not three).
+async fn exchange(request: &web_sys::Request) -> Result<HttpResponse, NetError> {
+    let response: Response =
+        JsFuture::from(global_fetch(request)).await.map_err(JsError::from)?.unchecked_into();
+    let text = JsFuture::from(response.text().map_err(JsError::from)?).await;
+    Ok(HttpResponse {
+        status: response.status(),
+        url: response.url(),
+        redirected: response.redirected(),
+        body: text.map_err(JsError::from)?.as_string().unwrap_or_default(),
+    })
 }
 
 /// Starts `request` and returns the answer as soon as its headers are in, its body unread (a
 /// reverse stream); `request.signal` aborts it, `request.timeout` is not used.
+#[cfg(feature = "page")]
 pub async fn open(request: &HttpRequest<'_>) -> Result<Response, NetError> {
     fetch(&request.build(None)?).await
 }
 
 /// `fetch(request)` of a request built elsewhere (`auth.fetch` of the page's own `Request`);
 /// a rejected fetch (offline, CORS, abort) is [`NetError::Network`].
+#[cfg(feature = "page")]
 pub async fn fetch(request: &web_sys::Request) -> Result<Response, NetError> {
     let response = JsFuture::from(global_fetch(request)).await.map_err(JsError::from)?;
     response.dyn_into::<Response>().map_err(|_| NetError::Network("fetch gave no Response".into()))
 }
 
 /// The whole body as text.
+#[cfg(feature = "page")]
 pub async fn text(response: &Response) -> Result<String, NetError> {
     let text = JsFuture::from(response.text().map_err(JsError::from)?).await;
     Ok(text.map_err(JsError::from)?.as_string().unwrap_or_default())
-}
-
-async fn read(response: &Response) -> Result<HttpResponse, NetError> {
-    Ok(HttpResponse {
-        status: response.status(),
-        url: response.url(),
-        redirected: response.redirected(),
-        body: text(response).await?,
-    })
 }
 
 /// `base` + `path`, where `base` is an origin (with or without a trailing slash) or empty for

@@ -17,7 +17,7 @@ use web_sys::{IdbDatabase, IdbIndexParameters, IdbObjectStoreParameters};
 
 use super::error::PageError;
 use super::js;
-use crate::idb::{Database, Db, IdbError, Write};
+use crate::idb::{Database, Db, IdbError};
 use crate::records::{self, Record};
 
 const STORE: &str = "queue";
@@ -84,8 +84,7 @@ async fn open() -> Result<Db, PageError> {
 /// Appends an event to the queue.
 pub(crate) async fn push(event: &Outgoing) -> Result<(), PageError> {
     let db = open().await?;
-    db.write(STORE, &records::to_js(event), None, Write::Add).await?;
-    Ok(())
+    Ok(db.add(STORE, &records::to_js(event)).await?)
 }
 
 /// The events queued for `front`, oldest first.
