@@ -14,17 +14,16 @@ use protocol::messages::{FrontBid, Identity, RegisterRequest};
 use protocol::storage::IDENTITY_KEY;
 use protocol::{ErrorBody, ErrorCode, FrontUuid, KeyPair};
 use wasm_bindgen::prelude::*;
-use wasm_bindgen_futures::JsFuture;
-use web_sys::{
-    EventTarget, IdbDatabase, IdbFactory, IdbRequest, IdbTransaction, IdbTransactionMode,
-};
+use web_sys::IdbDatabase;
 
-use crate::net::{self, Credentials, HttpRequest, NetError, describe};
+use crate::idb::{Database, Db, IdbError, Write};
+use crate::net::{self, HttpRequest, NetError};
+use crate::records::{self, Record};
 
 /// The IndexedDB database of the package.
-pub const DB_NAME: &str = "websession";
-/// Its version; bump it (and extend `upgrade`) to add object stores.
-pub const DB_VERSION: u32 = 1;
+pub const DB_NAME: &str = Identity::SCHEMA.name;
+/// Its version; bump it (in [`crate::records`], and extend `upgrade`) to add object stores.
+pub const DB_VERSION: u32 = Identity::SCHEMA.version;
 /// The object store of single records, the identity among them.
 pub const STORE: &str = "singleton";
 /// How long a registration may take.
@@ -75,7 +74,7 @@ pub enum RegisterError {
 /// The stored identity, or a new one stored now. A record that exists but is unusable is
 /// [`IdentityError::Corrupt`]; the caller decides whether to [`replace_corrupt`] it.
 pub async fn load_or_create() -> Result<Identity, IdentityError> {
-    let db = Db::open().await?;
+    let db = Conn::open().await?;
     if let Some(value) = db.get().await? {
         return parse(&value);
     }
@@ -98,13 +97,13 @@ pub async fn load_or_create() -> Result<Identity, IdentityError> {
 
 /// The stored identity, if there is one.
 pub async fn load() -> Result<Option<Identity>, IdentityError> {
-    let db = Db::open().await?;
+    let db = Conn::open().await?;
     db.get().await?.map(|value| parse(&value)).transpose()
 }
 
 /// Stores `identity`, replacing what is there.
 pub async fn save(identity: &Identity) -> Result<(), IdentityError> {
-    Db::open().await?.write(identity, Write::Put).await.map(|_| ())
+    Conn::open().await?.write(identity, Write::Put).await.map(|_| ())
 }
 
 /// Replaces the stored record (corrupt, or refused by the backend with `front_key_conflict`)
@@ -131,19 +130,14 @@ pub async fn register(base_url: &str, identity: &mut Identity) -> Result<FrontBi
     );
     let request =
         RegisterRequest { public_key: identity.front_keys.public, front_uuid: identity.front_uuid };
-    let body = protocol::json::to_string(&request)
-        .map_err(|e| RegisterError::InvalidAnswer(e.to_string()))?;
+    let body = net::to_json(&request);
     let response = net::send(&HttpRequest {
-        method: "POST",
-        url: &url,
-        headers: &[("Content-Type", "application/json")],
-        body: Some(&body),
-        credentials: Credentials::SameOrigin,
-        timeout: REGISTER_TIMEOUT,
+        timeout: Some(REGISTER_TIMEOUT),
+        ..HttpRequest::post(&url, Some(&body))
     })
     .await?;
     if !response.is_success() {
-        let body = protocol::json::from_str::<ErrorBody>(&response.body).ok();
+        let body = response.error_body();
         return Err(match body {
             Some(body) if body.code() == Some(ErrorCode::FrontKeyConflict) => {
                 RegisterError::KeyConflict(body)
@@ -151,7 +145,7 @@ pub async fn register(base_url: &str, identity: &mut Identity) -> Result<FrontBi
             body => RegisterError::Rejected { status: response.status, body },
         });
     }
-    let bid: FrontBid = protocol::json::from_str(response.body.trim())
+    let bid: FrontBid = net::from_json(response.body.trim())
         .map_err(|_| RegisterError::InvalidAnswer(response.body.chars().take(100).collect()))?;
     identity.front_bid = Some(bid);
     save(identity).await?;
@@ -167,8 +161,7 @@ fn parse(value: &JsValue) -> Result<Identity, IdentityError> {
             .and_then(|s| s.as_string())
             .ok_or_else(|| IdentityError::Corrupt("not a JSON value".to_owned()))?,
     };
-    let identity: Identity =
-        protocol::json::from_str(&text).map_err(|e| IdentityError::Corrupt(e.to_string()))?;
+    let identity: Identity = records::decode(&text).map_err(IdentityError::Corrupt)?;
     if !identity.front_keys.is_consistent() {
         return Err(IdentityError::Corrupt(
             "the public key does not belong to the secret key".to_owned(),
@@ -177,127 +170,50 @@ fn parse(value: &JsValue) -> Result<Identity, IdentityError> {
     Ok(identity)
 }
 
-enum Write {
-    /// Only if there is no record yet.
-    Add,
-    /// Whatever is there.
-    Put,
+/// The identity's database: one object store of single records, created by version 1.
+const DATABASE: Database = Database { name: DB_NAME, version: DB_VERSION, upgrade };
+
+fn upgrade(db: &IdbDatabase) -> Result<(), JsValue> {
+    if !db.object_store_names().contains(STORE) {
+        db.create_object_store(STORE)?;
+    }
+    Ok(())
 }
 
-/// An open connection, closed when dropped.
-struct Db(IdbDatabase);
+/// An open connection, closed when dropped: each call opens and closes the database, so a
+/// later version of the package can upgrade it without waiting for an old worker to let go.
+struct Conn(Db);
 
-impl Drop for Db {
+impl Drop for Conn {
     fn drop(&mut self) {
         self.0.close();
     }
 }
 
-impl Db {
+impl Conn {
     async fn open() -> Result<Self, IdentityError> {
-        let factory = js_sys::Reflect::get(&js_sys::global(), &JsValue::from_str("indexedDB"))
-            .ok()
-            .and_then(|f| f.dyn_into::<IdbFactory>().ok())
-            .ok_or_else(|| IdentityError::Unavailable("no indexedDB in this scope".to_owned()))?;
-        let request = factory.open_with_u32(DB_NAME, DB_VERSION).map_err(unavailable)?;
-        let upgrade = Closure::<dyn FnMut(web_sys::Event)>::new(|event: web_sys::Event| {
-            let db = event
-                .target()
-                .and_then(|t| t.dyn_into::<IdbRequest>().ok())
-                .and_then(|r| r.result().ok())
-                .and_then(|db| db.dyn_into::<IdbDatabase>().ok());
-            if let Some(db) = db
-                && !db.object_store_names().contains(STORE)
-            {
-                // An error here aborts the upgrade, and the open fails with it.
-                let _ = db.create_object_store(STORE);
-            }
-        });
-        request.set_onupgradeneeded(Some(upgrade.as_ref().unchecked_ref()));
-        let opened = next_event(&request, "success", &["error"]).await;
-        request.set_onupgradeneeded(None);
-        drop(upgrade);
-        opened.map_err(|()| storage_error("open", &request))?;
-        let db = request.result().map_err(storage)?.dyn_into::<IdbDatabase>().map_err(storage)?;
-        Ok(Self(db))
+        Ok(Self(Db::open(&DATABASE).await?))
     }
 
     async fn get(&self) -> Result<Option<JsValue>, IdentityError> {
-        let tx = self.0.transaction_with_str(STORE).map_err(storage)?;
-        let request = tx.object_store(STORE).map_err(storage)?.get(&key()).map_err(storage)?;
-        next_event(&request, "success", &["error"])
-            .await
-            .map_err(|()| storage_error("get", &request))?;
-        let value = request.result().map_err(storage)?;
-        Ok((!value.is_undefined() && !value.is_null()).then_some(value))
+        Ok(self.0.get(STORE, &key()).await?)
     }
 
     /// Writes `identity`; `Ok(false)` when [`Write::Add`] found a record already there.
     async fn write(&self, identity: &Identity, mode: Write) -> Result<bool, IdentityError> {
-        let json = protocol::json::to_string(identity)
-            .map_err(|e| IdentityError::Storage(e.to_string()))?;
-        let value = js_sys::JSON::parse(&json).map_err(storage)?;
-        let tx: IdbTransaction = self
-            .0
-            .transaction_with_str_and_mode(STORE, IdbTransactionMode::Readwrite)
-            .map_err(storage)?;
-        let store = tx.object_store(STORE).map_err(storage)?;
-        let request = match mode {
-            Write::Add => store.add_with_key(&value, &key()),
-            Write::Put => store.put_with_key(&value, &key()),
+        Ok(self.0.write(STORE, &records::to_js(identity), &key(), mode).await?)
+    }
+}
+
+impl From<IdbError> for IdentityError {
+    fn from(e: IdbError) -> Self {
+        match e {
+            IdbError::Unavailable(why) => Self::Unavailable(why),
+            IdbError::Failed(why) => Self::Storage(why),
         }
-        .map_err(storage)?;
-        // Waiting for the transaction, not the request: the write is durable only at `complete`.
-        if next_event(&tx, "complete", &["abort"]).await.is_ok() {
-            return Ok(true);
-        }
-        let constraint =
-            request.error().ok().flatten().is_some_and(|e| e.name() == "ConstraintError");
-        if matches!(mode, Write::Add) && constraint {
-            return Ok(false);
-        }
-        let reason = request.error().ok().flatten().or_else(|| tx.error()).map(|e| e.message());
-        Err(IdentityError::Storage(format!("write aborted: {}", reason.unwrap_or_default())))
     }
 }
 
 fn key() -> JsValue {
     JsValue::from_str(IDENTITY_KEY)
-}
-
-/// Waits for `target` to fire `ok` (`Ok`) or one of `fail` (`Err`).
-pub(crate) async fn next_event(target: &EventTarget, ok: &str, fail: &[&str]) -> Result<(), ()> {
-    let mut settle = None;
-    let promise = js_sys::Promise::new(&mut |resolve, reject| settle = Some((resolve, reject)));
-    let Some((resolve, reject)) = settle else { return Err(()) };
-    let on_ok = Closure::<dyn FnMut()>::new(move || {
-        let _ = resolve.call0(&JsValue::NULL);
-    });
-    let on_fail = Closure::<dyn FnMut()>::new(move || {
-        let _ = reject.call0(&JsValue::NULL);
-    });
-    let listen = |name: &str, f: &Closure<dyn FnMut()>| {
-        let _ = target.add_event_listener_with_callback(name, f.as_ref().unchecked_ref());
-    };
-    listen(ok, &on_ok);
-    fail.iter().for_each(|name| listen(name, &on_fail));
-    let outcome = JsFuture::from(promise).await;
-    let _ = target.remove_event_listener_with_callback(ok, on_ok.as_ref().unchecked_ref());
-    for name in fail {
-        let _ = target.remove_event_listener_with_callback(name, on_fail.as_ref().unchecked_ref());
-    }
-    outcome.map(|_| ()).map_err(|_| ())
-}
-
-fn unavailable(err: JsValue) -> IdentityError {
-    IdentityError::Unavailable(describe(&err))
-}
-
-fn storage(err: JsValue) -> IdentityError {
-    IdentityError::Storage(describe(&err))
-}
-
-fn storage_error(what: &str, request: &IdbRequest) -> IdentityError {
-    let reason = request.error().ok().flatten().map(|e| format!("{}: {}", e.name(), e.message()));
-    IdentityError::Storage(format!("{what} failed: {}", reason.unwrap_or_default()))
 }

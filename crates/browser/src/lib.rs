@@ -1,12 +1,15 @@
 //! The browser package: the service worker's logic and the page client, exported to JavaScript
 //! with wasm-bindgen. Built by `cargo xtask wasm` into an ES module package.
 
+pub(crate) mod idb;
 pub mod identity;
 pub mod net;
 #[cfg(feature = "page")]
 pub mod page;
+pub(crate) mod records;
 #[cfg(feature = "worker")]
 pub mod sw;
+pub mod web;
 
 #[cfg(feature = "page")]
 use wasm_bindgen::prelude::*;

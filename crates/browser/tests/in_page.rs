@@ -19,3 +19,4 @@ wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_browser);
 mod identity;
 mod page;
 mod support;
+mod web;

@@ -11,3 +11,4 @@ wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_service_worker);
 mod identity;
 mod support;
 mod sw;
+mod web;

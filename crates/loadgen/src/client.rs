@@ -8,13 +8,12 @@ use std::collections::VecDeque;
 use std::fmt;
 
 use protocol::messages::{
-    AUTHENTICATE_EVENT, ActivateRequest, AuthenticateChallenge, EVENTS_LOST_EVENT, FrontBid,
-    RegisterRequest,
+    ActivateRequest, AuthenticateChallenge, EVENTS_LOST_EVENT, FrontBid, RegisterRequest,
 };
 use protocol::sse::{SseItem, SseParser};
 use protocol::{
-    DirectEvent, DirectMeta, ErrorBody, ErrorCode, EventUuid, FrontUuid, KeyPair, OpenError, Peer,
-    ReverseEvent, SessionUuid, StreamUuid, Timestamp, paths,
+    ChallengeError, DirectDraft, DirectEvent, ErrorBody, ErrorCode, EventUuid, FrontUuid, KeyPair,
+    OpenError, Peer, ReverseEvent, SessionUuid, StreamUuid, Timestamp, paths,
 };
 use serde::Serialize;
 use serde_json::Value;
@@ -40,6 +39,15 @@ pub enum ClientError {
     /// A sealed value did not open.
     #[error("sealed value: {0}")]
     Open(#[from] OpenError),
+}
+
+impl From<ChallengeError> for ClientError {
+    fn from(e: ChallengeError) -> Self {
+        match e {
+            ChallengeError::Open(e) => Self::Open(e),
+            other => Self::Protocol(other.to_string()),
+        }
+    }
 }
 
 impl ClientError {
@@ -283,15 +291,9 @@ impl Front {
                 return Err(ClientError::Protocol(format!("expected authenticate, got {other:?}")));
             }
         };
-        if first.event.as_deref() != Some(AUTHENTICATE_EVENT) {
-            return Err(ClientError::Protocol(format!(
-                "first frame is not authenticate: {first:?}"
-            )));
-        }
-        let challenge: AuthenticateChallenge = serde_json::from_str(&first.data)
-            .map_err(|e| ClientError::Protocol(format!("authenticate data: {e}")))?;
-        let peer = Peer::new(&challenge.back_key, &self.keys.secret);
-        let stream_uuid: StreamUuid = peer.open(&challenge.stream_uuid_enc)?;
+        let challenge = AuthenticateChallenge::from_frame(&first)?;
+        let peer = challenge.peer(&self.keys.secret);
+        let stream_uuid = challenge.answer(self.uuid, &peer)?.stream_uuid;
         stream.peer = Some(peer);
         Ok(PendingStream { stream, challenge, stream_uuid })
     }
@@ -483,13 +485,7 @@ impl Stream {
             let mut parsed: ReverseEvent = serde_json::from_str(&event.data)
                 .map_err(|e| ClientError::Protocol(format!("event data: {e}")))?;
             if parsed.meta.encrypted == Some(true) {
-                let sealed = parsed
-                    .data
-                    .as_str()
-                    .ok_or_else(|| ClientError::Protocol("sealed data is not a string".into()))?
-                    .parse()
-                    .map_err(OpenError::Malformed)?;
-                parsed.data = self.shared()?.open_data(&sealed)?;
+                parsed.data = self.shared()?.open_event_data(&parsed.data)?;
             }
             let id = event.id.as_deref().and_then(|id| id.parse().ok());
             return Ok(Some(Received { id, event: parsed }));
@@ -503,22 +499,9 @@ impl Stream {
         data: Value,
         encrypted: bool,
     ) -> Result<DirectEvent, ClientError> {
-        let peer = self.shared()?;
-        let uuid = EventUuid::new_v4();
-        let published = Timestamp::now();
-        let data = if encrypted { Value::String(peer.seal_data(&data).to_base64()) } else { data };
-        let meta = DirectMeta {
-            name: name.to_owned(),
-            uuid,
-            published,
-            expired: None,
-            front_uuid: self.front,
-            session_uuid: self.session,
-            stamp: peer.stamp(&uuid, published),
-            encrypted: encrypted.then_some(true),
-            request_uuid: None,
-        };
-        Ok(DirectEvent { data, meta })
+        let mut draft = DirectDraft::new(name, Timestamp::now(), self.front, self.session, data);
+        draft.encrypted = encrypted;
+        Ok(draft.build(self.shared()?))
     }
 
     /// Sends a direct event: `POST /web-event-direct/{name}` → `true`.

@@ -39,6 +39,9 @@ pub enum OpenError {
     /// The plaintext opened but does not match what it should (a stamp for another event).
     #[error("sealed value does not match")]
     Mismatch,
+    /// Event data marked `encrypted` is not a string, so it cannot be a sealed value.
+    #[error("encrypted data is not a sealed string")]
+    NotSealed,
 }
 
 /// The stable error codes of every endpoint of the product.

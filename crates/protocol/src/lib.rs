@@ -19,6 +19,7 @@ pub mod messages;
 mod openapi;
 pub mod sealed;
 pub mod sse;
+pub mod steps;
 pub mod time;
 pub mod tokens;
 
@@ -27,6 +28,7 @@ pub use event::{DirectEvent, DirectMeta, EventMeta, ReverseEvent};
 pub use ids::{BackUuid, EventUuid, FrontUuid, SessionUuid, StreamUuid};
 pub use keys::{KeyPair, PublicKey, SecretKey};
 pub use sealed::{Peer, Sealed};
+pub use steps::{ChallengeError, DirectDraft};
 pub use time::Timestamp;
 
 /// Paths of the event endpoints, as the TeqFw web-event front and back name them.

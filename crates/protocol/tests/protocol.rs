@@ -1749,6 +1749,154 @@ mod errors {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Protocol steps (`protocol::steps`): what the page client, loadgen and the server share
+// ---------------------------------------------------------------------------------------------
+
+mod steps {
+    use protocol::messages::{AUTHENTICATE_EVENT, AuthenticateChallenge};
+    use protocol::sse::SseEvent;
+    use protocol::{ChallengeError, DirectDraft, FrontUuid, SessionUuid, StreamUuid};
+
+    use super::*;
+
+    fn challenge(v: &Vectors) -> AuthenticateChallenge {
+        AuthenticateChallenge {
+            back_uuid: BACK_UUID.parse().expect("back uuid"),
+            back_key: v.back_public,
+            stream_uuid_enc: v.case("stream uuid").sealed(),
+        }
+    }
+
+    fn frame(event: Option<&str>, data: String) -> SseEvent {
+        SseEvent { event: event.map(str::to_owned), ..SseEvent::data(data) }
+    }
+
+    #[test]
+    fn the_front_answers_the_tweetnacl_challenge_with_the_stream_uuid() {
+        let v = Vectors::load();
+        let sent = challenge(&v);
+        let text = serde_json::to_string(&sent).expect("a challenge serialises");
+        let read = AuthenticateChallenge::from_frame(&frame(Some(AUTHENTICATE_EVENT), text))
+            .expect("the authenticate frame reads");
+        assert_eq!(read, sent);
+        let front: FrontUuid = FRONT_UUID.parse().expect("front uuid");
+        let answer = read.answer(front, &read.peer(&v.front_secret)).expect("the front opens it");
+        let stream: StreamUuid = REQUEST_UUID.parse().expect("stream uuid");
+        assert_eq!(answer.front_uuid, front);
+        assert_eq!(answer.stream_uuid, stream);
+        assert_json(&answer, json!({"frontUuid": FRONT_UUID, "streamUuid": REQUEST_UUID}));
+    }
+
+    #[test]
+    fn a_challenge_for_another_front_key_is_refused() {
+        let v = Vectors::load();
+        let read = challenge(&v);
+        // The back's own secret is not the front's: the box does not open.
+        let wrong = read.peer(&v.back_secret);
+        let front: FrontUuid = FRONT_UUID.parse().expect("front uuid");
+        assert_eq!(read.answer(front, &wrong), Err(ChallengeError::Open(OpenError::Decrypt)));
+    }
+
+    #[test]
+    fn a_first_frame_that_is_not_a_challenge_is_refused() {
+        let other = frame(Some("message"), "{}".to_owned());
+        assert_eq!(
+            AuthenticateChallenge::from_frame(&other),
+            Err(ChallengeError::NotAuthenticate(Some("message".to_owned())))
+        );
+        let unnamed = frame(None, "{}".to_owned());
+        assert_eq!(
+            AuthenticateChallenge::from_frame(&unnamed),
+            Err(ChallengeError::NotAuthenticate(None))
+        );
+        let garbled = frame(Some(AUTHENTICATE_EVENT), "{\"backUuid\": 1}".to_owned());
+        assert!(matches!(
+            AuthenticateChallenge::from_frame(&garbled),
+            Err(ChallengeError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn the_front_opens_tweetnacl_event_data() {
+        let v = Vectors::load();
+        let case = v.case("encrypted event data");
+        let data = Value::String(case.cipher_text.clone());
+        let opened = v.front().open_event_data(&data).expect("the front opens the back's data");
+        assert_eq!(opened, json!({"text": "héllo ✓", "n": 42}));
+    }
+
+    #[test]
+    fn event_data_that_is_not_a_sealed_string_does_not_open() {
+        let v = Vectors::load();
+        let front = v.front();
+        assert_eq!(front.open_event_data(&json!({"n": 1})), Err(OpenError::NotSealed));
+        assert!(matches!(
+            front.open_event_data(&json!("not base64!")),
+            Err(OpenError::Malformed(ParseError::InvalidBase64(_)))
+        ));
+        let stamp = Value::String(v.case("stamp").cipher_text.clone());
+        // A sealed string whose text is not JSON text (a stamp) is a plaintext error.
+        assert!(matches!(front.open_event_data(&stamp), Err(OpenError::Plaintext(_))));
+    }
+
+    fn draft(encrypted: bool) -> DirectDraft {
+        let session: SessionUuid = SESSION_UUID.parse().expect("session uuid");
+        let mut draft = DirectDraft::new(
+            "chat",
+            Timestamp::from_millis(PUBLISHED_MILLIS),
+            FRONT_UUID.parse().expect("front uuid"),
+            session,
+            json!({"text": "héllo ✓", "n": 42}),
+        );
+        draft.uuid = EVENT_UUID.parse().expect("event uuid");
+        draft.encrypted = encrypted;
+        draft
+    }
+
+    #[test]
+    fn a_built_direct_event_carries_a_stamp_the_back_verifies() {
+        let v = Vectors::load();
+        let event = draft(false).build(&v.front());
+        let meta = &event.meta;
+        assert_eq!(v.back().verify_stamp(&meta.stamp, &meta.uuid, meta.published), Ok(()));
+        // The stamp opens to the fixture's stamp text: uuid then published millis.
+        let text: String = v.back().open(&meta.stamp).expect("the back opens the stamp");
+        assert_eq!(text, v.case("stamp").plain);
+        let mut wire = serde_json::to_value(&event).expect("serialises");
+        wire["meta"]["stamp"] = json!("…");
+        assert_eq!(
+            wire,
+            json!({
+                "data": {"text": "héllo ✓", "n": 42},
+                "meta": {
+                    "name": "chat",
+                    "uuid": EVENT_UUID,
+                    "published": PUBLISHED,
+                    "frontUuid": FRONT_UUID,
+                    "sessionUuid": SESSION_UUID,
+                    "stamp": "…",
+                }
+            })
+        );
+    }
+
+    #[test]
+    fn a_sealed_direct_event_opens_for_the_back_only() {
+        let v = Vectors::load();
+        let mut sealed = draft(true);
+        sealed.expired = Some(Timestamp::from_millis(PUBLISHED_MILLIS + 5_000));
+        sealed.request_uuid = Some(REQUEST_UUID.parse().expect("request uuid"));
+        let event = sealed.build(&v.front());
+        assert_eq!(event.meta.encrypted, Some(true));
+        assert_eq!(event.meta.request_uuid.map(|u| u.to_string()).as_deref(), Some(REQUEST_UUID));
+        assert!(event.data.is_string(), "sealed data travels as a base64 string");
+        assert_eq!(v.back().open_event_data(&event.data), Ok(json!({"text": "héllo ✓", "n": 42})));
+        let stranger = Peer::new(&v.front_public, &v.front_secret);
+        assert_eq!(stranger.open_event_data(&event.data), Err(OpenError::Decrypt));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Fuzz corpus replay
 // ---------------------------------------------------------------------------------------------
 

@@ -19,12 +19,14 @@ use wasm_bindgen_futures::spawn_local;
 use web_sys::{Request, Response};
 
 use super::error::PageError;
-use super::http::{self, Call};
-use super::js::{self, Timeout};
+use super::http;
+use super::js;
 use super::locks::{self, Channel};
 use super::tokens;
+use crate::net::{self, Credentials, HttpRequest};
+use crate::records::{self, AuthRelay, Login, Record};
+use crate::web::{self, Timeout};
 
-const CHANNEL: &str = "websession-auth";
 const REFRESH_LOCK: &str = "websession-refresh";
 /// How long a starting tab waits for another tab to share its access token.
 const ASK_TABS_MS: f64 = 150.0;
@@ -117,20 +119,6 @@ pub struct LoginInfo {
     pub claims: Option<AccessClaims>,
 }
 
-#[derive(Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Login {
-    access_token: String,
-    lifetime_ms: f64,
-    info: LoginInfo,
-}
-
-impl std::fmt::Debug for Login {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Login").field("info", &self.info).finish_non_exhaustive()
-    }
-}
-
 /// The claims of a JWT, decoded without verification.
 fn decode_claims(jwt: &str) -> Option<AccessClaims> {
     let payload = jwt.split('.').nth(1)?;
@@ -165,20 +153,6 @@ impl Login {
         };
         Self { access_token, lifetime_ms, info }
     }
-}
-
-/// Messages between the tabs on [`CHANNEL`] (externally tagged, like the front's relay).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-enum AuthRelay {
-    /// A starting tab asks for the current access token.
-    Query,
-    /// The current login (after a login or a refresh).
-    Token { login: Box<Login> },
-    /// A tab logged out.
-    Logout,
-    /// The session ended.
-    Expired { reason: String },
 }
 
 /// How a refresh ended.
@@ -263,7 +237,7 @@ impl Auth {
             endings: Cell::new(0),
         });
         let weak = Rc::downgrade(&inner);
-        if let Ok(channel) = Channel::open(CHANNEL, move |text| {
+        if let Ok(channel) = Channel::open(&AuthRelay::SCHEMA.channel(), move |text| {
             if let Some(inner) = weak.upgrade() {
                 inner.on_relay(&text);
             }
@@ -283,7 +257,7 @@ impl Auth {
             inner.post(&AuthRelay::Query);
             let deadline = js::now_ms() + ASK_TABS_MS;
             while inner.login.borrow().is_none() && js::now_ms() < deadline {
-                js::sleep(10.0).await;
+                web::sleep(10.0).await;
             }
             // A visitor who never logged in (or whose session ended) has no marker cookie: no
             // refresh request, which the browser would log in red as a failed request.
@@ -349,14 +323,14 @@ impl Auth {
     /// [`AuthOptions::bearer_origins`] is sent as it is: no bearer, no refresh on `401`.
     pub async fn fetch(&self, request: Request) -> Result<Response, PageError> {
         if !self.inner.sends_bearer_to(&request.url()) {
-            return http::fetch(&request).await;
+            return Ok(net::fetch(&request).await?);
         }
-        let retry = request.clone().map_err(|e| PageError::InvalidArgument(js::describe(&e)))?;
+        let retry = request.clone().map_err(|e| PageError::InvalidArgument(web::describe(&e)))?;
         let seen = self.access_token();
         if let Some(token) = &seen {
             set_bearer(&request, token)?;
         }
-        let response = http::fetch(&request).await?;
+        let response = net::fetch(&request).await?;
         if response.status() != 401 {
             return Ok(response);
         }
@@ -372,7 +346,7 @@ impl Auth {
         }
         let Some(token) = self.access_token() else { return Ok(response) };
         set_bearer(&retry, &token)?;
-        http::fetch(&retry).await
+        Ok(net::fetch(&retry).await?)
     }
 
     /// Logs out at the server (the session and the cookie go), forgets the access token in
@@ -380,8 +354,12 @@ impl Auth {
     pub async fn logout(&self) -> Result<(), PageError> {
         let token = self.access_token();
         let url = http::join(&self.inner.options.base, paths::AUTH_LOGOUT);
-        let call = Call { bearer: token.as_deref(), cookies: true, ..Call::post(&url, None) };
-        let result = call.send().await;
+        let call = HttpRequest {
+            bearer: token.as_deref(),
+            credentials: Credentials::Include,
+            ..http::post(&url, None)
+        };
+        let result = http::open(&call).await;
         self.inner.clear();
         self.inner.notify(None);
         self.inner.post(&AuthRelay::Logout);
@@ -418,7 +396,7 @@ fn set_bearer(request: &Request, token: &str) -> Result<(), PageError> {
     request
         .headers()
         .set("Authorization", &format!("Bearer {token}"))
-        .map_err(|e| PageError::InvalidArgument(js::describe(&e)))
+        .map_err(|e| PageError::InvalidArgument(web::describe(&e)))
 }
 
 /// Whether the page knows without a request that there is no login session: the backend is on
@@ -460,7 +438,7 @@ impl Inner {
 
     fn post(&self, message: &AuthRelay) {
         if let Some(channel) = self.channel.borrow().as_ref() {
-            channel.post(&http::to_json(message));
+            channel.post(&records::encode(message));
         }
     }
 
@@ -479,8 +457,9 @@ impl Inner {
     async fn login_with(self: &Rc<Self>, token: &str) -> Result<(), PageError> {
         let url = http::join(&self.options.base, paths::AUTH_AUTHENTICATE);
         let body = http::to_json(&AuthenticateRequest { token: token.to_owned() });
-        let call = Call { cookies: true, ..Call::post(&url, Some(&body)) };
-        let answer: LoginResponse = call.json("login").await?;
+        let call =
+            HttpRequest { credentials: Credentials::Include, ..http::post(&url, Some(&body)) };
+        let answer: LoginResponse = http::json(&call, "login").await?;
         let login = Login::new(
             answer.access_token,
             answer.expires_in,
@@ -518,9 +497,9 @@ impl Inner {
             return Ok(Refreshed::Fresh);
         }
         let url = http::join(&self.options.base, paths::AUTH_REFRESH);
-        let call = Call { cookies: true, ..Call::post(&url, None) };
+        let call = HttpRequest { credentials: Credentials::Include, ..http::post(&url, None) };
         let endings = self.endings.get();
-        match call.json::<RefreshResponse>("refresh").await {
+        match http::json::<RefreshResponse>(&call, "refresh").await {
             // The login ended (logout, expiry) while the answer was on its way: keep it ended.
             Ok(_) if self.endings.get() != endings => Ok(Refreshed::Refused("ended".to_owned())),
             Ok(answer) if answer.session_expires_at <= Timestamp::now() => {
@@ -622,7 +601,7 @@ impl Inner {
     }
 
     fn on_relay(self: &Rc<Self>, text: &str) {
-        let Ok(message) = protocol::json::from_str::<AuthRelay>(text) else { return };
+        let Ok(message) = records::decode::<AuthRelay>(text) else { return };
         match message {
             AuthRelay::Query => {
                 let login = self.login.borrow().clone();

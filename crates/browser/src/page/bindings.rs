@@ -613,7 +613,7 @@ fn new_request(input: &JsValue, init: &JsValue) -> Result<Request, PageError> {
     let args = js_sys::Array::of2(input, init);
     js_sys::Reflect::construct(&constructor, &args)
         .map(JsCast::unchecked_into)
-        .map_err(|e| PageError::InvalidArgument(js::describe(&e)))
+        .map_err(|e| PageError::InvalidArgument(crate::web::describe(&e)))
 }
 
 /// The session tokens: this page's copy of the service worker's last answer while both tokens

@@ -1,71 +1,20 @@
-//! Small bridges to the JavaScript global scope: timers, JSON conversion and console output,
-//! written against the global object so they work in a page and in a worker alike.
+//! Small bridges of the page client to JavaScript values: JSON conversion, property access,
+//! listeners and console output (timers and thrown values are in [`crate::web`]).
 
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use js_sys::{Function, Promise};
+use js_sys::Function;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use wasm_bindgen::prelude::*;
-use wasm_bindgen_futures::JsFuture;
 
 #[wasm_bindgen]
 extern "C" {
-    #[wasm_bindgen(js_name = setTimeout)]
-    fn set_timeout(handler: &Function, ms: i32) -> JsValue;
-    #[wasm_bindgen(js_name = clearTimeout)]
-    fn clear_timeout(id: &JsValue);
     #[wasm_bindgen(js_namespace = console, js_name = warn)]
     fn console_warn(text: &str);
     #[wasm_bindgen(js_namespace = Math, js_name = random)]
     fn math_random() -> f64;
-}
-
-/// Clamps a millisecond delay to what `setTimeout` takes (it overflows past 2^31 − 1 ms).
-fn clamp_ms(ms: f64) -> i32 {
-    if ms.is_nan() || ms <= 0.0 { 0 } else { ms.min(f64::from(i32::MAX)) as i32 }
-}
-
-/// Resolves after `ms` milliseconds.
-pub(crate) async fn sleep(ms: f64) {
-    let ms = clamp_ms(ms);
-    let promise = Promise::new(&mut |resolve, _reject| {
-        set_timeout(&resolve, ms);
-    });
-    let _ = JsFuture::from(promise).await;
-}
-
-/// A callback scheduled with `setTimeout`; dropping it cancels the callback.
-pub(crate) struct Timeout {
-    id: JsValue,
-    _closure: Closure<dyn FnMut()>,
-}
-
-impl std::fmt::Debug for Timeout {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Timeout(..)")
-    }
-}
-
-impl Timeout {
-    /// Calls `f` once after `ms` milliseconds, unless the `Timeout` is dropped first.
-    pub(crate) fn new(ms: f64, f: impl FnOnce() + 'static) -> Self {
-        let mut f = Some(f);
-        let closure = Closure::<dyn FnMut()>::new(move || {
-            if let Some(f) = f.take() {
-                f();
-            }
-        });
-        let id = set_timeout(closure.as_ref().unchecked_ref(), clamp_ms(ms));
-        Self { id, _closure: closure }
-    }
-}
-
-impl Drop for Timeout {
-    fn drop(&mut self) {
-        clear_timeout(&self.id);
-    }
 }
 
 /// A uniform random number in `[0, 1)` (for jitter; not for secrets).
@@ -88,7 +37,7 @@ pub(crate) fn to_json_value(value: &JsValue) -> Result<protocol::json::Value, St
     if value.is_undefined() {
         return Ok(protocol::json::Value::Null);
     }
-    let text = js_sys::JSON::stringify(value).map_err(|e| describe(&e))?;
+    let text = js_sys::JSON::stringify(value).map_err(|e| crate::web::describe(&e))?;
     match text.as_string() {
         Some(text) => protocol::json::from_str(&text).map_err(|e| e.to_string()),
         None => Ok(protocol::json::Value::Null),
@@ -97,7 +46,7 @@ pub(crate) fn to_json_value(value: &JsValue) -> Result<protocol::json::Value, St
 
 /// A JavaScript value parsed as `T` through its JSON text.
 pub(crate) fn from_js<T: DeserializeOwned>(value: &JsValue) -> Result<T, String> {
-    let text = js_sys::JSON::stringify(value).map_err(|e| describe(&e))?;
+    let text = js_sys::JSON::stringify(value).map_err(|e| crate::web::describe(&e))?;
     protocol::json::from_str(&text.as_string().unwrap_or_default()).map_err(|e| e.to_string())
 }
 
@@ -107,19 +56,6 @@ pub(crate) fn to_js<T: Serialize + ?Sized>(value: &T) -> JsValue {
         .ok()
         .and_then(|text| js_sys::JSON::parse(&text).ok())
         .unwrap_or(JsValue::NULL)
-}
-
-/// A readable sentence for a thrown JavaScript value.
-pub(crate) fn describe(value: &JsValue) -> String {
-    if let Some(error) = value.dyn_ref::<js_sys::Error>() {
-        let name = String::from(error.name());
-        let message = String::from(error.message());
-        if message.is_empty() { name } else { format!("{name}: {message}") }
-    } else if let Some(text) = value.as_string() {
-        text
-    } else {
-        format!("{value:?}")
-    }
 }
 
 /// Reads `object[key]`; `undefined` when the object has no such property or is not an object.
@@ -164,7 +100,7 @@ pub(crate) fn call_listener(f: &Function, args: &[JsValue]) {
         _ => f.apply(&JsValue::NULL, &args.iter().collect()),
     };
     if let Err(e) = result {
-        warn(&format!("a listener threw: {}", describe(&e)));
+        warn(&format!("a listener threw: {}", crate::web::describe(&e)));
     }
 }
 

@@ -136,7 +136,7 @@ pub(crate) async fn acquire(
         Err(e) if js::get_string(&e, "name").as_deref() == Some("AbortError") => {
             Err(PageError::Closed)
         }
-        Err(e) => Err(PageError::Storage(format!("Web Locks: {}", js::describe(&e)))),
+        Err(e) => Err(PageError::Storage(format!("Web Locks: {}", crate::web::describe(&e)))),
     }
 }
 
@@ -197,7 +197,7 @@ impl Channel {
     /// Posts `text` to every other context on the channel (not to this one).
     pub(crate) fn post(&self, text: &str) {
         if let Err(e) = self.channel.post_message(&JsValue::from_str(text)) {
-            js::warn(&format!("BroadcastChannel.postMessage failed: {}", js::describe(&e)));
+            js::warn(&format!("BroadcastChannel.postMessage failed: {}", crate::web::describe(&e)));
         }
     }
 }

@@ -41,7 +41,7 @@ use crate::identity::RegisterError;
 /// `front_key_conflict` stays recognisable.
 pub(crate) fn identity_register_error(e: RegisterError) -> PageError {
     match e {
-        RegisterError::Network(e) => PageError::Network(e.to_string()),
+        RegisterError::Network(e) => e.into(),
         RegisterError::KeyConflict(body) => {
             PageError::Http { status: 409, code: body.error, message: body.message }
         }

@@ -14,8 +14,10 @@ use wasm_bindgen_futures::JsFuture;
 use web_sys::{AbortController, ReadableStreamDefaultReader};
 
 use super::error::PageError;
-use super::http::{self, Call};
-use super::js::{self, Timeout};
+use super::http;
+use super::js;
+use crate::net::{self, HttpRequest};
+use crate::web::{self, Timeout};
 
 /// The response header with which the backend says that a stream opened with
 /// `?scope=front` carries every event of the front (see the package README).
@@ -49,18 +51,18 @@ impl Stream {
         abort: AbortController,
     ) -> Result<Self, PageError> {
         let signal = abort.signal();
-        let call = Call { last_event_id, signal: Some(&signal), ..Call::get(url) };
+        let call = HttpRequest { last_event_id, signal: Some(&signal), ..http::get(url) };
         // The watchdog covers the wait for the headers too: a server that accepts the
         // connection and never answers is as dead as one that stops sending heartbeats.
         let response = {
             let abort = abort.clone();
             let _watchdog =
                 (silence_ms > 0.0).then(|| Timeout::new(silence_ms, move || abort.abort()));
-            call.send().await?
+            http::open(&call).await?
         };
         let status = response.status();
         if !response.ok() {
-            let body = http::text(&response).await.unwrap_or_default();
+            let body = net::text(&response).await.unwrap_or_default();
             return Err(PageError::from_answer(status, &body));
         }
         let headers = response.headers();
@@ -110,7 +112,7 @@ impl Stream {
             let chunk = match result {
                 Ok(chunk) => chunk,
                 Err(_) if dead.get() => return Err(PageError::Timeout(self.silence_ms as u32)),
-                Err(e) => return Err(PageError::Network(js::describe(&e))),
+                Err(e) => return Err(PageError::Network(web::describe(&e))),
             };
             if js::get_bool(&chunk, "done") == Some(true) {
                 return Ok(None);

@@ -36,8 +36,10 @@ use wasm_bindgen::prelude::*;
 use web_sys::{MessageEvent, ServiceWorkerContainer};
 
 use super::error::PageError;
-use super::http::{self, Call};
+use super::http;
 use super::js;
+use crate::net;
+use crate::web;
 
 /// How long [`session_tokens`] waits for a worker to take control of a freshly loaded page.
 const CONTROL_WAIT_MS: f64 = 5_000.0;
@@ -133,7 +135,7 @@ async fn controlled(container: &ServiceWorkerContainer, ms: f64) -> bool {
         if js::now_ms() >= deadline {
             return false;
         }
-        js::sleep(50.0).await;
+        web::sleep(50.0).await;
     }
     true
 }
@@ -164,18 +166,15 @@ async fn ask_worker() -> Result<SessionTokens, PageError> {
     if !controlled(&container, CONTROL_WAIT_MS).await {
         return Err(PageError::NoServiceWorker);
     }
-    let response = Call::get(paths::SESSION_VTX).send().await?;
-    let status = response.status();
-    let body = http::text(&response).await?;
-    if response.ok() {
-        return protocol::json::from_str(&body).map_err(|e| PageError::BadResponse {
-            what: "/uc/session/vtx",
-            detail: e.to_string(),
-        });
+    let response = net::send(&http::get(paths::SESSION_VTX)).await?;
+    if response.is_success() {
+        return response
+            .json()
+            .map_err(|detail| PageError::BadResponse { what: "/uc/session/vtx", detail });
     }
-    match protocol::json::from_str::<SessionError>(&body) {
+    match response.json::<SessionError>() {
         Ok(error) => Err(PageError::Session(error)),
-        Err(_) => Err(PageError::from_answer(status, &body)),
+        Err(_) => Err(PageError::from_answer(response.status, &response.body)),
     }
 }
 
@@ -202,7 +201,7 @@ impl WorkerMessages {
         });
         container
             .add_event_listener_with_callback("message", listener.as_ref().unchecked_ref())
-            .map_err(|e| PageError::InvalidArgument(js::describe(&e)))?;
+            .map_err(|e| PageError::InvalidArgument(web::describe(&e)))?;
         // Messages wait in the client's queue until the page starts it (or the document has
         // loaded); a module script may run before that.
         if let Some(start) = js::get_function(&container, "startMessages") {

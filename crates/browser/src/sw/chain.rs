@@ -10,8 +10,8 @@
 
 use std::time::Duration;
 
+use protocol::ErrorCode;
 use protocol::tokens::{AuthorizeResponse, ChainStage, SessionError, TokenExchangeResponse};
-use protocol::{ErrorBody, ErrorCode};
 
 use super::jwt::Jwt;
 use super::settings::{Endpoints, Settings, XsrfSource};
@@ -222,8 +222,7 @@ pub(crate) async fn exchange(
         return Err(ExchangeError::Unauthorized(excerpt(&response.body)));
     }
     if !response.is_success() {
-        let code =
-            protocol::json::from_str::<ErrorBody>(&response.body).ok().and_then(|b| b.code());
+        let code = response.error_body().and_then(|b| b.code());
         if response.status == 403 && code == Some(ErrorCode::NotProvisioned) {
             return Err(ExchangeError::Failed(Failure::not_provisioned(
                 stage,
@@ -237,7 +236,7 @@ pub(crate) async fn exchange(
         )));
     }
     let answer: TokenExchangeResponse =
-        protocol::json::from_str(&response.body).map_err(|e| failed(format!("VTX JSON: {e}")))?;
+        response.json().map_err(|e| failed(format!("VTX JSON: {e}")))?;
     let mut eid = Jwt::decode(&answer.access_token).map_err(|e| failed(format!("EID JWT: {e}")))?;
     // `expires_in` stands in for an EID JWT without `exp`.
     if eid.expires_at_ms.is_none() && answer.expires_in > 0 {

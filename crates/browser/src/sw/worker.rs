@@ -16,7 +16,8 @@ use super::chain::{ChainConfig, Http};
 use super::session::Session;
 use super::settings::{Settings, UpdateMode};
 use crate::identity::{self, IdentityError};
-use crate::net::{self, Credentials, HttpRequest, HttpResponse, NetError, describe};
+use crate::net::{self, Credentials, HttpRequest, HttpResponse, NetError};
+use crate::web::describe;
 
 #[wasm_bindgen]
 extern "C" {

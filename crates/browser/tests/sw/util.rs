@@ -20,11 +20,10 @@ pub(crate) async fn request(
     let url = format!("{}{path}", devserver());
     let request = HttpRequest {
         method,
-        url: &url,
         headers,
         body,
         credentials: Credentials::Include,
-        timeout: TIMEOUT,
+        ..HttpRequest::get(&url, TIMEOUT)
     };
     net::send(&request).await.unwrap_or_else(|e| panic!("{method} {url}: {e}"))
 }

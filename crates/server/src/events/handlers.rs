@@ -380,11 +380,12 @@ pub(super) async fn direct(
         return Ok(Json(true));
     }
     if event.meta.encrypted == Some(true) {
-        match open_data(&info.peer, &event.data) {
+        let opened = info.peer.open_event_data(&event.data);
+        match opened.map_err(|e| RequestError::InvalidRequest(format!("encrypted data: {e}"))) {
             Ok(data) => event.data = data,
             Err(e) => {
                 inner.store.release_direct(front, uuid).await?;
-                return Err(e);
+                return Err(e.into());
             }
         }
     }
@@ -393,17 +394,6 @@ pub(super) async fn direct(
         return Err(EventError::Internal(e.context(format!("direct event handler {name:?}"))));
     }
     Ok(Json(true))
-}
-
-/// Opens sealed event data.
-fn open_data(peer: &protocol::Peer, data: &Value) -> Result<Value, EventError> {
-    let sealed: Sealed = data
-        .as_str()
-        .ok_or_else(|| RequestError::InvalidRequest("encrypted data is not a string".into()))?
-        .parse()
-        .map_err(|e: ParseError| RequestError::InvalidRequest(e.to_string()))?;
-    peer.open_data(&sealed)
-        .map_err(|e| RequestError::InvalidRequest(format!("encrypted data: {e}")).into())
 }
 
 impl Inner {

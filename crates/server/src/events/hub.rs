@@ -140,7 +140,7 @@ impl Inner {
         meta.stamp = Some(info.peer.stamp(&meta.uuid, meta.published));
         let data = if options.encrypted {
             meta.encrypted = Some(true);
-            Value::String(info.peer.seal_data(&data).to_base64())
+            info.peer.seal_event_data(&data)
         } else {
             data
         };

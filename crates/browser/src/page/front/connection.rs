@@ -5,19 +5,18 @@ use std::rc::Rc;
 
 use protocol::ErrorBody;
 use protocol::event::ReverseEvent;
-use protocol::messages::{
-    AUTHENTICATE_EVENT, ActivateRequest, AuthenticateChallenge, EVENTS_LOST_EVENT,
-};
+use protocol::messages::{AuthenticateChallenge, EVENTS_LOST_EVENT};
 use protocol::paths;
 use protocol::sse::{SseEvent, SseItem};
-use protocol::{ErrorCode, Sealed, StreamUuid};
+use protocol::{ErrorCode, OpenError};
 use web_sys::AbortController;
 
+use super::machine::Input;
 use super::relay::{Back, Relay};
-use super::{EventFn, Inner, Role, StreamState, online};
+use super::{EventFn, Inner, Role, online};
 use crate::identity;
 use crate::page::error::PageError;
-use crate::page::http::{self, Call};
+use crate::page::http;
 use crate::page::stream::Stream;
 use crate::page::{js, session};
 
@@ -29,18 +28,18 @@ impl Inner {
         let mut conflicts: u32 = 0;
         while !self.is_closed() {
             if !online() {
-                self.set_state(self.waiting_state());
+                self.apply(Input::Waiting);
                 self.wait(None).await;
                 continue;
             }
-            self.set_state(self.waiting_state());
-            let activations = self.activations.get();
+            self.apply(Input::Waiting);
+            let activations = self.machine.get().activations();
             let result = self.connect_once().await;
             self.stream_abort.borrow_mut().take();
             if self.is_closed() {
                 break;
             }
-            if self.activations.get() != activations {
+            if self.machine.get().activations() != activations {
                 attempt = 0;
                 registrations = 0;
                 conflicts = 0;
@@ -75,7 +74,7 @@ impl Inner {
                 }
                 Err(e) => self.report(&e),
             }
-            self.set_state(self.waiting_state());
+            self.apply(Input::Waiting);
             let delay = self.backoff(attempt);
             attempt = attempt.saturating_add(1);
             self.wait(Some(delay)).await;
@@ -105,7 +104,7 @@ impl Inner {
         *self.identity.borrow_mut() = fresh;
         self.front_uuid.set(new);
         *self.last_event_id.borrow_mut() = None;
-        if self.role.get() == Role::Leader {
+        if self.role() == Role::Leader {
             self.post_state();
         }
         Ok(PageError::Http {
@@ -129,7 +128,7 @@ impl Inner {
         identity.front_bid = Some(bid);
         identity::save(&identity).await.map_err(|e| PageError::Identity(e.to_string()))?;
         *self.identity.borrow_mut() = identity;
-        if self.role.get() == Role::Leader {
+        if self.role() == Role::Leader {
             self.post_state();
         }
         Ok(())
@@ -142,7 +141,7 @@ impl Inner {
         let abort =
             AbortController::new().map_err(|_| PageError::Unsupported("AbortController"))?;
         *self.stream_abort.borrow_mut() = Some(abort.clone());
-        let leader = self.role.get() == Role::Leader;
+        let leader = self.role() == Role::Leader;
         let url = format!(
             "{}/{}/{}{}{}",
             http::join(&self.options.base, paths::STREAM_OPEN),
@@ -158,15 +157,9 @@ impl Inner {
         };
         let last_event_id = self.last_event_id.borrow().clone();
         let mut stream = Stream::open(&url, last_event_id.as_deref(), silence, abort).await?;
-        if leader {
-            self.relaying.set(stream.front_scope);
-            if !stream.front_scope && !self.no_front_scope.replace(true) {
-                self.post(&Relay::Solo);
-            }
-        }
-        self.set_state(StreamState::Authenticating);
+        self.apply(Input::Opened { front_scope: stream.front_scope });
         self.handshake(&mut stream).await?;
-        self.set_state(StreamState::Active);
+        self.apply(Input::Activated);
         loop {
             match stream.next().await? {
                 Some(SseItem::Event(event)) => self.on_frame(event),
@@ -186,24 +179,16 @@ impl Inner {
                 }
             }
         };
-        if first.event.as_deref() != Some(AUTHENTICATE_EVENT) {
-            return Err(PageError::Protocol(format!(
-                "the first event is {:?}, not `authenticate`",
-                first.event
-            )));
-        }
-        let challenge: AuthenticateChallenge = protocol::json::from_str(&first.data)
-            .map_err(|e| PageError::Protocol(format!("authenticate: {e}")))?;
-        let back = Back { back_uuid: challenge.back_uuid, back_key: challenge.back_key };
-        self.set_back(back);
+        let challenge = AuthenticateChallenge::from_frame(&first)
+            .map_err(|e| PageError::Protocol(e.to_string()))?;
+        self.set_back(Back { back_uuid: challenge.back_uuid, back_key: challenge.back_key });
         let peer = self.peer().ok_or(PageError::Closed)?;
-        let stream_uuid: StreamUuid = peer.open(&challenge.stream_uuid_enc).map_err(|e| {
-            PageError::Protocol(format!("the challenge does not open with this front's key: {e}"))
-        })?;
-        let body =
-            http::to_json(&ActivateRequest { front_uuid: self.front_uuid.get(), stream_uuid });
+        let answer = challenge
+            .answer(self.front_uuid.get(), &peer)
+            .map_err(|e| PageError::Protocol(e.to_string()))?;
+        let body = http::to_json(&answer);
         let url = http::join(&self.options.base, paths::STREAM_ACTIVATE);
-        let accepted: bool = Call::post(&url, Some(&body)).json("activation").await?;
+        let accepted: bool = http::json(&http::post(&url, Some(&body)), "activation").await?;
         if !accepted {
             return Err(PageError::BadResponse { what: "activation", detail: "false".into() });
         }
@@ -254,12 +239,9 @@ impl Inner {
             return;
         }
         if !plain && event.meta.encrypted == Some(true) {
-            let opened = match (&event.data, self.peer()) {
-                (protocol::json::Value::String(text), Some(peer)) => text
-                    .parse::<Sealed>()
-                    .map_err(|e| e.to_string())
-                    .and_then(|sealed| peer.open_data(&sealed).map_err(|e| e.to_string())),
-                _ => Err("encrypted data is not a sealed string".to_owned()),
+            let opened = match self.peer() {
+                Some(peer) => peer.open_event_data(&event.data),
+                None => Err(OpenError::NotSealed),
             };
             match opened {
                 Ok(data) => event.data = data,
@@ -272,7 +254,7 @@ impl Inner {
                 }
             }
         }
-        if self.role.get() == Role::Leader && self.relaying.get() {
+        if self.machine.get().relays() {
             self.post(&Relay::Event { id, event: event.clone() });
         }
         let waiting = event.meta.request_uuid.and_then(|r| self.pending.borrow_mut().remove(&r));

@@ -4,14 +4,14 @@
 use std::rc::Rc;
 
 use futures_channel::oneshot;
-use protocol::event::{DEFAULT_TTL_MILLIS, DirectEvent, DirectMeta};
+use protocol::event::DEFAULT_TTL_MILLIS;
 use protocol::paths;
-use protocol::{ErrorCode, EventUuid, Timestamp};
+use protocol::{DirectDraft, ErrorCode, EventUuid, FrontUuid, SessionUuid, Timestamp};
 use wasm_bindgen_futures::spawn_local;
 
 use super::{Delivery, Inner, StreamState, lock_name, online};
 use crate::page::error::PageError;
-use crate::page::http::{self, Call};
+use crate::page::http;
 use crate::page::queue::{self, Outgoing};
 use crate::page::{js, locks};
 
@@ -70,7 +70,7 @@ impl Inner {
             self.flush_waiters.borrow_mut().push(tx);
             let _ = rx.await;
         }
-        let direct = self.state.get() == StreamState::Active
+        let direct = self.machine.get().state() == StreamState::Active
             && online()
             && !self.queue_waiting.get()
             && self.peer().is_some();
@@ -87,7 +87,7 @@ impl Inner {
         }
         queue::push(&event).await?;
         self.queue_waiting.set(true);
-        if self.state.get() == StreamState::Active {
+        if self.machine.get().state() == StreamState::Active {
             self.schedule_flush();
         }
         Ok(Delivery::Queued)
@@ -95,29 +95,13 @@ impl Inner {
 
     pub(super) async fn post_direct(&self, event: &Outgoing) -> Result<(), PageError> {
         let peer = self.peer().ok_or_else(|| PageError::Network("not connected yet".into()))?;
-        let data = if event.encrypted {
-            protocol::json::Value::String(peer.seal_data(&event.data).to_base64())
-        } else {
-            event.data.clone()
-        };
-        let meta = DirectMeta {
-            name: event.name.clone(),
-            uuid: event.uuid,
-            published: event.published,
-            expired: Some(event.expired),
-            front_uuid: self.front_uuid.get(),
-            session_uuid: self.session,
-            stamp: peer.stamp(&event.uuid, event.published),
-            encrypted: event.encrypted.then_some(true),
-            request_uuid: event.request_uuid,
-        };
-        let body = http::to_json(&DirectEvent { data, meta });
+        let body = http::to_json(&draft(event, self.front_uuid.get(), self.session).build(&peer));
         let url = format!(
             "{}/{}",
             http::join(&self.options.base, paths::DIRECT),
             String::from(js_sys::encode_uri_component(&event.name))
         );
-        let accepted: bool = Call::post(&url, Some(&body)).json("direct event").await?;
+        let accepted: bool = http::json(&http::post(&url, Some(&body)), "direct event").await?;
         if accepted {
             Ok(())
         } else {
@@ -178,7 +162,7 @@ impl Inner {
             }
         };
         for entry in &entries {
-            if self.state.get() != StreamState::Active {
+            if self.machine.get().state() != StreamState::Active {
                 return;
             }
             if entry.event.expired <= Timestamp::now() {
@@ -208,5 +192,21 @@ impl Inner {
         } else {
             self.flush_again.set(true);
         }
+    }
+}
+
+/// The draft of a queued event sent now by `front` from the tab `session`: the stamp and the
+/// sealing are added with the back key of this moment.
+fn draft(event: &Outgoing, front: FrontUuid, session: SessionUuid) -> DirectDraft {
+    DirectDraft {
+        name: event.name.clone(),
+        uuid: event.uuid,
+        published: event.published,
+        expired: Some(event.expired),
+        front_uuid: front,
+        session_uuid: session,
+        request_uuid: event.request_uuid,
+        data: event.data.clone(),
+        encrypted: event.encrypted,
     }
 }

@@ -28,19 +28,22 @@ use wasm_bindgen_futures::spawn_local;
 use web_sys::AbortController;
 
 use super::error::PageError;
-use super::http;
 use super::js;
 use super::locks::{self, Channel, HeldLock};
 use super::session::{self, Seen};
 use crate::identity;
+use crate::records::{self, Record};
+use crate::web;
 
 mod connection;
 mod direct;
+mod machine;
 mod options;
 mod relay;
 
 pub use options::{Delivery, FrontOptions, RequestOptions, Role, SendOptions, StreamState};
 
+use machine::{Effects, Input, Machine};
 use relay::{Back, Relay};
 
 /// How many event UUIDs a tab remembers to drop duplicates.
@@ -90,8 +93,8 @@ impl std::fmt::Debug for Front {
         f.debug_struct("Front")
             .field("front_uuid", &self.inner.front_uuid.get())
             .field("session_uuid", &self.inner.session)
-            .field("state", &self.inner.state.get())
-            .field("role", &self.inner.role.get())
+            .field("state", &self.inner.machine.get().state())
+            .field("role", &self.inner.machine.get().role())
             .finish()
     }
 }
@@ -103,10 +106,8 @@ struct Inner {
     session: SessionUuid,
     identity: RefCell<Identity>,
     back: RefCell<Option<(Back, Rc<Peer>)>>,
-    state: Cell<StreamState>,
-    role: Cell<Role>,
-    ever_active: Cell<bool>,
-    activations: Cell<u64>,
+    /// The connection's state: stream state, role and what decides their transitions.
+    machine: Cell<Machine>,
     last_event_id: RefCell<Option<String>>,
     seen: RefCell<Seen>,
     listeners: RefCell<Listeners>,
@@ -123,12 +124,6 @@ struct Inner {
     channel: RefCell<Option<Channel>>,
     held_locks: RefCell<Vec<HeldLock>>,
     dom_listeners: RefCell<Vec<DomListener>>,
-    /// The leader's stream carries the whole front: relay it.
-    relaying: Cell<bool>,
-    /// A follower heard the leader's state since it last looked: the leader is alive.
-    heard_leader: Cell<bool>,
-    /// The backend has no front scope (the leader found out): followers go solo.
-    no_front_scope: Cell<bool>,
     /// This tab queued events that may still wait, so new ones queue behind them.
     queue_waiting: Cell<bool>,
     flushing: Cell<bool>,
@@ -214,10 +209,7 @@ impl Front {
             session,
             identity: RefCell::new(identity),
             back: RefCell::new(None),
-            state: Cell::new(StreamState::Connecting),
-            role: Cell::new(Role::Solo),
-            ever_active: Cell::new(false),
-            activations: Cell::new(0),
+            machine: Cell::new(Machine::default()),
             last_event_id: RefCell::new(last_event_id),
             seen: RefCell::new(Seen::new(SEEN_CAPACITY)),
             listeners: RefCell::default(),
@@ -230,9 +222,6 @@ impl Front {
             channel: RefCell::new(None),
             held_locks: RefCell::new(held),
             dom_listeners: RefCell::default(),
-            relaying: Cell::new(false),
-            heard_leader: Cell::new(false),
-            no_front_scope: Cell::new(false),
             queue_waiting: Cell::new(true),
             flushing: Cell::new(false),
             flush_again: Cell::new(false),
@@ -248,7 +237,7 @@ impl Front {
         }
         let channel = if inner.options.share && locks::supported() {
             let weak = Rc::downgrade(&inner);
-            let name = lock_name("front", &inner.front_uuid.get());
+            let name = format!("{}:{}", Relay::SCHEMA.channel(), inner.front_uuid.get());
             Channel::open(&name, move |text| {
                 if let Some(inner) = weak.upgrade() {
                     inner.on_relay(&text);
@@ -259,8 +248,8 @@ impl Front {
             None
         };
         if let Some(channel) = channel {
-            inner.role.set(Role::Follower);
-            channel.post(&http::to_json(&Relay::Hello));
+            inner.apply(Input::Share);
+            channel.post(&records::encode(&Relay::Hello));
             *inner.channel.borrow_mut() = Some(channel);
             spawn_local(Inner::elect(inner.clone()));
         } else {
@@ -272,7 +261,7 @@ impl Front {
     /// Resolves when the stream is active; fails if the front closes first.
     pub async fn ready(&self) -> Result<(), PageError> {
         loop {
-            match self.inner.state.get() {
+            match self.inner.machine.get().state() {
                 StreamState::Active => return Ok(()),
                 StreamState::Closed => {
                     return Err(self.inner.fatal.borrow().clone().unwrap_or(PageError::Closed));
@@ -308,16 +297,12 @@ impl Front {
 
     /// The stream's state.
     pub fn state(&self) -> StreamState {
-        self.inner.state.get()
+        self.inner.machine.get().state()
     }
 
     /// This tab's part in sharing the stream.
     pub fn role(&self) -> Role {
-        match self.inner.role.get() {
-            // It holds the lock, but the backend has no front scope: the stream is its own.
-            Role::Leader if self.inner.no_front_scope.get() => Role::Solo,
-            role => role,
-        }
+        self.inner.machine.get().public_role()
     }
 
     /// The id of the last event received, sent as `Last-Event-ID` when the stream reopens.
@@ -393,7 +378,7 @@ impl Front {
         });
         self.inner.send_outgoing(event).await?;
         let timeout = options.timeout_ms.unwrap_or(self.inner.options.request_timeout_ms);
-        match select(rx, Box::pin(js::sleep(timeout))).await {
+        match select(rx, Box::pin(web::sleep(timeout))).await {
             Either::Left((Ok(reply), _)) => Ok(reply),
             Either::Left((Err(_), _)) => Err(PageError::Closed),
             Either::Right(_) => Err(PageError::Timeout(timeout as u32)),
@@ -421,29 +406,47 @@ fn scopeguard(f: impl FnOnce()) -> impl Drop {
 
 impl Inner {
     fn is_closed(&self) -> bool {
-        self.state.get() == StreamState::Closed
+        self.machine.get().is_closed()
     }
 
-    fn set_state(self: &Rc<Self>, state: StreamState) {
-        let previous = self.state.get();
-        if previous == state || previous == StreamState::Closed {
-            return;
+    fn role(&self) -> Role {
+        self.machine.get().role()
+    }
+
+    /// Feeds `input` to the state machine and does what it asks: tell the followers, tell the
+    /// state listeners, send the queue. The caller does [`Effects::run`].
+    fn apply(self: &Rc<Self>, input: Input) -> Effects {
+        let mut machine = self.machine.get();
+        let effects = machine.apply(input);
+        self.machine.set(machine);
+        if effects.announce_solo {
+            self.post(&Relay::Solo);
         }
-        self.state.set(state);
-        if state == StreamState::Active {
-            self.ever_active.set(true);
-            self.activations.set(self.activations.get() + 1);
-        }
-        if self.role.get() == Role::Leader {
+        if effects.post_state {
             self.post_state();
         }
+        if let Some((previous, state)) = effects.changed {
+            self.notify_state(state, previous);
+        }
+        if effects.flush {
+            self.schedule_flush();
+        }
+        effects
+    }
+
+    /// Whether a follower heard the leader since it last looked; the look resets it.
+    fn take_heard_leader(&self) -> bool {
+        let mut machine = self.machine.get();
+        let heard = machine.take_heard_leader();
+        self.machine.set(machine);
+        heard
+    }
+
+    fn notify_state(&self, state: StreamState, previous: StreamState) {
         let listeners: Vec<StateFn> =
             self.listeners.borrow().state.iter().map(|(_, f)| f.clone()).collect();
         for f in listeners {
             f(state, previous);
-        }
-        if state == StreamState::Active {
-            self.schedule_flush();
         }
     }
 
@@ -462,10 +465,6 @@ impl Inner {
         }
     }
 
-    fn waiting_state(&self) -> StreamState {
-        if self.ever_active.get() { StreamState::Reconnecting } else { StreamState::Connecting }
-    }
-
     /// Wakes the connection loop from its back-off wait.
     fn wake(&self) {
         for tx in self.wakers.borrow_mut().drain(..) {
@@ -479,7 +478,7 @@ impl Inner {
         self.wakers.borrow_mut().push(tx);
         match ms {
             Some(ms) => {
-                let _ = select(rx, Box::pin(js::sleep(ms))).await;
+                let _ = select(rx, Box::pin(web::sleep(ms))).await;
             }
             None => {
                 let _ = rx.await;
@@ -495,7 +494,7 @@ impl Inner {
 
     /// Reconnects now: the backend lost our session or front (a restart, a wiped store).
     fn kick(&self) {
-        match self.role.get() {
+        match self.role() {
             Role::Follower => self.post(&Relay::Kick),
             Role::Leader | Role::Solo => {
                 let now = js::now_ms();
@@ -520,7 +519,7 @@ impl Inner {
         let weak = Rc::downgrade(self);
         let on_offline = Closure::<dyn FnMut()>::new(move || {
             if let Some(inner) = weak.upgrade()
-                && inner.role.get() != Role::Follower
+                && inner.role() != Role::Follower
             {
                 inner.abort_stream();
             }
@@ -535,7 +534,7 @@ impl Inner {
         if self.is_closed() {
             return;
         }
-        if self.role.get() == Role::Leader && self.relaying.get() {
+        if self.machine.get().relays() {
             // The followers wait for the next leader, which resumes from the last event id.
             self.post(&Relay::State {
                 state: StreamState::Reconnecting,
@@ -544,7 +543,10 @@ impl Inner {
                 last_event_id: self.last_event_id.borrow().clone(),
             });
         }
-        let previous = self.state.replace(StreamState::Closed);
+        // Notified after the teardown, so a listener sees the front closed through and through.
+        let mut machine = self.machine.get();
+        let closing = machine.apply(Input::Close);
+        self.machine.set(machine);
         self.closing.abort();
         self.election.abort();
         self.abort_stream();
@@ -557,10 +559,8 @@ impl Inner {
             let _ =
                 target.remove_event_listener_with_callback(name, closure.as_ref().unchecked_ref());
         }
-        let listeners: Vec<StateFn> =
-            self.listeners.borrow().state.iter().map(|(_, f)| f.clone()).collect();
-        for f in listeners {
-            f(StreamState::Closed, previous);
+        if let Some((previous, state)) = closing.changed {
+            self.notify_state(state, previous);
         }
     }
 

@@ -2,62 +2,31 @@
 
 use std::rc::Rc;
 
-use protocol::event::ReverseEvent;
-use protocol::messages::FrontBid;
-use protocol::{BackUuid, Peer, PublicKey};
-use serde::{Deserialize, Serialize};
+use protocol::Peer;
 use wasm_bindgen_futures::spawn_local;
 
-use super::{Inner, Role, StreamState, lock_name};
+use super::machine::Input;
+use super::{Inner, Role, lock_name};
 use crate::page::error::PageError;
-use crate::page::locks::HeldLock;
-use crate::page::{http, locks};
+use crate::page::locks::{self, HeldLock};
+use crate::records;
 
-/// The back as the `authenticate` challenge introduced it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub(super) struct Back {
-    pub(super) back_uuid: BackUuid,
-    pub(super) back_key: PublicKey,
-}
-
-/// Messages between the tabs of a front on `websession-front:{frontUuid}`. Externally tagged
-/// (`{"event": {…}}`): serde reads that without buffering the value first.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub(super) enum Relay {
-    /// A tab started and wants the leader's state.
-    Hello,
-    /// The leader's stream state.
-    #[serde(rename_all = "camelCase")]
-    State {
-        state: StreamState,
-        back: Option<Back>,
-        front_bid: Option<FrontBid>,
-        last_event_id: Option<String>,
-    },
-    /// An event from the leader's stream, decrypted.
-    Event { id: Option<String>, event: ReverseEvent },
-    /// The backend does not share streams: every tab opens its own.
-    Solo,
-    /// A follower's direct event found the session or front unknown: reconnect now.
-    Kick,
-}
+pub(super) use crate::records::{Back, Relay};
 
 impl Inner {
     pub(super) fn post(&self, message: &Relay) {
         if let Some(channel) = self.channel.borrow().as_ref() {
-            channel.post(&http::to_json(message));
+            channel.post(&records::encode(message));
         }
     }
 
     pub(super) fn post_state(&self) {
-        if self.no_front_scope.get() {
+        if self.machine.get().no_front_scope() {
             self.post(&Relay::Solo);
             return;
         }
         self.post(&Relay::State {
-            state: self.state.get(),
+            state: self.machine.get().state(),
             back: self.back.borrow().as_ref().map(|(back, _)| back.clone()),
             front_bid: self.identity.borrow().front_bid,
             last_event_id: self.last_event_id.borrow().clone(),
@@ -73,7 +42,7 @@ impl Inner {
             match locks::acquire(&name, false, Some(&signal), timeout).await {
                 Err(PageError::Timeout(_)) if self.is_closed() => return,
                 // The leader answered since the last look: alive, keep following.
-                Err(PageError::Timeout(_)) if self.heard_leader.replace(false) => {
+                Err(PageError::Timeout(_)) if self.take_heard_leader() => {
                     self.post(&Relay::Hello);
                 }
                 // A holder that said nothing for a whole timeout (frozen, or not a front at
@@ -89,9 +58,8 @@ impl Inner {
 
     async fn elected(self: Rc<Self>, result: Result<Option<HeldLock>, PageError>) {
         match result {
-            Ok(Some(lock)) if !self.is_closed() && self.role.get() == Role::Follower => {
+            Ok(Some(lock)) if self.apply(Input::Elected).run => {
                 self.held_locks.borrow_mut().push(lock);
-                self.role.set(Role::Leader);
                 Self::run(self).await;
             }
             Ok(_) | Err(PageError::Closed) => {}
@@ -104,23 +72,21 @@ impl Inner {
 
     /// Stops waiting for the leader and opens a stream of this tab's own.
     pub(super) fn go_solo(self: &Rc<Self>) {
-        if self.role.get() != Role::Follower || self.is_closed() {
+        if !self.apply(Input::GoSolo).run {
             return;
         }
-        self.role.set(Role::Solo);
         self.election.abort();
         spawn_local(Self::run(self.clone()));
     }
 
     pub(super) fn on_relay(self: &Rc<Self>, text: &str) {
-        let Ok(message) = protocol::json::from_str::<Relay>(text) else {
+        let Ok(message) = records::decode::<Relay>(text) else {
             return;
         };
-        match (self.role.get(), message) {
+        match (self.role(), message) {
             (Role::Leader, Relay::Hello) => self.post_state(),
             (Role::Leader, Relay::Kick) => self.kick(),
             (Role::Follower, Relay::State { state, back, front_bid, last_event_id }) => {
-                self.heard_leader.set(true);
                 if let Some(back) = back {
                     self.set_back(back);
                 }
@@ -130,7 +96,7 @@ impl Inner {
                 if let Some(id) = last_event_id {
                     self.note_event_id(&id);
                 }
-                self.set_state(state);
+                self.apply(Input::LeaderState(state));
             }
             (Role::Follower, Relay::Event { id, event }) => {
                 if let Some(id) = id {
