@@ -790,13 +790,21 @@ fn print_mode(args: &PeerArgs, pin: Pin, mode: &Mode) {
     let line = |n: &str, side: &str, cells: [String; 8], tail: &str| {
         let [rss, slope, first, p50, p99, max, server, client] = cells;
         let text = format!(
-            "{n:>6}  {side:<11} {rss:>10} {slope:>11} {first:>8} {p50:>8} {p99:>8} {max:>8} {server:>10} \
-             {client:>10}  {tail}"
+            "{n:>6}  {side:<11} {rss:>10} {slope:>11} {first:>8} {p50:>8} {p99:>8} {max:>8} \
+             {server:>10} {client:>10}  {tail}"
         );
         println!("{}", text.trim_end());
     };
-    let headers =
-        ["KiB/stream", "slope KiB", "first ms", "p50 ms", "p99 ms", "max ms", "server ms", "client ms"];
+    let headers = [
+        "KiB/stream",
+        "slope KiB",
+        "first ms",
+        "p50 ms",
+        "p99 ms",
+        "max ms",
+        "server ms",
+        "client ms",
+    ];
     line("N", "", headers.map(str::to_owned), "received (every run)");
     let mut judged = [Vec::new(), Vec::new(), Vec::new(), Vec::new()];
     for (i, &size) in args.sizes.iter().enumerate() {

@@ -21,8 +21,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use protocol::event::DEFAULT_TTL_MILLIS;
-use protocol::{EventMeta, EventUuid, FrontUuid, ReverseEvent, SessionUuid};
-use protocol::StreamUuid;
+use protocol::{EventMeta, EventUuid, FrontUuid, ReverseEvent, SessionUuid, StreamUuid};
 use serde_json::Value;
 use tokio::sync::mpsc;
 

@@ -246,9 +246,9 @@ impl SqliteEngine {
                 }
             });
             shared.submit(job);
-            answered.await.map_err(|_| {
-                StoreError::Unavailable("an event store operation failed".into())
-            })?
+            answered
+                .await
+                .map_err(|_| StoreError::Unavailable("an event store operation failed".into()))?
         })
     }
 
