@@ -158,6 +158,8 @@ impl Side {
 struct AtSize {
     per_stream: Option<f64>,
     slope: Option<f64>,
+    /// The first receipt: how soon the first write left the server.
+    first: Option<f64>,
     p50: Option<f64>,
     p99: Option<f64>,
     max: Option<f64>,
@@ -507,6 +509,7 @@ async fn measure_side(
         let ms = |d: Duration| Some(d.as_secs_f64() * 1000.0);
         at.received = latencies.len();
         if !latencies.is_empty() {
+            at.first = ms(quantile(&latencies, 0.0));
             at.p50 = ms(quantile(&latencies, 0.50));
             at.p99 = ms(quantile(&latencies, 0.99));
             at.max = ms(quantile(&latencies, 1.0));
@@ -515,12 +518,13 @@ async fn measure_side(
         at.client_cpu = cpu.client.and_then(ms);
         println!(
             "{} N={size}: opened in {:.2} s; RSS {:.1} KiB/stream{}; fan-out {}/{size} received, \
-             p50 {} ms, p99 {} ms, max {} ms; {cpu}",
+             first {} ms, p50 {} ms, p99 {} ms, max {} ms; {cpu}",
             side.name(),
             opening.as_secs_f64(),
             at.per_stream.unwrap_or_default() / 1024.0,
             at.slope.map(|s| format!(", slope {:.1} KiB", s / 1024.0)).unwrap_or_default(),
             at.received,
+            show(at.first, 2),
             show(at.p50, 1),
             show(at.p99, 1),
             show(at.max, 1),
@@ -748,12 +752,13 @@ fn show(value: Option<f64>, decimals: usize) -> String {
 }
 
 /// The medians at size index `i` over `runs`, in the table's column order.
-fn medians(runs: &[Run], i: usize) -> [Option<f64>; 7] {
+fn medians(runs: &[Run], i: usize) -> [Option<f64>; 8] {
     let at = |f: fn(&AtSize) -> Option<f64>| median(runs.iter().map(|run| f(&run.sizes[i])));
     let kib = |bytes: Option<f64>| bytes.map(|b| b / 1024.0);
     [
         kib(at(|a| a.per_stream)),
         kib(at(|a| a.slope)),
+        at(|a| a.first),
         at(|a| a.p50),
         at(|a| a.p99),
         at(|a| a.max),
@@ -761,6 +766,9 @@ fn medians(runs: &[Run], i: usize) -> [Option<f64>; 7] {
         at(|a| a.client_cpu),
     ]
 }
+
+/// The column of the first receipt in [`medians`].
+const FIRST_COLUMN: usize = 2;
 
 /// Whether every run delivered the event of size index `i` to every stream.
 fn all_received(runs: &[Run], i: usize, size: usize) -> bool {
@@ -779,16 +787,24 @@ fn print_mode(args: &PeerArgs, pin: Pin, mode: &Mode) {
          one channel, N EventSource subscribers (RSS and CPU: nginx master + worker)",
         args.runs
     );
-    let line = |n: &str, side: &str, cells: [String; 7], tail: &str| {
-        let [rss, slope, p50, p99, max, server, client] = cells;
+    let line = |n: &str, side: &str, cells: [String; 8], tail: &str| {
+        let [rss, slope, first, p50, p99, max, server, client] = cells;
         let text = format!(
-            "{n:>6}  {side:<11} {rss:>10} {slope:>11} {p50:>8} {p99:>8} {max:>8} {server:>10} \
-             {client:>10}  {tail}"
+            "{n:>6}  {side:<11} {rss:>10} {slope:>11} {first:>8} {p50:>8} {p99:>8} {max:>8} \
+             {server:>10} {client:>10}  {tail}"
         );
         println!("{}", text.trim_end());
     };
-    let headers =
-        ["KiB/stream", "slope KiB", "p50 ms", "p99 ms", "max ms", "server ms", "client ms"];
+    let headers = [
+        "KiB/stream",
+        "slope KiB",
+        "first ms",
+        "p50 ms",
+        "p99 ms",
+        "max ms",
+        "server ms",
+        "client ms",
+    ];
     line("N", "", headers.map(str::to_owned), "received (every run)");
     let mut judged = [Vec::new(), Vec::new(), Vec::new(), Vec::new()];
     for (i, &size) in args.sizes.iter().enumerate() {
@@ -799,16 +815,20 @@ fn print_mode(args: &PeerArgs, pin: Pin, mode: &Mode) {
             format!("{} of {size}", got.join(", "))
         };
         let n = size.to_string();
-        line(&n, "ours", ours.map(|v| show(v, 1)), &received(&mode.ours));
-        line(&n, "nchan", nchan.map(|v| show(v, 1)), &received(&mode.nchan));
-        let ratios: [Option<f64>; 7] = std::array::from_fn(|c| ratio(ours[c], nchan[c]));
+        // The first receipt is under a millisecond on a good run: two decimals.
+        let cells = |v: [Option<f64>; 8]| {
+            std::array::from_fn(|c| show(v[c], if c == FIRST_COLUMN { 2 } else { 1 }))
+        };
+        line(&n, "ours", cells(ours), &received(&mode.ours));
+        line(&n, "nchan", cells(nchan), &received(&mode.nchan));
+        let ratios: [Option<f64>; 8] = std::array::from_fn(|c| ratio(ours[c], nchan[c]));
         line(
             &n,
             "ours/nchan",
             ratios.map(|v| v.map_or("-".to_owned(), |v| format!("{v:.2}×"))),
             "",
         );
-        for (k, column) in [0, 1, 3, 5].into_iter().enumerate() {
+        for (k, column) in [0, 1, 4, 6].into_iter().enumerate() {
             let met = verdict(complete, ratios[column], |v| v <= PEER_TARGET);
             judged[k].push(format!("{size} {met}"));
         }

@@ -16,6 +16,10 @@ pub struct EventsConfig {
     /// Frames queued for one stream before it counts as too slow and is closed. Its client
     /// reconnects with `Last-Event-ID` and loses nothing, because events are stored first.
     pub stream_buffer: usize,
+    /// Streams an event is handed to before the fan-out lets their writers run: an event for
+    /// more streams than this is handed over by a task, this many at a time, so the first
+    /// writes leave while the rest are still being queued.
+    pub fan_out_batch: usize,
     /// A stream that resumes reads the events it missed in pages of at most this many bytes,
     /// the next page only once the previous one was written, so a slow reader holds about this
     /// much (plus hyper's write buffer) and building a page holds up nothing else.
@@ -53,6 +57,7 @@ impl Default for EventsConfig {
             heartbeat: Duration::from_secs(15),
             session_ttl: Duration::from_secs(30 * 60),
             stream_buffer: 64,
+            fan_out_batch: 64,
             replay_page_bytes: DEFAULT_REPLAY_PAGE_BYTES,
             direct_event_window: Duration::from_secs(5 * 60),
             max_event_ttl: Duration::from_secs(24 * 3600),
@@ -87,6 +92,12 @@ pub struct EventsArgs {
     #[arg(long, value_name = "FRAMES", default_value_t = 64,
           value_parser = clap::value_parser!(u64).range(1..=65536))]
     pub stream_buffer: u64,
+    /// Streams an event is handed to at a time before their writers get to run. An event for
+    /// more streams is fanned out in batches of this many, so that the first writes leave
+    /// within a batch of the commit rather than after every stream was queued.
+    #[arg(long, value_name = "STREAMS", default_value_t = 64,
+          value_parser = clap::value_parser!(u64).range(1..=65536))]
+    pub fan_out_batch: u64,
     /// Bytes of kept events a resuming stream reads and queues at a time (one event at least,
     /// whatever its size). Bounds what a client that does not read can pin in memory.
     #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_REPLAY_PAGE_BYTES as u64,
@@ -133,6 +144,7 @@ impl Default for EventsArgs {
             heartbeat_secs: config.heartbeat.as_secs(),
             session_ttl_secs: config.session_ttl.as_secs(),
             stream_buffer: config.stream_buffer as u64,
+            fan_out_batch: config.fan_out_batch as u64,
             replay_page_bytes: config.replay_page_bytes as u64,
             direct_event_window_secs: config.direct_event_window.as_secs(),
             max_event_ttl_secs: config.max_event_ttl.as_secs(),
@@ -152,6 +164,7 @@ impl From<EventsArgs> for EventsConfig {
             heartbeat: Duration::from_secs(args.heartbeat_secs),
             session_ttl: Duration::from_secs(args.session_ttl_secs),
             stream_buffer: usize::try_from(args.stream_buffer).unwrap_or(64).max(1),
+            fan_out_batch: usize::try_from(args.fan_out_batch).unwrap_or(64).max(1),
             replay_page_bytes: usize::try_from(args.replay_page_bytes)
                 .unwrap_or(DEFAULT_REPLAY_PAGE_BYTES),
             direct_event_window: Duration::from_secs(args.direct_event_window_secs),

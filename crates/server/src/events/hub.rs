@@ -4,17 +4,29 @@
 //! Every event is stored before it is handed to live streams; the store gives it its id and
 //! hands it to every instance's streams in id order (see `store/mod.rs`). A stream that
 //! is down, or too slow, gets the events it missed from the store when it comes back.
+//!
+//! Handing an event over is queueing its (encoded once) frame on each target stream, which
+//! wakes that stream's writer. An event for a few streams is handed over at once, on the
+//! store's feed. One for more than `--fan-out-batch` streams goes to the fan-out task, which
+//! queues it on a batch of streams at a time and yields between batches, so that the writers
+//! of the first batch write while the rest wait: the first write leaves within a batch of the
+//! commit, not after every stream was queued (10,000 of them took milliseconds, and on one
+//! core no writer ran before the last was queued). Events keep their id order per stream:
+//! while a delivery is queued or under way, every later one queues behind it (a stream skips
+//! an event whose id is below one it wrote).
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use protocol::event::DEFAULT_TTL_MILLIS;
-use protocol::{EventMeta, EventUuid, FrontUuid, ReverseEvent, SessionUuid};
+use protocol::{EventMeta, EventUuid, FrontUuid, ReverseEvent, SessionUuid, StreamUuid};
 use serde_json::Value;
+use tokio::sync::mpsc;
 
 use super::Inner;
-use super::registry::{Frame, FrontInfo};
+use super::registry::{Frame, FrameTx, FrontInfo};
 use super::store::{NewEvent, PublishRefusal, StoreError, StoredEvent};
 use super::stream::event_frame;
 
@@ -222,10 +234,65 @@ impl Inner {
         let mut frame = String::with_capacity(event.body.len() + 32);
         event_frame(event.id, &event.body, &mut frame);
         let frame = Arc::new(Frame::Event { id: event.id, bytes: frame.into() });
-        let taken = self.registry.send(&targets, &frame);
-        self.record_cut();
+        let fan_out = &self.fan_out;
+        if targets.len() <= fan_out.batch && fan_out.pending.load(Ordering::Acquire) == 0 {
+            let taken = self.registry.send(&targets, &frame);
+            self.record_cut();
+            metrics::counter!("websession_events_delivered_total").increment(taken as u64);
+            return taken;
+        }
+        // Counted as taken by every target: a stream that cannot take it (gone, or too slow)
+        // is ended and resumes from the store, as if it had dropped the frame.
+        let count = targets.len();
+        fan_out.pending.fetch_add(1, Ordering::AcqRel);
+        if fan_out.queue.send(Delivery { targets, frame }).is_err() {
+            // The task ended (shutdown): the event is stored, the streams are ending.
+            fan_out.pending.fetch_sub(1, Ordering::AcqRel);
+            return 0;
+        }
+        count
+    }
+}
+
+/// An event's frame and the streams it goes to, for the fan-out task.
+pub(super) struct Delivery {
+    targets: Vec<(StreamUuid, FrameTx)>,
+    frame: Arc<Frame>,
+}
+
+/// The queue of the fan-out task (see the module's doc).
+pub(super) struct FanOut {
+    queue: mpsc::UnboundedSender<Delivery>,
+    /// Deliveries queued or under way; while any is, later ones queue behind it.
+    pending: AtomicUsize,
+    /// `--fan-out-batch`.
+    batch: usize,
+}
+
+impl FanOut {
+    /// The queue, and its receiving end for [`fan_out`].
+    pub(super) fn new(batch: usize) -> (Self, mpsc::UnboundedReceiver<Delivery>) {
+        let (queue, deliveries) = mpsc::unbounded_channel();
+        (Self { queue, pending: AtomicUsize::new(0), batch: batch.max(1) }, deliveries)
+    }
+}
+
+/// The fan-out task: hands each queued event to its streams a batch at a time, yielding
+/// between batches so that the writers just woken run before the next batch is queued.
+pub(super) async fn fan_out(inner: Weak<Inner>, mut deliveries: mpsc::UnboundedReceiver<Delivery>) {
+    while let Some(Delivery { targets, frame }) = deliveries.recv().await {
+        let Some(inner) = inner.upgrade() else { return };
+        let mut taken = 0;
+        for (i, batch) in targets.chunks(inner.fan_out.batch).enumerate() {
+            if i > 0 {
+                tokio::task::yield_now().await;
+            }
+            taken += inner.registry.send(batch, &frame);
+        }
+        drop(targets);
+        inner.record_cut();
         metrics::counter!("websession_events_delivered_total").increment(taken as u64);
-        taken
+        inner.fan_out.pending.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

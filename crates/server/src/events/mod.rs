@@ -77,6 +77,8 @@ pub(crate) struct Inner {
     handlers: RwLock<HashMap<String, Arc<dyn DirectHandler>>>,
     /// The background tasks, aborted at shutdown.
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// Events for many streams, handed over in batches by a task (see `hub.rs`).
+    fan_out: hub::FanOut,
     /// Registrations per client address, if limited. Per instance: behind a balancer each
     /// instance allows the rate, which bounds a client all the same.
     registrations: Option<governor::DefaultKeyedRateLimiter<std::net::IpAddr>>,
@@ -99,6 +101,7 @@ impl Events {
         let clock = Clock::start();
         let identity = BackIdentity::load_or_create(store.as_ref()).await?;
         let node = node_id()?;
+        let (fan_out, deliveries) = hub::FanOut::new(config.events.fan_out_batch);
         let inner = Arc::new(Inner {
             config: config.events.clone(),
             identity,
@@ -108,6 +111,7 @@ impl Events {
             clock,
             handlers: RwLock::new(HashMap::new()),
             tasks: Mutex::new(Vec::new()),
+            fan_out,
             registrations: registration_limiter(&config.events),
         });
         let feed = Arc::new(LocalFeed { inner: Arc::downgrade(&inner) });
@@ -115,7 +119,8 @@ impl Events {
         let events = Self { inner };
         events.handle("echo", echo);
         events.handle("broadcast", broadcast);
-        let tasks = maintenance::spawn(&events.inner);
+        let mut tasks = maintenance::spawn(&events.inner);
+        tasks.push(tokio::spawn(hub::fan_out(Arc::downgrade(&events.inner), deliveries)));
         *events.inner.tasks.lock().unwrap_or_else(|p| p.into_inner()) = tasks;
         Ok(events)
     }

@@ -247,3 +247,35 @@ async fn a_front_scoped_stream_carries_every_session_of_its_front() {
     assert_eq!(next(&mut scoped).await.event.meta.name, "not-for-other");
     assert_eq!(next(&mut scoped).await.event.meta.uuid, marker.uuid, "each event once");
 }
+
+/// An event for more streams than `--fan-out-batch` is handed over by the fan-out task, an
+/// event for one tab at once; the later one must not overtake the earlier on a stream that gets
+/// both (a stream skips an id below one it has written, so overtaking would lose the earlier
+/// event). Every tab gets its events complete and in id order.
+#[tokio::test]
+async fn events_handed_over_at_once_do_not_overtake_ones_the_fan_out_task_still_holds() {
+    let server = TestServer::start_with(|config| config.events.fan_out_batch = 1).await;
+    let front = registered(&server).await;
+    let sessions: Vec<SessionUuid> = (0..3).map(|_| SessionUuid::new_v4()).collect();
+    let mut tabs = Vec::new();
+    for session in &sessions {
+        tabs.push(front.connect(*session, None).await.unwrap());
+    }
+    let hub = server.hub();
+    let mut expected: Vec<Vec<i64>> = vec![Vec::new(); sessions.len()];
+    for round in 0..10 {
+        let all = hub.publish_to_front(front.uuid(), "all", json!(round), Default::default());
+        let all = all.await.unwrap();
+        expected.iter_mut().for_each(|ids| ids.push(all.id));
+        let options = Default::default();
+        let one = hub.publish_to_session(front.uuid(), sessions[0], "one", json!(round), options);
+        expected[0].push(one.await.unwrap().id);
+    }
+    for (tab, expected) in tabs.iter_mut().zip(&expected) {
+        let mut got = Vec::new();
+        while got.len() < expected.len() {
+            got.push(next(tab).await.id.unwrap());
+        }
+        assert_eq!(&got, expected);
+    }
+}
