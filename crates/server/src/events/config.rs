@@ -20,6 +20,10 @@ pub struct EventsConfig {
     /// more streams than this is handed over by a task, this many at a time, so the first
     /// writes leave while the rest are still being queued.
     pub fan_out_batch: usize,
+    /// Fronts remembered (with their shared key) after a registration or lookup, so that the
+    /// stream open that follows neither reads the store nor computes the key again. Oldest
+    /// out first; 0 remembers none.
+    pub recent_fronts: usize,
     /// A stream that resumes reads the events it missed in pages of at most this many bytes,
     /// the next page only once the previous one was written, so a slow reader holds about this
     /// much (plus hyper's write buffer) and building a page holds up nothing else.
@@ -58,6 +62,7 @@ impl Default for EventsConfig {
             session_ttl: Duration::from_secs(30 * 60),
             stream_buffer: 64,
             fan_out_batch: 64,
+            recent_fronts: 4096,
             replay_page_bytes: DEFAULT_REPLAY_PAGE_BYTES,
             direct_event_window: Duration::from_secs(5 * 60),
             max_event_ttl: Duration::from_secs(24 * 3600),
@@ -98,6 +103,12 @@ pub struct EventsArgs {
     #[arg(long, value_name = "STREAMS", default_value_t = 64,
           value_parser = clap::value_parser!(u64).range(1..=65536))]
     pub fan_out_batch: u64,
+    /// Fronts remembered in memory (with their shared key) after a registration or lookup, so
+    /// that the stream open that follows neither reads the store nor computes the key again
+    /// (about 200 bytes each; oldest out first; 0: none).
+    #[arg(long, value_name = "FRONTS", default_value_t = 4096,
+          value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
+    pub recent_fronts: u64,
     /// Bytes of kept events a resuming stream reads and queues at a time (one event at least,
     /// whatever its size). Bounds what a client that does not read can pin in memory.
     #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_REPLAY_PAGE_BYTES as u64,
@@ -145,6 +156,7 @@ impl Default for EventsArgs {
             session_ttl_secs: config.session_ttl.as_secs(),
             stream_buffer: config.stream_buffer as u64,
             fan_out_batch: config.fan_out_batch as u64,
+            recent_fronts: config.recent_fronts as u64,
             replay_page_bytes: config.replay_page_bytes as u64,
             direct_event_window_secs: config.direct_event_window.as_secs(),
             max_event_ttl_secs: config.max_event_ttl.as_secs(),
@@ -165,6 +177,7 @@ impl From<EventsArgs> for EventsConfig {
             session_ttl: Duration::from_secs(args.session_ttl_secs),
             stream_buffer: usize::try_from(args.stream_buffer).unwrap_or(64).max(1),
             fan_out_batch: usize::try_from(args.fan_out_batch).unwrap_or(64).max(1),
+            recent_fronts: usize::try_from(args.recent_fronts).unwrap_or(4096),
             replay_page_bytes: usize::try_from(args.replay_page_bytes)
                 .unwrap_or(DEFAULT_REPLAY_PAGE_BYTES),
             direct_event_window: Duration::from_secs(args.direct_event_window_secs),

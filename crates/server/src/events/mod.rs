@@ -107,7 +107,7 @@ impl Events {
             identity,
             store,
             node: node.clone(),
-            registry: Registry::new(config.events.stream_buffer),
+            registry: Registry::new(config.events.stream_buffer, config.events.recent_fronts),
             clock,
             handlers: RwLock::new(HashMap::new()),
             tasks: Mutex::new(Vec::new()),

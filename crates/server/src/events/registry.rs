@@ -32,10 +32,6 @@ pub(crate) fn heartbeat_slice(stream: StreamUuid, slices: u32) -> u32 {
     slice
 }
 
-/// Fronts remembered after registration or lookup, so that the stream open that follows
-/// neither reads the store nor computes the shared key again. Bounded, oldest out first.
-const RECENT_FRONTS: usize = 4096;
-
 /// What a stream's body receives.
 #[derive(Debug)]
 pub(crate) enum Frame {
@@ -131,12 +127,17 @@ impl State {
 pub(crate) struct Registry {
     state: Mutex<State>,
     buffer: usize,
+    /// Fronts remembered after registration or lookup, so that the stream open that follows
+    /// neither reads the store nor computes the shared key again. Bounded, oldest out first
+    /// (`--recent-fronts`).
+    recent_fronts: usize,
 }
 
 impl Registry {
-    /// An empty registry whose streams queue up to `buffer` frames.
-    pub(crate) fn new(buffer: usize) -> Self {
-        Self { state: Mutex::new(State::default()), buffer: buffer.max(1) }
+    /// An empty registry whose streams queue up to `buffer` frames and which remembers up to
+    /// `recent_fronts` fronts that have no open stream.
+    pub(crate) fn new(buffer: usize, recent_fronts: usize) -> Self {
+        Self { state: Mutex::new(State::default()), buffer: buffer.max(1), recent_fronts }
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -168,7 +169,7 @@ impl Registry {
         let mut state = self.state();
         if state.recent.insert(info.uuid, info.clone()).is_none() {
             state.recent_order.push_back(info.uuid);
-            while state.recent_order.len() > RECENT_FRONTS {
+            while state.recent_order.len() > self.recent_fronts {
                 if let Some(old) = state.recent_order.pop_front() {
                     state.recent.remove(&old);
                 }
@@ -396,5 +397,40 @@ impl Registry {
         let state = self.state();
         let active = state.streams.values().filter(|slot| slot.active).count();
         (state.streams.len() - active, active)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use protocol::KeyPair;
+
+    use super::*;
+
+    fn front(bid: i64) -> Arc<FrontInfo> {
+        let (front, back) = (KeyPair::generate(), KeyPair::generate());
+        Arc::new(FrontInfo {
+            bid: FrontBid(bid),
+            uuid: FrontUuid::new_v4(),
+            key: front.public,
+            peer: Peer::new(&front.public, &back.secret),
+        })
+    }
+
+    /// `--recent-fronts` bounds the fronts kept without a stream: the oldest goes first, and 0
+    /// keeps none (each stream open then asks the store again).
+    #[test]
+    fn recent_fronts_are_bounded_by_the_setting_oldest_out_first() {
+        let registry = Registry::new(4, 2);
+        let fronts: Vec<_> = (1..=3).map(front).collect();
+        for info in &fronts {
+            registry.remember(info.clone());
+        }
+        let kept: Vec<_> =
+            fronts.iter().map(|f| registry.cached_front(f.uuid).map(|i| i.bid)).collect();
+        assert_eq!(kept, [None, Some(FrontBid(2)), Some(FrontBid(3))]);
+
+        let none = Registry::new(4, 0);
+        none.remember(fronts[0].clone());
+        assert!(none.cached_front(fronts[0].uuid).is_none());
     }
 }
