@@ -15,7 +15,10 @@
 //! and publishes one event, which every stream must receive; the server's and the client's CPU
 //! time is counted from the publish to the last receipt. Memory per stream is the growth over
 //! the server's memory before the first stream; the slope between two sizes drops the fixed
-//! costs (such as pooled keep-alive connections of the handshakes). On ours a run then
+//! costs (such as pooled keep-alive connections of the handshakes). On ours the time from the
+//! publish to the first stream's write is also read by the server's own clock, from its
+//! `/metrics` (`websession_event_first_write_seconds`) before and after the event: the client's
+//! first receipt adds the client's own delays. On ours a run then
 //! measures the server's CPU per full handshake with registration (`loadgen streams`'
 //! measurement, each stream its own front) and a reconnect storm: `--reconnects` connections
 //! opened at once against the default listen backlog, counting those that took 1 s or more (a
@@ -166,6 +169,9 @@ struct AtSize {
     server_cpu: Option<f64>,
     client_cpu: Option<f64>,
     received: usize,
+    /// Ours: from the start of the publish to the first stream that writes the event, by the
+    /// server's own clock (`websession_event_first_write_seconds`), free of the client's delays.
+    server_first: Option<f64>,
 }
 
 /// What one side measured in one run.
@@ -490,6 +496,7 @@ async fn measure_side(
         };
         last = Some((size, rss));
 
+        let first_before = first_write(&http, &server).await;
         quiet(&pids).await;
         let meter = CpuMeter::start(&pids, None);
         let published = Instant::now();
@@ -505,6 +512,13 @@ async fn measure_side(
             }
         }
         let cpu = meter.stop();
+        // The one event published since the last scrape: its time is the growth of the sum.
+        at.server_first = match (first_before, first_write(&http, &server).await) {
+            (Some((sum, count)), Some((sum_now, count_now))) if count_now > count => {
+                Some((sum_now - sum) / (count_now - count) * 1000.0)
+            }
+            _ => None,
+        };
         latencies.sort_unstable();
         let ms = |d: Duration| Some(d.as_secs_f64() * 1000.0);
         at.received = latencies.len();
@@ -518,13 +532,14 @@ async fn measure_side(
         at.client_cpu = cpu.client.and_then(ms);
         println!(
             "{} N={size}: opened in {:.2} s; RSS {:.1} KiB/stream{}; fan-out {}/{size} received, \
-             first {} ms, p50 {} ms, p99 {} ms, max {} ms; {cpu}",
+             first {} ms{}, p50 {} ms, p99 {} ms, max {} ms; {cpu}",
             side.name(),
             opening.as_secs_f64(),
             at.per_stream.unwrap_or_default() / 1024.0,
             at.slope.map(|s| format!(", slope {:.1} KiB", s / 1024.0)).unwrap_or_default(),
             at.received,
             show(at.first, 2),
+            at.server_first.map(|f| format!(" (first write {f:.2} ms)")).unwrap_or_default(),
             show(at.p50, 1),
             show(at.p99, 1),
             show(at.max, 1),
@@ -568,6 +583,23 @@ async fn measure_side(
         }
     }
     Ok(run)
+}
+
+/// Ours: the sum (seconds) and count of `websession_event_first_write_seconds` from the
+/// server's `/metrics`; `None` for nchan, or if the scrape fails.
+async fn first_write(http: &reqwest::Client, server: &Server) -> Option<(f64, f64)> {
+    if server.side != Side::Ours {
+        return None;
+    }
+    let text = http.get(format!("{}/metrics", server.url)).send().await.ok()?.text().await.ok()?;
+    let value = |name: &str| {
+        text.lines().find_map(|line| line.strip_prefix(name)?.trim().parse::<f64>().ok())
+    };
+    // Before the first event the series are absent: nothing yet.
+    Some((
+        value("websession_event_first_write_seconds_sum ").unwrap_or(0.0),
+        value("websession_event_first_write_seconds_count ").unwrap_or(0.0),
+    ))
 }
 
 /// Opens `count` TCP connections to `addr` at once (all wait for one signal, then connect),
@@ -833,6 +865,20 @@ fn print_mode(args: &PeerArgs, pin: Pin, mode: &Mode) {
             judged[k].push(format!("{size} {met}"));
         }
     }
+    let firsts: Vec<String> = args
+        .sizes
+        .iter()
+        .enumerate()
+        .map(|(i, size)| {
+            let first = median(mode.ours.iter().map(|run| run.sizes[i].server_first));
+            format!("N={size} {} ms", show(first, 2))
+        })
+        .collect();
+    println!(
+        "ours: first write by the server's clock (publish start → the first stream writes it, \
+         websession_event_first_write_seconds): {}",
+        firsts.join("; ")
+    );
     let names = ["RSS per stream", "RSS slope", "fan-out p99", "server CPU for the fan-out"];
     for (name, verdicts) in names.iter().zip(&judged) {
         println!("target {name} ≤ {PEER_TARGET:.1}× nchan's: {}", verdicts.join("; "));

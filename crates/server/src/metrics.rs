@@ -13,6 +13,7 @@
 //! | `websession_activation_seconds` | histogram | | time to answer an activation (the store's decision, the holding instance told) |
 //! | `websession_events_published_total` | counter | `target` (`session`, `front`, `all`) | events stored for delivery |
 //! | `websession_events_delivered_total` | counter | | events handed to this instance's live streams (one per stream) |
+//! | `websession_event_first_write_seconds` | histogram | | from the start of a publish to the first stream that writes the event, for events published through this instance and handed to its streams by the embedded store (not in a replay; on Redis they come back through pub/sub) |
 //! | `websession_replay_events_total` | counter | | kept events read for streams that resume |
 //! | `websession_stream_slow_closed_total` | counter | | streams ended for not keeping up (they resume losslessly) |
 //! | `websession_direct_events_total` | counter | `result` | direct (front → back) events answered |
@@ -81,6 +82,11 @@ fn describe() {
     );
     describe_counter!("websession_events_published_total", "Events stored, by target.");
     describe_counter!("websession_events_delivered_total", "Events handed to live streams.");
+    describe_histogram!(
+        "websession_event_first_write_seconds",
+        metrics::Unit::Seconds,
+        "From the start of a publish to the first stream writing the event."
+    );
     describe_counter!("websession_replay_events_total", "Kept events read for resuming streams.");
     describe_counter!(
         "websession_stream_slow_closed_total",

@@ -18,7 +18,7 @@
 use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use protocol::event::DEFAULT_TTL_MILLIS;
 use protocol::{EventMeta, EventUuid, FrontUuid, ReverseEvent, SessionUuid, StreamUuid};
@@ -26,7 +26,7 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 
 use super::Inner;
-use super::registry::{Frame, FrameTx, FrontInfo};
+use super::registry::{FirstWrite, Frame, FrameTx, FrontInfo};
 use super::store::{NewEvent, PublishRefusal, StoreError, StoredEvent};
 use super::stream::event_frame;
 
@@ -168,6 +168,7 @@ impl Inner {
         data: Value,
         options: &PublishOptions,
     ) -> Result<Published, PublishError> {
+        let started = Instant::now();
         let info = self.front_info(front).await?.ok_or(PublishError::FrontNotRegistered(front))?;
         let (meta, body) = self.prepare(&info, session, name, data, options);
         let event = NewEvent {
@@ -176,6 +177,7 @@ impl Inner {
             expires_at: meta.expires_at(),
             body,
             now: self.clock.now(),
+            started,
         };
         let target = if session.is_some() { "session" } else { "front" };
         match self.store.publish(event).await? {
@@ -200,6 +202,7 @@ impl Inner {
         if options.encrypted {
             return Err(PublishError::Unsupported("sealing an event for every front"));
         }
+        let started = Instant::now();
         let meta = self.meta(name, options);
         let event = NewEvent {
             front: None,
@@ -207,6 +210,7 @@ impl Inner {
             expires_at: meta.expires_at(),
             body: encode(data, meta.clone()),
             now: self.clock.now(),
+            started,
         };
         match self.store.publish(event).await? {
             Ok(id) => {
@@ -233,7 +237,8 @@ impl Inner {
         }
         let mut frame = String::with_capacity(event.body.len() + 32);
         event_frame(event.id, &event.body, &mut frame);
-        let frame = Arc::new(Frame::Event { id: event.id, bytes: frame.into() });
+        let first = event.started.map(FirstWrite::new);
+        let frame = Arc::new(Frame::Event { id: event.id, bytes: frame.into(), first });
         let fan_out = &self.fan_out;
         if targets.len() <= fan_out.batch && fan_out.pending.load(Ordering::Acquire) == 0 {
             let taken = self.registry.send(&targets, &frame);

@@ -17,7 +17,9 @@
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
 
 use axum::body::Bytes;
 use protocol::messages::FrontBid;
@@ -37,12 +39,36 @@ pub(crate) fn heartbeat_slice(stream: StreamUuid, slices: u32) -> u32 {
 pub(crate) enum Frame {
     /// The stream was activated: replay what it missed, then go live.
     Activated,
-    /// An encoded `id:`/`data:` frame.
-    Event { id: i64, bytes: Bytes },
+    /// An encoded `id:`/`data:` frame; `first` if its publish began on this instance.
+    Event { id: i64, bytes: Bytes, first: Option<FirstWrite> },
     /// Time for a heartbeat comment.
     Heartbeat,
     /// The encoded `retry:` hint written as a stream's last frame when the server drains.
     Retry(Bytes),
+}
+
+/// Times an event from the start of its publish to the first stream that writes it
+/// (`websession_event_first_write_seconds`): how long the first subscriber waits, whatever
+/// the number of the others. One per event, shared by its streams with the frame.
+#[derive(Debug)]
+pub(crate) struct FirstWrite {
+    started: Instant,
+    written: AtomicBool,
+}
+
+impl FirstWrite {
+    pub(crate) fn new(started: Instant) -> Self {
+        Self { started, written: AtomicBool::new(false) }
+    }
+
+    /// Records the time since the publish began, on the first call only. Called when a stream
+    /// takes the frame to write it.
+    pub(crate) fn written(&self) {
+        if !self.written.swap(true, Ordering::Relaxed) {
+            metrics::histogram!("websession_event_first_write_seconds")
+                .record(self.started.elapsed());
+        }
+    }
 }
 
 /// The sending half of a stream's channel. Frames are behind an `Arc` so that one event sent

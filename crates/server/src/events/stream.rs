@@ -230,7 +230,10 @@ impl SseBody {
         while chunk.len() < MAX_CHUNK {
             match self.rx.poll_recv(cx) {
                 Poll::Ready(Some(frame)) => match &*frame {
-                    Frame::Event { id, bytes } if *id > self.cursor.last_sent => {
+                    Frame::Event { id, bytes, first } if *id > self.cursor.last_sent => {
+                        if let Some(first) = first {
+                            first.written();
+                        }
                         self.cursor.last_sent = *id;
                         chunk.push(bytes.clone());
                     }

@@ -200,6 +200,7 @@ impl Engine {
             expires_at: now().plus_millis(3_600_000),
             body: body.to_owned(),
             now: now(),
+            started: std::time::Instant::now(),
         };
         self.store.publish(event).await.unwrap()
     }
@@ -370,6 +371,7 @@ async fn a_replay_after_an_id_gets_its_sessions_and_its_fronts_events_in_pages(e
         expires_at: now().plus_millis(-1),
         body: "expired".into(),
         now: now(),
+        started: std::time::Instant::now(),
     };
     engine.store.publish(expired).await.unwrap().unwrap();
     engine.publish(Some(bid), Some(mine), "b").await.unwrap();

@@ -82,6 +82,7 @@ async fn metrics_count_a_handshake_a_publish_and_a_refresh() {
         (r#"websession_stream_opens_total{result="front_not_registered"}"#, 1.0),
         (r#"websession_events_published_total{target="session"}"#, 1.0),
         ("websession_events_delivered_total", 1.0),
+        ("websession_event_first_write_seconds_count", 1.0),
         (r#"websession_refresh_total{result="ok"}"#, 1.0),
         (r#"websession_refresh_total{result="invalid_token"}"#, 1.0),
         ("websession_activation_seconds_count", 1.0),

@@ -31,6 +31,7 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Instant;
 
 use protocol::messages::FrontBid;
 use protocol::{BackUuid, EventUuid, FrontUuid, PublicKey, SessionUuid, StreamUuid, Timestamp};
@@ -179,6 +180,8 @@ pub struct NewEvent {
     pub body: String,
     /// Now, by the service's clock.
     pub now: Timestamp,
+    /// When this instance began to publish it (for `websession_event_first_write_seconds`).
+    pub started: Instant,
 }
 
 /// Why an event was not kept.
@@ -200,6 +203,9 @@ pub struct StoredEvent {
     pub session: Option<SessionUuid>,
     /// The JSON of the envelope.
     pub body: Arc<str>,
+    /// When this instance began to publish it, if it did and hands it over now (not in a
+    /// replay, nor from another instance).
+    pub started: Option<Instant>,
 }
 
 /// Where a replay starts.

@@ -1408,6 +1408,7 @@ impl RedisEngine {
                 front: Some(request.front),
                 session: e.session.parse().ok(),
                 body: Arc::from(e.body),
+                started: None,
             })
             .collect()
     }
@@ -1633,6 +1634,8 @@ impl Subscriber {
             front: Some(front),
             session: session.parse().ok(),
             body: Arc::from(body),
+            // Through pub/sub: when its publish began (maybe elsewhere) is not known here.
+            started: None,
         };
         self.on_front_event(event).await
     }
@@ -1725,7 +1728,13 @@ impl Subscriber {
         self.all_seen = all;
         let body: Arc<str> = Arc::from(body);
         for (front, id) in copied.into_iter().filter(|(_, id)| *id > 0) {
-            let event = StoredEvent { id, front: Some(front), session: None, body: body.clone() };
+            let event = StoredEvent {
+                id,
+                front: Some(front),
+                session: None,
+                body: body.clone(),
+                started: None,
+            };
             self.on_front_event(event).await?;
         }
         Ok(())
@@ -1766,6 +1775,7 @@ impl Subscriber {
                     front: Some(front),
                     session: e.session.parse().ok(),
                     body: Arc::from(e.body.as_str()),
+                    started: None,
                 };
                 self.deliver(&event);
                 after = e.id;

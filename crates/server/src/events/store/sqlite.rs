@@ -676,6 +676,7 @@ impl EventStore for SqliteEngine {
                 front: event.front,
                 session: event.session,
                 body: event.body.into(),
+                started: Some(event.started),
             };
             // Handed over once committed, by the one task that gives the ids, in their order:
             // the next event cannot overtake it.
@@ -979,6 +980,7 @@ fn replay(conn: &Connection, request: &ReplayRequest) -> Result<ReplayPage, Stor
                 front: (front != 0).then_some(FrontBid(front)),
                 session: session.and_then(|s| s.parse().ok()),
                 body: Arc::from(r.get::<_, String>(3)?),
+                started: None,
             })
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
