@@ -26,7 +26,7 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 
 use super::Inner;
-use super::registry::{FirstWrite, Frame, FrameTx, FrontInfo};
+use super::registry::{FirstWrite, Frame, FrontInfo};
 use super::store::{NewEvent, PublishRefusal, StoreError, StoredEvent};
 use super::stream::event_frame;
 
@@ -261,7 +261,7 @@ impl Inner {
 
 /// An event's frame and the streams it goes to, for the fan-out task.
 pub(super) struct Delivery {
-    targets: Vec<(StreamUuid, FrameTx)>,
+    targets: Vec<StreamUuid>,
     frame: Arc<Frame>,
 }
 
