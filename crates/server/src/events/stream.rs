@@ -48,18 +48,21 @@ struct Cursor {
     last_sent: i64,
     /// The client was told that events were lost (once per stream).
     told_lost: bool,
+    /// No page was read yet.
+    first: bool,
 }
 
 impl Cursor {
     /// A replay after `last_event_id`, or of what was never delivered if there is none.
     fn new(last_event_id: Option<i64>) -> Self {
         let since = last_event_id.map_or(Since::Undelivered(0), Since::Id);
-        Self { since, last_sent: last_event_id.unwrap_or(0), told_lost: false }
+        Self { since, last_sent: last_event_id.unwrap_or(0), told_lost: false, first: true }
     }
 
     /// Takes a page read from the store; returns its encoded events.
     fn advance(&mut self, page: &ReplayPage) -> Option<Bytes> {
         metrics::counter!("websession_replay_events_total").increment(page.events.len() as u64);
+        self.first = false;
         let mut out = String::new();
         if page.reset {
             // The client's id was not from this store's sequence (the store was reset): it
@@ -197,6 +200,7 @@ impl SseBody {
                 now: inner.clock.now(),
                 max_events: REPLAY_PAGE,
                 max_bytes: inner.config.replay_page_bytes,
+                first: self.cursor.first,
             };
             let store = inner.store.clone();
             Box::pin(async move { store.replay(request).await })

@@ -218,6 +218,7 @@ impl Engine {
             now: now(),
             max_events: 1000,
             max_bytes: 1 << 20,
+            first: true,
         };
         let page = self.store.replay(request).await.unwrap();
         assert!(page.done);
@@ -392,6 +393,8 @@ async fn a_replay_after_an_id_gets_its_sessions_and_its_fronts_events_in_pages(e
             now: now(),
             max_events: 2,
             max_bytes: 1,
+            // The events for every front join the front's stream before the first page only.
+            first: pages.is_empty(),
         };
         let page = engine.store.replay(request).await.unwrap();
         pages.push(page.events.iter().map(|e| e.body.to_string()).collect::<Vec<_>>());
@@ -429,6 +432,7 @@ async fn a_replay_without_an_id_gets_only_undelivered_events_once(engine: &Engin
                 now: now(),
                 max_events: 10,
                 max_bytes: 1 << 20,
+                first: true,
             };
             // Reads from after `waiting`, so nothing is marked by this probe.
             if engine.store.replay(request).await.unwrap().events.is_empty() {
@@ -455,6 +459,7 @@ async fn an_id_beyond_the_store_is_a_reset(engine: &Engine) {
         now: now(),
         max_events: 10,
         max_bytes: 1 << 20,
+        first: true,
     };
     let page = engine.store.replay(request).await.unwrap();
     assert!(page.reset, "the client's id is not from this store");
@@ -626,6 +631,7 @@ async fn a_replay_from_before_the_trimmed_events_says_they_were_lost() {
         now: now(),
         max_events: 10,
         max_bytes: 1 << 20,
+        first: true,
     };
     let page = engine.store.replay(replay(Since::Id(ids[0]))).await.unwrap();
     assert!(page.lost, "e1 was trimmed after e0");
@@ -725,6 +731,7 @@ async fn an_event_for_every_front_reaches_a_resuming_tab_of_a_front_held_nowhere
         now: now(),
         max_events: 10,
         max_bytes: 1 << 20,
+        first: true,
     };
     let page = engine.store.replay(request(Since::Id(before))).await.unwrap();
     let mut got: Vec<&str> = page.events.iter().map(|e| &*e.body).collect();

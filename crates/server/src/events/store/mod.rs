@@ -232,6 +232,9 @@ pub struct ReplayRequest {
     pub max_events: usize,
     /// At most this many bytes of bodies (at least one event, whatever its size).
     pub max_bytes: usize,
+    /// The stream's first page. On Redis, the events for every front that the front's own
+    /// stream does not hold yet are copied into it before the first page only.
+    pub first: bool,
 }
 
 /// What a replay page read.

@@ -968,8 +968,11 @@ impl EventStore for RedisEngine {
             let mut conn = self.conn();
             // Events for every front published while no stream of this front was held anywhere
             // join its stream first: a tab resuming gets them in its order, a new one does not
-            // get them (they are not undelivered).
-            self.copy_all(&mut conn, request.front, request.now).await?;
+            // get them (they are not undelivered). Once per replay: from then on the stream is
+            // live here, and this instance copies them as it hears of them.
+            if request.first {
+                self.copy_all(&mut conn, request.front, request.now).await?;
+            }
             match request.since {
                 Since::Id(seen) => {
                     if seen > self.last_id(&mut conn, request.front).await? {
