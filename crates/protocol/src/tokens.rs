@@ -1,9 +1,28 @@
 //! Token bodies: the service worker's `/uc/session/vtx` answer and messages, the venue token
 //! exchange (RFC 8693), the one-time-token login of seed 002, and the claims of each JWT.
 
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 
 use crate::time::Timestamp;
+
+/// The payload of a compact JWT as text, not verified (the service worker and the page read
+/// claims to decide when to renew; the server that receives a token verifies it). Padded
+/// base64url is accepted, as some encoders write it despite RFC 7515. The error says why the
+/// token is not a JWT.
+pub fn jwt_payload(token: &str) -> Result<String, String> {
+    let mut parts = token.trim().split('.');
+    let (Some(_header), Some(payload), Some(_signature), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err("not a compact JWT (three dot-separated parts)".to_owned());
+    };
+    let bytes = URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .map_err(|e| format!("JWT payload is not base64url: {e}"))?;
+    String::from_utf8(bytes).map_err(|e| format!("JWT payload is not JSON claims: {e}"))
+}
 
 /// `issued_token_type` and `subject_token_type` of the exchange: a JWT.
 pub const TOKEN_TYPE_JWT: &str = "urn:ietf:params:oauth:token-type:jwt";

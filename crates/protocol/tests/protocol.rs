@@ -1416,6 +1416,24 @@ mod tokens {
         s.parse().expect("test constant parses")
     }
 
+    /// The page and the worker read JWT claims through this one function.
+    #[test]
+    fn jwt_payload_is_the_middle_part_decoded_padded_or_not() {
+        // {"sub":"u"} is eyJzdWIiOiJ1In0 in base64url; padded, eyJzdWIiOiJ1In0=.
+        assert_eq!(jwt_payload("h.eyJzdWIiOiJ1In0.s").expect("a JWT"), r#"{"sub":"u"}"#);
+        assert_eq!(jwt_payload(" h.eyJzdWIiOiJ1In0=.s\n").expect("padded"), r#"{"sub":"u"}"#);
+        for (token, why) in [
+            ("h.eyJzdWIiOiJ1In0", "three dot-separated parts"),
+            ("h.eyJzdWIiOiJ1In0.s.x", "three dot-separated parts"),
+            ("h.not base64!.s", "not base64url"),
+            // 0xFF alone: not UTF-8.
+            ("h._w.s", "not JSON claims"),
+        ] {
+            let err = jwt_payload(token).expect_err(token);
+            assert!(err.contains(why), "{token}: {err}");
+        }
+    }
+
     #[test]
     fn session_tokens() {
         let body = SessionTokens {

@@ -10,7 +10,6 @@
 use std::cell::{Cell, RefCell};
 use std::rc::{Rc, Weak};
 
-use base64::Engine as _;
 use protocol::tokens::{AccessClaims, AuthenticateRequest, LoginResponse, RefreshResponse};
 use protocol::{Timestamp, paths};
 use serde::{Deserialize, Serialize};
@@ -121,12 +120,8 @@ pub struct LoginInfo {
 
 /// The claims of a JWT, decoded without verification.
 fn decode_claims(jwt: &str) -> Option<AccessClaims> {
-    let payload = jwt.split('.').nth(1)?;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload.trim_end_matches('='))
-        .ok()?;
     // From text, as all JSON of the package is read (one copy of the parser in the wasm).
-    protocol::json::from_str(std::str::from_utf8(&bytes).ok()?).ok()
+    protocol::json::from_str(&protocol::tokens::jwt_payload(jwt).ok()?).ok()
 }
 
 impl Login {

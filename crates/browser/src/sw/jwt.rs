@@ -2,8 +2,6 @@
 //! the signature: the worker only decides when to renew a token and whether to try the exchange;
 //! the server that receives the token verifies it.
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use protocol::json::Value;
 
 /// A token and what the worker read from it.
@@ -25,23 +23,13 @@ impl Jwt {
     /// Decodes `token`'s payload; the text says why a token is not a JWT.
     pub fn decode(token: &str) -> Result<Self, String> {
         let token = token.trim();
-        let mut parts = token.split('.');
-        let (Some(_header), Some(payload), Some(_signature), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
-            return Err("not a compact JWT (three dot-separated parts)".to_owned());
-        };
-        // Some encoders pad base64url despite RFC 7515; accept it.
-        let bytes = URL_SAFE_NO_PAD
-            .decode(payload.trim_end_matches('='))
-            .map_err(|e| format!("JWT payload is not base64url: {e}"))?;
+        let text = protocol::tokens::jwt_payload(token)?;
         let not_claims = |e: &dyn std::fmt::Display| format!("JWT payload is not JSON claims: {e}");
         // A map read from text, its claims taken out by hand: a struct would also be read from a
         // JSON array, and every other JSON of the worker is read from text into its own types
         // (one copy of the parser in the wasm, no second deserialiser for `Value`).
-        let text = std::str::from_utf8(&bytes).map_err(|e| not_claims(&e))?;
         let claims: protocol::json::Map<String, Value> =
-            protocol::json::from_str(text).map_err(|e| not_claims(&e))?;
+            protocol::json::from_str(&text).map_err(|e| not_claims(&e))?;
         let claim = |name: &str| claims.get(name).filter(|v| !v.is_null());
         let exp = match claim("exp") {
             None => None,
@@ -70,6 +58,9 @@ impl Jwt {
 
 #[cfg(test)]
 pub(crate) mod tests {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
     use super::*;
 
     /// An unsigned JWT with these claims (the worker never checks signatures).
