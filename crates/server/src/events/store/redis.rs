@@ -1697,12 +1697,13 @@ impl Subscriber {
 
     /// Copies the event for every front `all` (the next after what this instance acted on,
     /// as its message carried it) into each front followed here, one script per front, and
-    /// hands the copies over at once; a front that is further behind gets the paged copy.
+    /// hands each copy over as soon as it is made; a front that is further behind gets the
+    /// paged copy.
     async fn copy_one(&mut self, all: i64, expiry: i64, body: &str) -> Result<(), StoreError> {
         let fronts: Vec<FrontBid> = lock(&self.engine.shared.cursors).keys().copied().collect();
         let now = Timestamp::now();
-        let engine = &self.engine;
-        let copied: Vec<(FrontBid, i64)> = futures_util::stream::iter(fronts)
+        let engine = &self.engine.clone();
+        let mut copies = futures_util::stream::iter(fronts)
             .map(|front| async move {
                 let mut conn = engine.conn();
                 let id: i64 = engine
@@ -1723,23 +1724,27 @@ impl Subscriber {
                 }
                 Ok::<_, StoreError>((front, id))
             })
-            .buffer_unordered(FRONTS_AT_ONCE)
-            .collect::<Vec<_>>()
-            .await
-            .into_iter()
-            .collect::<Result<_, _>>()?;
-        self.all_seen = all;
-        let body: Arc<str> = Arc::from(body);
-        for (front, id) in copied.into_iter().filter(|(_, id)| *id > 0) {
-            let event = StoredEvent {
-                id,
-                front: Some(front),
-                session: None,
-                body: body.clone(),
-                started: None,
-            };
-            self.on_front_event(event).await?;
+            .buffer_unordered(FRONTS_AT_ONCE);
+        let shared_body: Arc<str> = Arc::from(body);
+        // Each front's copy is handed over as soon as it is made, while the other fronts are
+        // still being copied: waiting for all of them held the first write of an event for
+        // every front behind thousands of round trips (`loadgen cluster`). If one fails, the
+        // event stays unseen here and the next catch-up copies what is left; what was handed
+        // over is not again (its front's cursor passed it).
+        while let Some(copied) = copies.next().await {
+            let (front, id) = copied?;
+            if id > 0 {
+                let event = StoredEvent {
+                    id,
+                    front: Some(front),
+                    session: None,
+                    body: shared_body.clone(),
+                    started: None,
+                };
+                self.on_front_event(event).await?;
+            }
         }
+        self.all_seen = all;
         Ok(())
     }
 
